@@ -1,0 +1,517 @@
+"""The PLUG answer format: render, parse, and parse while streaming. Standard library only.
+
+A PLUG completion for target language zh with pivot en looks like::
+
+    English instruction: <the user's instruction, restated in English>
+
+    English response: <the answer in English>
+
+    中文回复：<the answer in Chinese>
+
+``mono`` (the baseline) is the target answer alone; ``pivot_only`` is the first two sections.
+The opt-in ``think`` variant wraps the two pivot sections in ``<think>...</think>`` and writes the
+target answer after it without a header, so reasoning-aware clients hide the pivot natively::
+
+    <think>
+    English instruction: ...
+
+    English response: ...
+    </think>
+
+    <the answer in Chinese>
+
+Parsing is lenient where models are sloppy and strict where meaning changes:
+
+* a header is recognised only at the start of a line (or of a section body), in any letter case,
+  with a half- or full-width colon, spaces around it, markdown bold (``**...**``) or a markdown
+  heading mark (``##``) around it;
+* a header repeated before its section has any text is dropped (``中文回复：中文回复：...``);
+* a section header that comes back after its section had text ends the useful part: what
+  follows is kept only in ``extra`` (models that loop), never merged into an answer;
+* statuses: ``ok``; ``truncated`` (the target header is there but its body is empty, or the
+  generation was cut by a token limit); ``monolingual`` (no target section, but a pivot answer
+  was written); ``not_found`` (no recognisable structure).
+
+The streaming parser (:class:`StreamParser`) holds back only the text that could still turn
+into a header, and its per-section output always equals the batch parse of the whole text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from . import languages
+from .languages import FORMATS, Language
+
+__all__ = [
+    "FORMATS",
+    "SECTIONS",
+    "STATUSES",
+    "PlugParse",
+    "StreamEvent",
+    "StreamParser",
+    "render",
+    "render_plug",
+    "render_mono",
+    "render_pivot_only",
+    "parse",
+    "has_header",
+    "THINK_OPEN",
+    "THINK_CLOSE",
+]
+
+#: Section names in the order a PLUG answer writes them. ``preamble`` is text before any header,
+#: ``extra`` anything after the answer's sections (a model that repeats itself).
+SECTIONS = ("preamble", "pivot_instruction", "pivot_response", "target", "extra")
+STATUSES = ("ok", "truncated", "monolingual", "not_found")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+_PI, _PR, _T = "pivot_instruction", "pivot_response", "target"
+
+
+def _join(header: str, text: str) -> str:
+    # A full-width colon carries its own spacing; an ASCII colon is followed by one space.
+    return f"{header}{text}" if header.endswith("：") else f"{header} {text}"
+
+
+def _clean(name: str, text: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a string")
+    text = text.strip()
+    if not text:
+        raise ValueError(f"{name} is empty")
+    return text
+
+
+def render_plug(
+    pivot_instruction: str,
+    pivot_response: str,
+    target_response: str,
+    *,
+    target: str | Language,
+    pivot: str | Language = "en",
+    think: bool = False,
+) -> str:
+    """A PLUG completion (the assistant's whole turn)."""
+    t, p = languages.get(target), languages.get(pivot)
+    if t.code == p.code:
+        raise languages.LanguageError(f"the pivot language must differ from the target ({t.code!r})")
+    pivot_part = (
+        _join(p.instruction_header, _clean("pivot_instruction", pivot_instruction))
+        + "\n\n"
+        + _join(p.response_header, _clean("pivot_response", pivot_response))
+    )
+    answer = _clean("target_response", target_response)
+    if think:
+        return f"{THINK_OPEN}\n{pivot_part}\n{THINK_CLOSE}\n\n{answer}"
+    return pivot_part + "\n\n" + _join(t.response_header, answer)
+
+
+def render_mono(target_response: str) -> str:
+    """The mono-response baseline's completion: the target-language answer alone."""
+    return _clean("target_response", target_response)
+
+
+def render_pivot_only(pivot_instruction: str, pivot_response: str, *, pivot: str | Language = "en") -> str:
+    """The pivot-only completion: instruction and answer restated in the pivot language."""
+    p = languages.get(pivot)
+    return (
+        _join(p.instruction_header, _clean("pivot_instruction", pivot_instruction))
+        + "\n\n"
+        + _join(p.response_header, _clean("pivot_response", pivot_response))
+    )
+
+
+def render(
+    fmt: str,
+    *,
+    target: str | Language,
+    pivot: str | Language = "en",
+    pivot_instruction: str | None = None,
+    pivot_response: str | None = None,
+    target_response: str | None = None,
+    think: bool = False,
+) -> str:
+    """Render a completion in one of :data:`FORMATS`."""
+    if fmt == "plug":
+        return render_plug(
+            pivot_instruction or "", pivot_response or "", target_response or "",
+            target=target, pivot=pivot, think=think,
+        )
+    if fmt == "mono":
+        return render_mono(target_response or "")
+    if fmt == "pivot_only":
+        return render_pivot_only(pivot_instruction or "", pivot_response or "", pivot=pivot)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+@dataclass(frozen=True)
+class PlugParse:
+    """The sections of one completion. ``answer`` is what a user (or a judge) should see."""
+
+    status: str
+    target: str | None
+    pivot_instruction: str | None
+    pivot_response: str | None
+    preamble: str
+    extra: str
+    format: str = "plug"
+
+    @property
+    def answer(self) -> str:
+        """The target answer; when extraction failed, what the model actually wrote instead
+        (the pivot answer for ``monolingual``, the whole stripped text for ``not_found``)."""
+        if self.target is not None:
+            return self.target
+        if self.format == "pivot_only" and self.pivot_response is not None:
+            return self.pivot_response
+        if self.pivot_response:
+            return self.pivot_response
+        parts = [self.preamble, self.pivot_instruction or "", self.extra]
+        return "\n\n".join(p for p in parts if p)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["answer"] = self.answer
+        return d
+
+
+_MARK = r"(?:\*\*|__)"
+
+
+@lru_cache(maxsize=256)
+def _header_table(pivot: str, target: str, fmt: str) -> tuple[re.Pattern, dict[str, str], tuple[str, ...]]:
+    """(regex, {lower-cased header name: section}, names) for one (pivot, target, format)."""
+    p, t = languages.get(pivot), languages.get(target)
+    names: dict[str, str] = {}
+
+    def add(header: str, section: str) -> None:
+        names[header.rstrip().rstrip(":：").rstrip().lower()] = section
+
+    if fmt in ("plug", "pivot_only"):
+        add(p.instruction_header, _PI)
+        add(p.response_header, _PR)
+    if fmt in ("plug", "mono"):
+        add(t.response_header, _T)
+    alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    # Line start, optional heading mark, optional bold opening, the name, the colon; a closing
+    # bold mark is accepted before or after the colon only when one was opened.
+    pattern = re.compile(
+        r"[ \t]*(?:#{1,6}[ \t]+)?(?P<open>" + _MARK + r")?[ \t]*(?P<name>" + alternation + r")"
+        r"[ \t]*(?(open)(?P<close>" + _MARK + r")?)[ \t]*[:：]"
+        r"(?(open)(?(close)|(?:[ \t]*" + _MARK + r")?))[ \t]*",
+        re.IGNORECASE,
+    )
+    return pattern, names, tuple(names)
+
+
+def _header_at(text: str, pos: int, table) -> re.Match | None:
+    return table[0].match(text, pos)
+
+
+def _could_become_header(fragment: str, table) -> bool:
+    """True when ``fragment`` (text from a line start to the end of the buffer, no newline) is
+    a header, or could still become one or grow its closing mark as more text arrives."""
+    pattern, _, names = table
+    m = pattern.match(fragment)
+    if m:
+        # A complete header: it may still grow a closing bold mark, so hold while only
+        # spaces or mark characters follow it.
+        return fragment[m.end():].strip(" \t*_") == ""
+    s = fragment.lstrip(" \t")
+    hashes = len(s) - len(s.lstrip("#"))
+    if hashes:
+        if hashes > 6:
+            return False
+        s = s[hashes:]
+        if not s:
+            return True
+        if s[0] not in " \t":
+            return False
+        s = s.lstrip(" \t")
+    for mark in ("**", "__", "*", "_"):
+        if s.startswith(mark):
+            s = s[len(mark):]
+            break
+    s = s.lstrip(" \t").lower()
+    if not s:
+        return True
+    for name in names:
+        if name.startswith(s):
+            return True
+        if s.startswith(name):
+            rest = s[len(name):]
+            if rest.strip(" \t*_") == "":
+                return True
+    return False
+
+
+@dataclass
+class _Segment:
+    section: str
+    start: int  # body start in the text
+    end: int
+    header: bool = True  # False for text before the first header
+
+
+def _segments(text: str, table, fmt: str, think: bool | None) -> list[_Segment]:
+    """Split ``text`` into sections. Used by both the batch and the streaming parser."""
+    segs: list[_Segment] = []
+    n = len(text)
+    pos = 0
+    # ``<think>`` at the very start switches to the think variant.
+    lead = len(text) - len(text.lstrip())
+    think_mode = fmt == "plug" and think is not False and text.startswith(THINK_OPEN, lead)
+    if think_mode:
+        pos = lead + len(THINK_OPEN)
+        close = text.find(THINK_CLOSE, pos)
+        inner_end = n if close < 0 else close
+        segs.extend(_split_headers(text, pos, inner_end, table, default=_PR))
+        if close >= 0:
+            # After </think> comes the answer; a target header there is optional.
+            segs.extend(_split_headers(text, close + len(THINK_CLOSE), n, table, default=_T))
+        return segs
+    default = _T if fmt == "mono" else "preamble"
+    return _split_headers(text, pos, n, table, default=default)
+
+
+def _split_headers(text: str, start: int, end: int, table, default: str) -> list[_Segment]:
+    segs = [_Segment(default, start, start, header=False)]
+    pos = start
+    line_start = True
+    while pos < end:
+        if line_start:
+            m = _header_at(text, pos, table)
+            if m and m.end() <= end:
+                section = table[1][m.group("name").lower()]
+                segs[-1].end = pos
+                segs.append(_Segment(section, m.end(), m.end()))
+                pos = m.end()
+                # A header directly after a header (or at the start of a body) counts as a
+                # line start: "中文回复：中文回复：..." repeats the header.
+                line_start = True
+                continue
+        nl = text.find("\n", pos, end)
+        if nl < 0:
+            pos = end
+            break
+        pos = nl + 1
+        line_start = True
+    segs[-1].end = end
+    return segs
+
+
+def _assemble(text: str, segs: list[_Segment]) -> dict[str, str | None]:
+    """Fold segments into sections: the first occurrence wins, a header repeated before its
+    section has text is dropped, and a section that comes back after having text (or a section
+    out of order) starts ``extra``, which runs to the end of the text."""
+    out: dict[str, list[str]] = {s: [] for s in SECTIONS}
+    has_text: set[str] = set()
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    furthest = -1
+    extra_start: int | None = None
+    for seg in segs:
+        body = text[seg.start:seg.end]
+        if not seg.header and not body.strip():
+            continue
+        sec = seg.section
+        if sec != "preamble" and (sec in has_text or order[sec] < furthest):
+            extra_start = text.rfind("\n", 0, seg.start) + 1 if seg.header else seg.start
+            break
+        out[sec].append(body)
+        if body.strip() and sec != "preamble":
+            has_text.add(sec)
+            furthest = max(furthest, order[sec])
+    result: dict[str, str | None] = {
+        sec: ("".join(out[sec]).strip() if out[sec] else None) for sec in (_PI, _PR, _T)
+    }
+    result["preamble"] = "".join(out["preamble"]).strip()
+    result["extra"] = text[extra_start:].strip() if extra_start is not None else ""
+    return result
+
+
+def parse(
+    text: str,
+    *,
+    target: str | Language,
+    pivot: str | Language = "en",
+    fmt: str = "plug",
+    finished: bool = True,
+    think: bool | None = None,
+) -> PlugParse:
+    """Parse one completion. ``finished=False`` means generation stopped at a token limit.
+
+    ``think=None`` accepts both the plain and the ``<think>`` variant; ``False`` only the plain.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    t, p = languages.get(target), languages.get(pivot)
+    if fmt != "mono" and t.code == p.code:
+        raise languages.LanguageError(f"the pivot language must differ from the target ({t.code!r})")
+    table = _header_table(p.code, t.code, fmt)
+    secs = _assemble(text, _segments(text, table, fmt, think))
+    return _finish(secs, fmt, finished)
+
+
+def _finish(secs: dict, fmt: str, finished: bool) -> PlugParse:
+    target, pi, pr = secs[_T], secs[_PI], secs[_PR]
+    if fmt == "pivot_only":
+        if pr:
+            status = "ok" if finished else "truncated"
+        elif pr is not None or not finished:
+            status = "truncated"
+        else:
+            status = "not_found"
+    elif target is not None:
+        status = "ok" if (target and finished) else "truncated"
+    elif not finished and (pi is not None or pr is not None):
+        status = "truncated"
+    elif pr:
+        status = "monolingual"
+    else:
+        status = "not_found"
+    return PlugParse(
+        status=status,
+        target=target,
+        pivot_instruction=pi,
+        pivot_response=pr,
+        preamble=secs["preamble"],
+        extra=secs["extra"],
+        format=fmt,
+    )
+
+
+def has_header(text: str, *, target: str | Language, pivot: str | Language = "en", fmt: str = "plug") -> bool:
+    """Whether ``text`` holds something the parser would read as a header or think tag (at a
+    line start, or a prefix of one at its end). Text for a round trip must not."""
+    t, p = languages.get(target), languages.get(pivot)
+    table = _header_table(p.code, t.code, fmt)
+    if THINK_OPEN in text or THINK_CLOSE in text:
+        return True
+    for line in text.split("\n"):
+        if table[0].match(line) or _could_become_header(line, table):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A piece of text and the section it belongs to."""
+
+    section: str
+    text: str
+
+
+class StreamParser:
+    """Feed text deltas, get :class:`StreamEvent` s.
+
+    The text of each section, joined over all events, equals the batch :func:`parse` of the
+    whole text, whatever the split. Text that could still become a header is held back until it
+    cannot (at most one line, or a few characters of ``</think>``); trailing whitespace is held
+    until more text arrives. ``section`` tells which section is being written now.
+    """
+
+    def __init__(
+        self,
+        *,
+        target: str | Language,
+        pivot: str | Language = "en",
+        fmt: str = "plug",
+        think: bool | None = None,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        self.target, self.pivot = languages.get(target), languages.get(pivot)
+        self.fmt, self.think = fmt, think
+        self._table = _header_table(self.pivot.code, self.target.code, fmt)
+        self._buf = ""
+        self._emitted: dict[str, str] = {s: "" for s in SECTIONS}
+        self.section: str | None = None
+        self.result: PlugParse | None = None
+
+    @property
+    def text(self) -> str:
+        return self._buf
+
+    def _safe_end(self) -> int:
+        buf = self._buf
+        n = len(buf)
+        # A partial "</think>" or "<think>" anywhere at the end.
+        if self.fmt == "plug" and self.think is not False:
+            for tag in (THINK_CLOSE, THINK_OPEN):
+                for k in range(min(len(tag) - 1, n), 0, -1):
+                    if buf.endswith(tag[:k]):
+                        return self._line_hold(n - k)
+        return self._line_hold(n)
+
+    def _line_hold(self, end: int) -> int:
+        """Move ``end`` back to the start of the last line (or body start) when the text from
+        there could still become a header."""
+        buf = self._buf
+        segs = _segments(buf[:end], self._table, self.fmt, self.think)
+        starts = [buf.rfind("\n", 0, end) + 1]
+        if segs:
+            starts.append(segs[-1].start)
+        lead = len(buf) - len(buf.lstrip())
+        # The very start might still become "<think>".
+        if self.fmt == "plug" and self.think is not False and not buf[:end].strip():
+            return 0
+        for s in sorted(set(starts), reverse=True):
+            if s <= end and _could_become_header(buf[s:end], self._table):
+                end = s
+        if self.fmt == "plug" and self.think is not False and buf.startswith(THINK_OPEN[: max(0, end - lead)], lead):
+            if end - lead < len(THINK_OPEN):
+                return lead
+        return end
+
+    def _emit(self, text: str, final: bool, finished: bool = True) -> list[StreamEvent]:
+        segs = _segments(text, self._table, self.fmt, self.think)
+        secs = _assemble(text, segs)
+        events: list[StreamEvent] = []
+        current = segs[-1].section if segs else None
+        for sec in SECTIONS:
+            # Sections come stripped on both sides, so trailing whitespace is held back.
+            value = secs[sec] or ""
+            old = self._emitted[sec]
+            if value.startswith(old):
+                piece = value[len(old):]
+            else:  # cannot happen when the hold-back is right; never show text twice
+                piece = ""
+                value = old
+            if piece:
+                events.append(StreamEvent(sec, piece))
+                self._emitted[sec] = value
+        if secs["extra"]:
+            current = "extra"
+        self.section = current
+        if final:
+            self.result = _finish(secs, self.fmt, finished)
+        return events
+
+    def feed(self, delta: str) -> list[StreamEvent]:
+        """Add generated text; returns the events it made safe to show."""
+        if self.result is not None:
+            raise RuntimeError("StreamParser.feed() after close()")
+        self._buf += delta
+        return self._emit(self._buf[: self._safe_end()], final=False)
+
+    def close(self, finished: bool = True) -> list[StreamEvent]:
+        """End of generation: flush what was held and set :attr:`result` (``finished=False``
+        when generation stopped at a token limit)."""
+        if self.result is not None:
+            return []
+        return self._emit(self._buf, final=True, finished=finished)
+
+    def emitted(self, section: str) -> str:
+        """All text emitted so far for ``section``."""
+        return self._emitted[section]

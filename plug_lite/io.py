@@ -1,0 +1,264 @@
+"""Files and errors shared by every verb. Standard library only.
+
+* :class:`UserError` — bad input. Its message is one line naming the file, the record and the
+  field; the command line prints it and exits with code 2, no traceback.
+* Atomic writes: everything final is written to a temporary name in the same folder and renamed.
+* Append-only JSONL for resumable work (generate, judge cache): one record per line, flushed and
+  fsynced per record; a half-written last line (a killed process) is ignored on read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+__all__ = [
+    "UserError",
+    "atomic_path",
+    "atomic_write_text",
+    "write_json",
+    "write_jsonl",
+    "read_records",
+    "read_jsonl_resumable",
+    "JsonlAppender",
+    "check_disk_space",
+    "run_cli",
+    "redact",
+]
+
+
+class UserError(Exception):
+    """Bad input or an unusable environment; ``str(e)`` is a one-line message for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split("\n")))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    On an exception the temporary file (or folder) is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=(suffix or "") + ".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        if tmp_path.is_dir():
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def _loc(path: Path, line: int | None, index: int | None) -> str:
+    if line is not None:
+        return f"{path}:{line}"
+    if index is not None:
+        return f"{path}: record {index}"
+    return str(path)
+
+
+def read_records(
+    path: str | os.PathLike,
+    *,
+    required: Iterable[str] = (),
+    nonempty: Iterable[str] = (),
+) -> list[dict]:
+    """Records of a JSON (array, or an object with a ``data``/``rows``/``instances`` array),
+    JSONL or CSV file. Each record gets ``_where`` ("file:line" or "file: record i") for error
+    messages. Missing ``required`` fields and empty ``nonempty`` fields are one-line errors."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: file not found")
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, expected a JSON, JSONL or CSV file")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    out: list[dict] = []
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        for i, row in enumerate(reader):
+            row = dict(row)
+            row["_where"] = f"{p}:{i + 2}"
+            out.append(row)
+    elif suffix == ".jsonl" or (suffix != ".json" and not text.lstrip().startswith(("[", "{\n"))):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{p}:{n}: bad JSON line ({e.msg}, column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise UserError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
+            rec["_where"] = f"{p}:{n}"
+            out.append(rec)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})") from None
+        if isinstance(data, dict):
+            for key in ("data", "rows", "instances", "examples"):
+                if isinstance(data.get(key), list):
+                    data = data[key]
+                    break
+            else:
+                data = [data]
+        if not isinstance(data, list):
+            raise UserError(f"{p}: expected a JSON array of records")
+        for i, rec in enumerate(data):
+            if not isinstance(rec, dict):
+                raise UserError(f"{p}: record {i}: expected a JSON object, got {type(rec).__name__}")
+            rec = dict(rec)
+            rec["_where"] = f"{p}: record {i}"
+            out.append(rec)
+    required, nonempty = tuple(required), tuple(nonempty)
+    for rec in out:
+        for f in required:
+            if f not in rec or rec[f] is None:
+                raise UserError(f"{rec['_where']}: missing field {f!r}")
+        for f in nonempty:
+            v = rec.get(f)
+            if v is None or (isinstance(v, str) and not v.strip()):
+                raise UserError(f"{rec['_where']}: field {f!r} is empty")
+    return out
+
+
+def strip_where(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k != "_where"}
+
+
+def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
+    """Records of an append-only JSONL file. A last line cut off by a killed writer is dropped
+    (and trimmed from the file, so the next append starts on a clean line); a bad line anywhere
+    else is an error."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    data = p.read_bytes()
+    lines = data.split(b"\n")
+    out: list[dict] = []
+    good_bytes = 0
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            good_bytes += len(raw) + 1
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as e:
+            is_last = all(not x.strip() for x in lines[n:])
+            if is_last and not data.endswith(b"\n"):
+                with open(p, "r+b") as f:
+                    f.truncate(good_bytes)
+                break
+            raise UserError(f"{p}:{n}: bad JSON line in a results file ({e})") from None
+        out.append(rec)
+        good_bytes += len(raw) + 1
+    return out
+
+
+class JsonlAppender:
+    """Append records to a JSONL file, one flushed and fsynced line each (thread-safe)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import threading
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        read_jsonl_resumable(self.path)  # trims a torn last line
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._f.write(line)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_disk_space(folder: str | os.PathLike, need_bytes: int, what: str = "this file") -> None:
+    """Raise a :class:`UserError` when ``folder`` has less than ``need_bytes`` free (+5%)."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need_bytes * 1.05:
+        raise UserError(
+            f"{folder}: not enough disk space for {what}: need about {need_bytes / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB free"
+        )
+
+
+_SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLUG_LITE_JUDGE_API_KEY")
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with any known secret (given, or from the usual environment variables) masked."""
+    values = [s for s in secrets if s] + [os.environ.get(k, "") for k in _SECRET_ENV]
+    for s in values:
+        if s and len(s) >= 6:
+            text = text.replace(s, "***")
+    return text
+
+
+def run_cli(fn: Callable[[], Any]) -> int:
+    """Run a command-line body: user errors become one line on stderr and exit code 2."""
+    from .languages import LanguageError
+
+    try:
+        rc = fn()
+    except (UserError, LanguageError) as e:
+        print(f"error: {redact(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
