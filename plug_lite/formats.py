@@ -394,10 +394,13 @@ def has_header(text: str, *, target: str | Language, pivot: str | Language = "en
     table = _header_table(p.code, t.code, fmt)
     if THINK_OPEN in text or THINK_CLOSE in text:
         return True
-    for line in text.split("\n"):
-        if table[0].match(line) or _could_become_header(line, table):
+    lines = text.split("\n")
+    for line in lines:
+        if table[0].match(line):
             return True
-    return False
+    # Only the last line can still grow into a header; a blank line cannot be one.
+    last = lines[-1]
+    return bool(last.strip()) and _could_become_header(last, table)
 
 
 # --------------------------------------------------------------------------------------------
