@@ -1,0 +1,115 @@
+"""Extract the target answer and the pivot sections from model outputs.
+
+``plug-lite extract OUTPUTS.jsonl --target zh [--pivot en] [--format plug] [--field output]
+[--out OUT]`` reads a JSON or JSONL file of records, parses the text in ``--field`` with
+:func:`plug_lite.formats.parse` and writes the same records with these fields added (the raw
+output is kept as it was)::
+
+    "extracted": <the answer a user or judge should see>,
+    "extract_status": "ok" | "truncated" | "monolingual" | "not_found",
+    "pivot_instruction": ..., "pivot_response": ..., "target_response": ...,
+    "extract_preamble": ..., "extract_extra": ...
+
+A record may say it was cut by a token limit with ``"finished": false`` or
+``"finish_reason": "length"``; it is then parsed with ``finished=False``. The count per status is
+printed. Without ``--out`` the result goes to ``<input stem>.extracted.jsonl`` beside the input.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
+
+from . import formats, languages
+from .io import UserError, read_records, run_cli, strip_where, write_jsonl
+
+__all__ = ["extract_record", "extract_records", "main", "cli"]
+
+
+def _finished(rec: dict) -> bool:
+    if rec.get("finished") is False:
+        return False
+    return rec.get("finish_reason") not in ("length", "max_tokens")
+
+
+def extract_record(rec: dict, *, target: str, pivot: str = "en", fmt: str = "plug", field: str = "output") -> dict:
+    """``rec`` with the parsed sections added (a new dict; ``rec`` is not changed)."""
+    where = rec.get("_where", "record")
+    if field not in rec or rec[field] is None:
+        raise UserError(f"{where}: missing field {field!r}")
+    text = rec[field]
+    if not isinstance(text, str):
+        raise UserError(f"{where}: field {field!r} must be text, got {type(text).__name__}")
+    parsed = formats.parse(text, target=target, pivot=pivot, fmt=fmt, finished=_finished(rec))
+    out = strip_where(rec)
+    out.update(
+        extracted=parsed.answer,
+        extract_status=parsed.status,
+        pivot_instruction=parsed.pivot_instruction,
+        pivot_response=parsed.pivot_response,
+        target_response=parsed.target,
+        extract_preamble=parsed.preamble,
+        extract_extra=parsed.extra,
+    )
+    return out
+
+
+def extract_records(records: list[dict], *, target: str, pivot: str = "en", fmt: str = "plug",
+                    field: str = "output") -> tuple[list[dict], Counter]:
+    """All records extracted, and the count per status."""
+    if fmt not in languages.FORMATS:
+        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(languages.FORMATS)}")
+    t, p = languages.get(target), languages.get(pivot)
+    if fmt != "mono" and t.code == p.code:
+        raise UserError(f"the pivot language must differ from the target language ({t.code!r})")
+    out = [extract_record(r, target=t.code, pivot=p.code, fmt=fmt, field=field) for r in records]
+    counts = Counter({s: 0 for s in formats.STATUSES})
+    counts.update(r["extract_status"] for r in out)
+    return out, counts
+
+
+def main(
+    *,
+    file: str | os.PathLike,
+    target: str,
+    pivot: str = "en",
+    fmt: str = "plug",
+    field: str = "output",
+    out: str | os.PathLike | None = None,
+) -> dict:
+    """Extract every record of ``file``, write them to ``out`` (JSONL) and return the status counts."""
+    languages.get(target), languages.get(pivot)
+    records = read_records(file)
+    if not records:
+        raise UserError(f"{file}: no records")
+    extracted, counts = extract_records(records, target=target, pivot=pivot, fmt=fmt, field=field)
+    src = Path(file)
+    dest = Path(out) if out else src.with_name(src.stem + ".extracted.jsonl")
+    if dest.resolve() == src.resolve():
+        raise UserError(f"{dest}: the output would overwrite the input; pass another --out")
+    write_jsonl(dest, extracted)
+    total = len(extracted)
+    for status in formats.STATUSES:
+        n = counts[status]
+        print(f"{status:<12} {n:>6}  {100 * n / total:5.1f}%")
+    print(f"wrote {total} records to {dest}")
+    return {"counts": dict(counts), "total": total, "out": str(dest)}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="plug-lite extract", description="Extract target answers from model outputs.")
+    ap.add_argument("file", help="JSON or JSONL file of records holding model outputs")
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--pivot", default="en")
+    ap.add_argument("--format", dest="fmt", default="plug", choices=languages.FORMATS)
+    ap.add_argument("--field", default="output", help="the field holding the model's text (default output)")
+    ap.add_argument("--out", help="output JSONL (default: <file stem>.extracted.jsonl)")
+    args = ap.parse_args(argv)
+    return run_cli(lambda: main(**vars(args)) and 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
