@@ -1,0 +1,286 @@
+"""One OpenAI-compatible chat client and an on-disk call cache, shared by ``judge`` and
+``translate``.
+
+* :func:`settings` resolves model, base URL and key from flags, then ``PLUG_LITE_JUDGE_*``, then
+  ``OPENAI_*`` environment variables. The key is kept out of every repr, message and file.
+* :class:`Client` wraps the official ``openai`` client. Retries with exponential backoff on 429,
+  5xx, timeouts and dropped connections are the client's own (``max_retries``, ``timeout``);
+  401/403 raise :class:`FatalLLMError` at once (the client does not retry them).
+* :class:`CallCache` is an append-only JSONL file keyed by a hash of everything that determines an
+  answer; each call is fsynced as soon as it returns, so a killed run repeats no call.
+* :func:`run_jobs` runs uncached calls on a thread pool; the first one runs alone, so a bad key or
+  model name stops the run after one request whatever ``--parallel`` is.
+
+Standard library only at import time; ``openai`` and ``tqdm`` are imported when needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .io import JsonlAppender, UserError, read_jsonl_resumable, redact
+
+__all__ = [
+    "LLMSettings",
+    "settings",
+    "Client",
+    "FatalLLMError",
+    "CallCache",
+    "cache_key",
+    "run_jobs",
+    "estimate_tokens",
+    "PRICES",
+    "price_for",
+]
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+class FatalLLMError(UserError):
+    """An error that retrying cannot fix (bad key, no permission): the run stops."""
+
+
+@dataclass
+class LLMSettings:
+    model: str
+    base_url: str | None
+    api_key: str = field(repr=False)
+    timeout: float = 120.0
+    max_retries: int = 5
+    temperature: float = 0.0
+    max_tokens: int = 1024
+
+    def public(self) -> dict:
+        """Settings safe to write into a results file (no key)."""
+        return {
+            "model": self.model,
+            "base_url": redact(self.base_url or "https://api.openai.com/v1", [self.api_key]),
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+
+def settings(
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    *,
+    timeout: float = 120.0,
+    max_retries: int = 5,
+    temperature: float = 0.0,
+    max_tokens: int = 1024,
+    need_key: bool = True,
+) -> LLMSettings:
+    env = os.environ
+    model = model or env.get("PLUG_LITE_JUDGE_MODEL") or DEFAULT_MODEL
+    base_url = base_url or env.get("PLUG_LITE_JUDGE_BASE_URL") or env.get("OPENAI_BASE_URL") or None
+    key = api_key or env.get("PLUG_LITE_JUDGE_API_KEY") or env.get("OPENAI_API_KEY") or ""
+    if not key:
+        if need_key and not base_url:
+            raise UserError(
+                "no API key: set OPENAI_API_KEY (or PLUG_LITE_JUDGE_API_KEY), or pass --base-url "
+                "for a local server (llama-server, vLLM, Ollama) that needs none"
+            )
+        key = "no-key"  # local servers ignore it; the client insists on a value
+    return LLMSettings(model, base_url, key, timeout, max_retries, temperature, max_tokens)
+
+
+class Client:
+    """A thin chat-completions client. ``chat`` returns ``(text, usage)``; it raises
+    :class:`FatalLLMError` on 401/403/404 and :class:`CallError` on anything else that still
+    fails after the client's retries."""
+
+    def __init__(self, cfg: LLMSettings) -> None:
+        import openai
+
+        self.cfg = cfg
+        self._openai = openai
+        self._client = openai.OpenAI(
+            api_key=cfg.api_key, base_url=cfg.base_url, timeout=cfg.timeout, max_retries=cfg.max_retries
+        )
+
+    def chat(self, messages: list[dict], *, max_tokens: int | None = None) -> tuple[str, dict]:
+        oa = self._openai
+        try:
+            resp = self._client.chat.completions.create(
+                model=self.cfg.model,
+                messages=messages,
+                temperature=self.cfg.temperature,
+                max_tokens=max_tokens or self.cfg.max_tokens,
+            )
+        except (oa.AuthenticationError, oa.PermissionDeniedError) as e:
+            raise FatalLLMError(
+                f"the judge server refused the API key (HTTP {e.status_code}) at "
+                f"{self.cfg.base_url or 'api.openai.com'}: check OPENAI_API_KEY / --api-key; stopped without retrying"
+            ) from None
+        except oa.NotFoundError as e:
+            raise FatalLLMError(
+                f"HTTP 404 from {self.cfg.base_url or 'api.openai.com'} for model {self.cfg.model!r}: "
+                f"check --model and --base-url ({_short(e)})"
+            ) from None
+        except oa.APIStatusError as e:
+            raise CallError(f"HTTP {e.status_code} after {self.cfg.max_retries} retries: {_short(e)}") from None
+        except oa.APITimeoutError:
+            raise CallError(f"timed out after {self.cfg.timeout:g} s ({self.cfg.max_retries} retries)") from None
+        except oa.APIConnectionError as e:
+            raise CallError(f"connection failed after {self.cfg.max_retries} retries: {_short(e)}") from None
+        except oa.APIError as e:  # malformed responses and the like
+            raise CallError(f"bad response: {_short(e)}") from None
+        try:
+            text = resp.choices[0].message.content or ""
+        except (AttributeError, IndexError, TypeError):
+            raise CallError("response has no choices[0].message.content") from None
+        usage = {}
+        if getattr(resp, "usage", None) is not None:
+            usage = {"prompt": resp.usage.prompt_tokens or 0, "completion": resp.usage.completion_tokens or 0}
+        return text, usage
+
+
+class CallError(Exception):
+    """A call that failed for good; recorded as an error row, the run goes on."""
+
+
+def _short(e: Exception) -> str:
+    return redact(" ".join(str(e).split()))[:200]
+
+
+def cache_key(**parts: Any) -> str:
+    """A content hash of everything that determines an answer."""
+    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class CallCache:
+    """Append-only JSONL: one ``{"key", ...}`` record per finished call. The last record of a key
+    wins. Thread-safe."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._data: dict[str, dict] = {}
+        for rec in read_jsonl_resumable(self.path):
+            if "key" in rec:
+                self._data[rec["key"]] = rec
+        self._out: JsonlAppender | None = None
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def get(self, key: str) -> dict | None:
+        return self._data.get(key)
+
+    def put(self, key: str, record: dict) -> dict:
+        rec = {"key": key, **record}
+        with self._lock:
+            if self._out is None:
+                self._out = JsonlAppender(self.path)
+            self._out.write(rec)
+            self._data[key] = rec
+        return rec
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+def run_jobs(
+    jobs: Iterable[Any],
+    call: Callable[[Any], None],
+    *,
+    parallel: int = 4,
+    desc: str = "calls",
+) -> None:
+    """Run ``call(job)`` for every job, ``parallel`` at a time; the first job runs alone.
+    A :class:`FatalLLMError` stops everything (queued jobs are cancelled) and is re-raised."""
+    jobs = list(jobs)
+    if not jobs:
+        return
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc=desc, file=sys.stderr, disable=None)
+    except ImportError:  # tqdm is optional
+        bar = None
+
+    def one(job: Any) -> None:
+        if stop.is_set():
+            return
+        call(job)
+        if bar is not None:
+            bar.update(1)
+
+    stop = threading.Event()
+    try:
+        one(jobs[0])
+        rest = jobs[1:]
+        if not rest:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [pool.submit(one, j) for j in rest]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    stop.set()
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# --- cost estimate -------------------------------------------------------------------------------
+
+#: USD per 1M tokens (input, output). Public list prices, November 2026; override with
+#: --price-in/--price-out or --prices FILE (JSON {"model": [in, out]}).
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-4": (30.00, 60.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+
+
+def price_for(
+    model: str, *, price_in: float | None = None, price_out: float | None = None, prices_file: str | None = None
+) -> tuple[float, float] | None:
+    table = dict(PRICES)
+    if prices_file:
+        try:
+            extra = json.loads(Path(prices_file).read_text(encoding="utf-8"))
+            table.update({k: (float(v[0]), float(v[1])) for k, v in extra.items()})
+        except (OSError, ValueError, TypeError, IndexError, AttributeError) as e:
+            raise UserError(f"{prices_file}: expected JSON {{\"model\": [usd_in_per_1M, usd_out_per_1M]}} ({e})") from None
+    base = table.get(model)
+    if base is None:
+        # longest known prefix ("gpt-4o-mini-2024-07-18" -> "gpt-4o-mini")
+        for name in sorted(table, key=len, reverse=True):
+            if model.startswith(name):
+                base = table[name]
+                break
+    if price_in is not None or price_out is not None:
+        base = (price_in if price_in is not None else (base or (0, 0))[0],
+                price_out if price_out is not None else (base or (0, 0))[1])
+    return base
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count without a tokenizer: ~4 characters per token for Latin script, one
+    token per CJK / Hangul / kana character."""
+    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+    return wide + (len(text) - wide + 3) // 4
