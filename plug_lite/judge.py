@@ -577,7 +577,7 @@ def main(
         rows.append(row)
 
     n_calls = len(jobs)
-    cached = sum(len(r["_keys"]) for r in rows) - n_calls
+    cached = sum(1 for r in rows for k in r["_keys"] if k in cc)
     if dry_run:
         tok_in = sum(llm.estimate_tokens("".join(m["content"] for m in msgs)) for msgs in jobs.values())
         tok_out = n_calls * (300 if mode != "svamp" else 20)

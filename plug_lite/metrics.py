@@ -94,7 +94,7 @@ _MARKERS = re.compile(
     r"la\s+risposta\s+è|respuesta(?:\s+final)?|la\s+respuesta\s+es|resultado)\s*(?:is|是|为|為|은|는|:|：|=|è|es)?\s*[:：]?",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(r"(?<![\w.,])[-−]?\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.,])[-−]?\d+(?:[.,]\d+)*")
 _DOT_THOUSANDS = {"it", "es", "de", "pt", "nl", "id", "tr", "ru", "vi"}
 
 

@@ -1,0 +1,232 @@
+"""``plug-lite translate``: the paper's data step. Translate an English (pivot) instruction
+dataset into a target language with an LLM, through the same client, cache and resume machinery
+as the judge (:mod:`plug_lite.llm`).
+
+Each record's instruction and response go out together in ONE call, between delimiter lines the
+model is asked to keep (``<<<INSTRUCTION>>>``, ``<<<RESPONSE>>>``, ``<<<END>>>``); the reply is
+split on them strictly (each exactly once, in order, both parts non-empty). Records that fail to
+split, or whose call fails, are listed in a rejects file with the reason, never silently dropped.
+
+The output JSONL ``{id, instruction, response}`` has the English file's ids, so
+``plug_lite.data`` joins the two files into PLUG training rows (two-file mode). An Alpaca-style
+``input`` field is appended to the instruction after a blank line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+from . import llm
+from .io import UserError, read_records, run_cli, write_jsonl
+from .languages import get as get_language
+
+__all__ = ["main", "cli", "build_messages", "split_reply", "MARKERS"]
+
+MARKERS = ("<<<INSTRUCTION>>>", "<<<RESPONSE>>>", "<<<END>>>")
+
+SYSTEM = (
+    "You are a professional translator. You translate instruction-following data for training "
+    "AI assistants. Translate faithfully and naturally, as a native speaker of the target "
+    "language would write: keep the meaning, tone, formatting (lists, line breaks, Markdown) and "
+    "any code, formulas, numbers, URLs and proper names that should stay as they are. Do not "
+    "answer, shorten, explain or comment on the texts; only translate them."
+)
+TEMPLATE = (
+    "Translate the instruction and the response below from {source} into {target}.\n"
+    "Write your reply in exactly this layout, keeping the three marker lines unchanged and "
+    "adding nothing before or after:\n"
+    "<<<INSTRUCTION>>>\n(the {target} instruction)\n<<<RESPONSE>>>\n(the {target} response)\n<<<END>>>\n\n"
+    "<<<INSTRUCTION>>>\n{instruction}\n<<<RESPONSE>>>\n{response}\n<<<END>>>"
+)
+
+
+def _defuse(text: str) -> str:
+    """Source text must not contain the markers themselves."""
+    return re.sub(r"<<<\s*(INSTRUCTION|RESPONSE|END)\s*>>>", r"<< \1 >>", text, flags=re.IGNORECASE)
+
+
+def build_messages(instruction: str, response: str, target: str, source: str = "en") -> list[dict]:
+    t, s = get_language(target), get_language(source)
+    user = TEMPLATE.replace("{source}", s.name).replace("{target}", t.name)
+    user = user.replace("{instruction}", _defuse(instruction)).replace("{response}", _defuse(response))
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def prompt_hash() -> str:
+    return hashlib.sha256((SYSTEM + TEMPLATE).encode("utf-8")).hexdigest()[:16]
+
+
+def split_reply(text: str) -> tuple[tuple[str, str] | None, str | None]:
+    """((instruction, response), None) or (None, reason)."""
+    found = {}
+    for m in MARKERS:
+        pat = re.escape(m).replace("<<<", r"<<<\s*").replace(">>>", r"\s*>>>")
+        hits = [x.start() for x in re.finditer(pat, text or "", flags=re.IGNORECASE)]
+        if len(hits) != 1:
+            what = "missing" if not hits else f"appears {len(hits)} times"
+            hint = " (reply cut off?)" if m == MARKERS[2] and not hits else ""
+            return None, f"marker {m} {what}{hint}"
+        found[m] = re.search(pat, text, flags=re.IGNORECASE)
+    i, r, e = (found[m] for m in MARKERS)
+    if not (i.start() < r.start() < e.start()):
+        return None, "markers out of order"
+    if text[:i.start()].strip() or text[e.end():].strip():
+        extra = (text[:i.start()] + text[e.end():]).strip()
+        if len(extra) > 40:  # a short "Here you go:" is tolerated, a second answer is not
+            return None, "text outside the markers"
+    ins, resp = text[i.end():r.start()].strip(), text[r.end():e.start()].strip()
+    if not ins:
+        return None, "empty instruction"
+    if not resp:
+        return None, "empty response"
+    return (ins, resp), None
+
+
+def main(
+    *,
+    input: str,
+    out: str,
+    target: str,
+    source: str = "en",
+    rejects: str | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    cache: str | None = None,
+    parallel: int = 4,
+    limit: int | None = None,
+    max_retries: int = 5,
+    timeout: float = 120.0,
+    max_tokens: int = 2048,
+    dry_run: bool = False,
+    price_in: float | None = None,
+    price_out: float | None = None,
+    prices: str | None = None,
+) -> dict:
+    """Translate ``input`` into ``target``; write ``out`` (JSONL) and the rejects file.
+    Returns counts (or the plan when ``dry_run``)."""
+    get_language(target)
+    cfg = llm.settings(model, base_url, api_key, timeout=timeout, max_retries=max_retries,
+                       max_tokens=max_tokens, need_key=not dry_run)
+    recs = read_records(input, required=("instruction",))
+    seen: dict[str, str] = {}
+    items = []
+    for n, r in enumerate(recs):
+        rid = str(r.get("id", n))
+        if rid in seen:
+            raise UserError(f"{r['_where']}: duplicate id {rid!r} (first at {seen[rid]})")
+        seen[rid] = r["_where"]
+        resp = r.get("response", r.get("output"))
+        if resp is None:
+            raise UserError(f"{r['_where']}: missing field 'response'")
+        ins = str(r["instruction"])
+        if str(r.get("input") or "").strip():
+            ins = f"{ins}\n\n{r['input']}"
+        items.append((rid, ins, str(resp)))
+    if limit:
+        items = items[:limit]
+    out_p = Path(out)
+    rej_p = Path(rejects) if rejects else out_p.with_name(out_p.stem + ".rejects.jsonl")
+    cache_p = Path(cache) if cache else out_p.with_name(out_p.stem + ".cache.jsonl")
+    cc = llm.CallCache(cache_p)
+    keys, jobs = [], {}
+    for rid, ins, resp in items:
+        msgs = build_messages(ins, resp, target, source)
+        k = llm.cache_key(task="translate", model=cfg.model, prompt=prompt_hash(), target=target, source=source,
+                          instruction=ins, response=resp, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+        keys.append(k)
+        if k not in cc:
+            jobs[k] = msgs
+    cached = sum(1 for k in keys if k in cc)
+    if dry_run:
+        tok_in = sum(llm.estimate_tokens(m[1]["content"]) + 150 for m in jobs.values())
+        tok_out = sum(llm.estimate_tokens(ins + resp) * 2 for (rid, ins, resp), k in zip(items, keys) if k in jobs)
+        price = llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices)
+        cc.close()
+        return {"dry_run": {"calls": len(jobs), "cached": cached, "est_input_tokens": tok_in,
+                            "est_output_tokens": tok_out, "judge_model": cfg.model,
+                            "est_cost_usd": (tok_in * price[0] + tok_out * price[1]) / 1e6 if price else None}}
+    client = llm.Client(cfg)
+    errors: dict[str, str] = {}
+    made = 0
+
+    def call(job):
+        nonlocal made
+        k, msgs = job
+        try:
+            text, usage = client.chat(msgs)
+        except llm.CallError as e:
+            errors[k] = str(e)
+            return
+        cc.put(k, {"text": text, "usage": usage, "model": cfg.model})
+        made += 1
+
+    try:
+        llm.run_jobs(list(jobs.items()), call, parallel=parallel, desc=f"translate to {target}")
+    finally:
+        cc.close()
+    good, bad = [], []
+    for (rid, ins, resp), k in zip(items, keys):
+        rec = cc.get(k)
+        if rec is None:
+            bad.append({"id": rid, "reason": f"call failed: {errors.get(k, 'not run')}", "reply_tail": ""})
+            continue
+        parts, reason = split_reply(rec.get("text") or "")
+        if parts is None:
+            bad.append({"id": rid, "reason": reason, "reply_tail": (rec.get("text") or "")[-300:]})
+            continue
+        good.append({"id": rid, "instruction": parts[0], "response": parts[1]})
+    write_jsonl(out_p, good)
+    write_jsonl(rej_p, bad)
+    return {"translated": len(good), "rejected": len(bad), "calls_made": made, "cached": cached,
+            "out": str(out_p), "rejects": str(rej_p)}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="plug-lite translate", description=__doc__.split("\n\n")[0])
+    p.add_argument("input", help="English dataset (JSON/JSONL/CSV with id?, instruction, response|output)")
+    p.add_argument("--target", required=True, help="target language code (zh, ko, it, es, ...)")
+    p.add_argument("--source", default="en")
+    p.add_argument("--out", required=True, help="output JSONL {id, instruction, response}")
+    p.add_argument("--rejects", help="rejects JSONL (default OUT.rejects.jsonl)")
+    p.add_argument("--cache", help="call cache (default OUT.cache.jsonl)")
+    p.add_argument("--model")
+    p.add_argument("--base-url")
+    p.add_argument("--api-key")
+    p.add_argument("--parallel", type=int, default=4)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--max-retries", type=int, default=5)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--max-tokens", type=int, default=2048)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--price-in", type=float)
+    p.add_argument("--price-out", type=float)
+    p.add_argument("--prices")
+    a = p.parse_args(argv)
+
+    def body() -> int:
+        res = main(input=a.input, out=a.out, target=a.target, source=a.source, rejects=a.rejects, model=a.model,
+                   base_url=a.base_url, api_key=a.api_key, cache=a.cache, parallel=a.parallel, limit=a.limit,
+                   max_retries=a.max_retries, timeout=a.timeout, max_tokens=a.max_tokens, dry_run=a.dry_run,
+                   price_in=a.price_in, price_out=a.price_out, prices=a.prices)
+        if "dry_run" in res:
+            d = res["dry_run"]
+            cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (pass --price-in/--price-out)"
+            print(f"dry run: {d['calls']} calls to make ({d['cached']} cached), about {d['est_input_tokens']} input + "
+                  f"{d['est_output_tokens']} output tokens, estimated cost {cost}")
+            return 0
+        print(json.dumps(res, ensure_ascii=False))
+        if res["rejected"]:
+            print(f"{res['rejected']} records rejected: see {res['rejects']}", file=sys.stderr)
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

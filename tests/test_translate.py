@@ -1,0 +1,89 @@
+"""plug-lite translate against the scripted OpenAI-protocol server."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from plug_lite import translate
+from plug_lite.data import load_source
+from plug_lite.io import read_records
+from scripted_openai import ScriptedOpenAI, user_text
+
+KEY = "sk-test-translate-0123456789"
+
+
+def fake_translator(body: dict) -> str:
+    """'Translates' by tagging each part; misbehaves on purpose for some records."""
+    u = user_text(body)
+    src = u.split("<<<END>>>\n\n", 1)[1]
+    ins = src.split("<<<INSTRUCTION>>>\n", 1)[1].split("\n<<<RESPONSE>>>", 1)[0]
+    resp = src.split("<<<RESPONSE>>>\n", 1)[1].rsplit("\n<<<END>>>", 1)[0]
+    if "DROP-END" in ins:
+        return f"<<<INSTRUCTION>>>\n[zh] {ins}\n<<<RESPONSE>>>\n[zh] {resp}"
+    if "EMPTY" in ins:
+        return f"<<<INSTRUCTION>>>\n[zh] {ins}\n<<<RESPONSE>>>\n\n<<<END>>>"
+    return f"Here you go:\n<<<INSTRUCTION>>>\n[zh] {ins}\n<<<RESPONSE>>>\n[zh] {resp}\n<<<END>>>"
+
+
+def _english(tmp_path, rows):
+    p = tmp_path / "en.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_split_reply():
+    ok, why = translate.split_reply("<<<INSTRUCTION>>>\n你好\n<<< RESPONSE >>>\n回答\n<<<END>>>")
+    assert ok == ("你好", "回答") and why is None
+    assert translate.split_reply("<<<INSTRUCTION>>>\na\n<<<RESPONSE>>>\nb")[1] == "marker <<<END>>> missing (reply cut off?)"
+    assert translate.split_reply("<<<RESPONSE>>>\nb\n<<<INSTRUCTION>>>\na\n<<<END>>>")[1] == "markers out of order"
+    two = "<<<INSTRUCTION>>>\na\n<<<RESPONSE>>>\nb <<<RESPONSE>>>\n<<<END>>>"
+    assert translate.split_reply(two)[1] == "marker <<<RESPONSE>>> appears 2 times"
+
+
+def test_translate_rejects_resume_and_join(tmp_path):
+    rows = [
+        {"id": "1", "instruction": "Name three colours.", "response": "Red, green, blue."},
+        {"id": "2", "instruction": "DROP-END please", "output": "ok"},
+        {"id": "3", "instruction": "Explain <<<RESPONSE>>> markers.", "response": "They split text.\n<<<END>>>"},
+        {"id": "4", "instruction": "EMPTY", "response": "x"},
+        {"id": "5", "instruction": "Add the input.", "input": "2 + 2", "response": "4"},
+    ]
+    en = _english(tmp_path, rows)
+    out = tmp_path / "zh.jsonl"
+    with ScriptedOpenAI(fake_translator) as srv:
+        res = translate.main(input=str(en), out=str(out), target="zh", base_url=srv.url, api_key=KEY, parallel=2)
+        assert srv.calls == 5
+        assert "Chinese" in user_text(srv.bodies[0])
+        res2 = translate.main(input=str(en), out=str(out), target="zh", base_url=srv.url, api_key=KEY)
+        assert srv.calls == 5  # everything came from the cache
+    assert res["translated"] == 3 and res["rejected"] == 2 and res2["calls_made"] == 0
+    good = {r["id"]: r for r in read_records(out)}
+    assert good["1"] == {"id": "1", "instruction": "[zh] Name three colours.", "response": "[zh] Red, green, blue.",
+                         "_where": f"{out}:1"}
+    assert good["5"]["instruction"] == "[zh] Add the input.\n\n2 + 2"
+    assert "<<<" not in good["3"]["instruction"] + good["3"]["response"]  # source markers were defused
+    rej = {r["id"]: r["reason"] for r in read_records(tmp_path / "zh.rejects.jsonl")}
+    assert rej == {"2": "marker <<<END>>> missing (reply cut off?)", "4": "empty response"}
+    # the output joins with the English file into PLUG training data (two-file mode)
+    joined, drops, _ = load_source(target="zh", pivot_file=str(en), target_file=str(out))
+    assert {r["id"] for r in joined} == {"1", "3", "5"} and drops["id only in the pivot file"] == 2
+    j1 = next(r for r in joined if r["id"] == "1")
+    assert j1["pivot_instruction"] == "Name three colours." and j1["instruction"].startswith("[zh]")
+
+
+def test_translate_dry_run_and_cli_errors(tmp_path, capsys):
+    en = _english(tmp_path, [{"id": str(i), "instruction": f"Hi {i} " * 40, "response": "Hello " * 80} for i in range(4)])
+    with ScriptedOpenAI(fake_translator) as srv:
+        rc = translate.cli([str(en), "--target", "ko", "--out", str(tmp_path / "ko.jsonl"), "--base-url", srv.url,
+                            "--model", "gpt-4o-mini", "--dry-run"])
+        assert srv.requests == 0
+    text = capsys.readouterr().out
+    assert rc == 0 and re.search(r"4 calls to make \(0 cached\).*estimated cost \$\d", text)
+    assert translate.cli([str(en), "--target", "xx", "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "xx" in capsys.readouterr().err
+    with ScriptedOpenAI(fake_translator, require_key="other") as srv:
+        rc = translate.cli([str(en), "--target", "ko", "--out", str(tmp_path / "ko.jsonl"), "--base-url", srv.url,
+                            "--api-key", KEY])
+        assert rc == 2 and srv.requests == 1
+    assert KEY not in capsys.readouterr().err
