@@ -392,7 +392,10 @@ def build(
     max_length: int | None = None,
 ) -> tuple[list[dict], dict]:
     """Load a source and build its rows; nothing is written. Returns ``(rows, summary)``."""
-    languages.get(target), languages.get(pivot)  # unknown codes fail before any file is read
+    # Unknown codes and formats fail before any file is read.
+    languages.get(target), languages.get(pivot)
+    if fmt not in languages.FORMATS:
+        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(languages.FORMATS)}")
     records, join_drops, join_examples = load_source(
         target=target, pivot=pivot, fmt=fmt, source=source, input=input, pivot_file=pivot_file,
         target_file=target_file, hf_dataset=hf_dataset, hf_split=hf_split, hf_config=hf_config,
