@@ -14,13 +14,14 @@ LLAMA_CMAKE := -DGGML_NATIVE=OFF
 LLAMA_WHEELS := $(CACHE)/wheels/llama-$(LLAMA_VER)-nonative
 SDIST       := $(CACHE)/sdist/llama_cpp_python-$(LLAMA_VER).tar.gz
 PIP_C       := $(PIP) install --disable-pip-version-check -c constraints.txt
-LANG_CODE   ?= zh
+# `make demo LANG=ko` picks the target language (zh, ko, it, es); a locale such as en_US.UTF-8 is ignored.
+DEMO_LANG   := $(if $(filter zh ko it es,$(LANG)),$(LANG),zh)
 
 .PHONY: help venv install install-demo test demo clean
 
 help:
 	@echo "make test   - install into .venv and run the test suite"
-	@echo "make demo   - install into .venv and run the whole PLUG loop on Gemma-3-270M (LANG_CODE=$(LANG_CODE))"
+	@echo "make demo   - install into .venv and run the whole PLUG loop on Gemma-3-270M (LANG=zh|ko|it|es)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,7 +62,7 @@ test: install
 	PLUG_LITE_SDIST=$(SDIST) $(PY) -m pytest -q tests
 
 demo: install-demo
-	PLUG_LITE_SDIST=$(SDIST) $(PY) -m plug_lite.demo --lang $(LANG_CODE)
+	PLUG_LITE_SDIST=$(SDIST) LANG=C.UTF-8 $(PY) -m plug_lite.demo --lang $(DEMO_LANG)
 
 clean:
 	rm -rf $(VENV) runs gguf/*.gguf .pytest_cache
