@@ -348,3 +348,60 @@ def test_svamp_mode_rules_then_llm_extractor(tmp_path):
     res2 = judge.main(a=str(a), out=str(tmp_path / "o2"), mode="svamp", eval_set=str(ev), api_key=None,
                       base_url=None)
     assert res2["aggregate"]["overall"]["accuracy"] == 0.75
+
+
+# --- plumbing against a real llama.cpp server ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model) -> Path:
+    """The random hidden-64 Qwen2 as an F16 GGUF, cached beside the model."""
+    from plug_lite.convert import hf_to_gguf
+    from plug_lite.toolchain import cache_dir
+
+    path = cache_dir() / "fixtures" / f"judge-{Path(tiny_model).name}-f16.gguf"
+    if not path.exists():
+        hf_to_gguf(tiny_model, path, outtype="f16")
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_llama_cpp_server_plumbing(tmp_path, tiny_gguf):
+    """A random model gives no verdict: every pair is an error row, counted, and nothing crashes."""
+    import urllib.request
+
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"], stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail("llama_cpp.server did not start: " + (tmp_path / "server.log").read_text()[-500:])
+                time.sleep(0.5)
+        ids = ["q1", "q2", "q3"]
+        a = write_answers(tmp_path / "a.jsonl", {i: f"答案 {i}" for i in ids})
+        b = write_answers(tmp_path / "b.jsonl", {i: f"回答 {i}" for i in ids})
+        res = judge.main(a=str(a), b=str(b), out=str(tmp_path / "o"), base_url=url, model="tiny", api_key=None,
+                         limit=2, max_tokens=16, parallel=2, timeout=60, max_retries=0, bootstrap=50)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+    o = res["aggregate"]["overall"]
+    assert o["n"] == 2 and o["error"] == 2 and res["calls"]["made"] == 4 and res["calls"]["failed"] == 0
+    assert all("no [[A]]/[[B]]/[[C]] verdict" in p["order_ab"]["error"] for p in res["pairs"])
+    assert "| a vs b | 2 | 0 | 0 | 0 | 0 | 0 | 2 |" in (tmp_path / "o" / "report.md").read_text()
