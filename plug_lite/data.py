@@ -300,7 +300,9 @@ def build_rows(
     for rec in records:
         empty = [f for f in need if not isinstance(rec.get(f), str) or not rec[f].strip()]
         reason = None
-        if empty:
+        if not rec["id"]:
+            reason = "empty id"
+        elif empty:
             reason = f"empty {empty[0]}"
         elif rec["id"] in seen:
             reason = "duplicate id"

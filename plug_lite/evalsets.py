@@ -56,7 +56,8 @@ _ID_FIELDS = ("id", "ID", "question_id", "idx")
 _INSTRUCTION_FIELDS = ("instruction", "question", "Question", "query", "prompt", "text")
 
 
-def hub_records(name: str, *, split: str, config: str | None = None, hint: str = "") -> list[dict]:
+def hub_records(name: str, *, split: str, config: str | None = None, data_files: str | None = None,
+                hint: str = "") -> list[dict]:
     """Rows of a Hugging Face hub dataset (a real ``datasets.load_dataset`` call).
 
     Any failure becomes a one-line :class:`UserError` naming the dataset and ``hint`` (how to
@@ -68,29 +69,37 @@ def hub_records(name: str, *, split: str, config: str | None = None, hint: str =
             f"loading {name!r} from the Hugging Face hub needs the 'datasets' package "
             f"(pip install 'plug-lite[train]'){'; ' + hint if hint else ''}"
         ) from None
-    where = f"{name!r}" + (f" (config {config!r}" if config else " (") + f"split {split!r})"
+    where = f"{name!r} (" + (f"config {config!r}, " if config else "") + (
+        f"files {data_files!r}, " if data_files else "") + f"split {split!r})"
+    kwargs: dict[str, Any] = {"split": split}
+    if data_files:
+        kwargs["data_files"] = data_files
     try:
-        ds = datasets.load_dataset(name, config, split=split) if config else datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(name, config, **kwargs) if config else datasets.load_dataset(name, **kwargs)
     except Exception as e:  # offline, unknown split, private repo...: all one line for the user
         reason = " ".join(str(e).split())[:300] or type(e).__name__
         raise UserError(f"could not load Hugging Face dataset {where}: {reason}{'; ' + hint if hint else ''}") from None
     return [dict(r) for r in ds]
 
 
-def _hub_eval(hub: str, lang: str) -> list[dict]:
+def _hub_eval(hub: str, lang: str, task: str) -> list[dict]:
+    """Try the known layouts in turn: a split named after the language (X-AlpacaEval), a config
+    per language code, then the authors' per-language files (``zh/svamp_zh.json``)."""
     code = languages.get(lang).code
     split_name = languages.get(code).name.lower()
     hint = f"without the hub, pass a local JSON/JSONL file in the same schema instead of {hub!r}"
     try:
         return hub_records(hub, split=split_name, hint=hint)
     except UserError as first:
-        # Offline: no point trying the other layout.
+        # Offline or no datasets package: no point trying the other layouts.
         if "reach" in str(first).lower() or "offline" in str(first).lower() or "datasets' package" in str(first):
             raise
-        try:
-            return hub_records(hub, split="test", config=code, hint=hint)
-        except UserError:
-            raise first from None
+        for kw in ({"config": code, "split": "test"}, {"data_files": f"{code}/{task}_{code}.json", "split": "train"}):
+            try:
+                return hub_records(hub, hint=hint, **kw)
+            except UserError:
+                continue
+        raise first from None
 
 
 def _first(rec: dict, names: tuple[str, ...]) -> Any:
@@ -178,7 +187,7 @@ def load_eval_set(name_or_path: str | os.PathLike, lang: str, *, limit: int | No
         short = key.lower() if key.lower() in EVAL_SETS else _BY_HUB[key.lower()]
         hub, tsk = EVAL_SETS[short]
         tsk = task or tsk
-        raws = _hub_eval(hub, code)
+        raws = _hub_eval(hub, code, tsk)
         for i, r in enumerate(raws):
             r["_where"] = f"{hub} [{code}] record {i}"
         dataset = short

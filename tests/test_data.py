@@ -283,3 +283,20 @@ def test_token_stats_with_chat_template(tiny_model):
     assert tok["over_max_length"] == sum(n > 150 for n in lengths)
     assert tok["prompt"]["max"] < tok["total"]["max"]
     assert "rows over --max-length 150" in data.format_summary(summary)
+
+
+def test_hf_dataset_path_with_a_local_folder(tmp_path):
+    # datasets.load_dataset on a folder: the same call as for a hub name, without the network.
+    (tmp_path / "train.csv").write_text((FIX / "parallel.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    rows, summary = data.build(target="it", fmt="plug", hf_dataset=str(tmp_path), hf_split="train")
+    assert [r["id"] for r in rows] == ["c1", "c2"] and summary["source"] == f"hf:{tmp_path}[train]"
+    with pytest.raises(UserError, match="split 'test'"):
+        data.build(target="it", hf_dataset=str(tmp_path), hf_split="test")
+
+
+def test_empty_id_is_dropped(tmp_path):
+    f = tmp_path / "ids.jsonl"
+    recs = [{"id": "a", "instruction": "Ciao", "response": "Ciao!"}, {"id": "", "instruction": "Ehi", "response": "Ehi!"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    rows, summary = data.build(target="it", fmt="mono", input=f)
+    assert [r["id"] for r in rows] == ["a"] and summary["dropped"] == {"empty id": 1}

@@ -98,3 +98,15 @@ def test_cli(tmp_path, capsys):
     assert len(out.read_text(encoding="utf-8").splitlines()) == 4
     assert evalsets.cli(["nope.json", "--lang", "es"]) == 2
     assert "evaluation set not found" in capsys.readouterr().err
+
+
+def test_hub_layouts_with_a_real_load_dataset(tmp_path):
+    # A local folder goes through the same datasets.load_dataset call as a hub name; it has the
+    # authors' per-language file layout, so the loader must fall back to it.
+    (tmp_path / "zh").mkdir()
+    (tmp_path / "zh" / "svamp_zh.json").write_text((FIX / "x_svamp.es.json").read_text(encoding="utf-8"),
+                                                    encoding="utf-8")
+    rows = evalsets._hub_eval(str(tmp_path), "zh", "svamp")
+    assert [r["id"] for r in rows] == ["s1", "s2"] and rows[0]["answer"] == 7.0
+    with pytest.raises(UserError, match="split 'korean'"):
+        evalsets._hub_eval(str(tmp_path), "ko", "svamp")
