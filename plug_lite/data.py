@@ -47,7 +47,6 @@ import argparse
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from . import formats, languages
 from .io import UserError, read_records, run_cli, write_json, write_jsonl
@@ -457,10 +456,34 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(*, out: str | os.PathLike, **kwargs: Any) -> dict:
-    """Build rows (see :func:`build` for the keyword arguments), write them atomically to ``out``
-    and the summary to ``out + ".summary.json"``, print the summary and return it."""
-    rows, summary = build(**kwargs)
+def main(
+    *,
+    target: str,
+    out: str | os.PathLike,
+    fmt: str = "plug",
+    pivot: str = "en",
+    source: str | None = None,
+    input: str | os.PathLike | None = None,
+    pivot_file: str | os.PathLike | None = None,
+    target_file: str | os.PathLike | None = None,
+    hf_dataset: str | None = None,
+    hf_split: str = "train",
+    hf_config: str | None = None,
+    think: bool = False,
+    system: bool = True,
+    strict: bool = False,
+    max_samples: int | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    max_length: int | None = None,
+) -> dict:
+    """Build rows (see :func:`build`), write them atomically to ``out`` and the summary to
+    ``out + ".summary.json"``, print the summary and return it. Nothing is written on error."""
+    rows, summary = build(
+        target=target, fmt=fmt, pivot=pivot, source=source, input=input, pivot_file=pivot_file,
+        target_file=target_file, hf_dataset=hf_dataset, hf_split=hf_split, hf_config=hf_config,
+        think=think, system=system, strict=strict, max_samples=max_samples, tokenizer=tokenizer,
+        max_length=max_length,
+    )
     out = Path(out)
     summary["out"] = str(out)
     write_jsonl(out, rows)
