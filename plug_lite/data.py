@@ -289,7 +289,7 @@ def build_rows(
         raise UserError(f"the pivot language must differ from the target language ({t.code!r})")
     if think and fmt != "plug":
         raise UserError("--think is a variant of the plug format only")
-    sys_prompt = languages.system_prompt(fmt, t, p) if system else None
+    sys_prompt = languages.system_prompt(fmt, t, p, think=think) if system else None
     need = FIELDS[fmt]
     drops: Counter = Counter()
     examples: dict = {}

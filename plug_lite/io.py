@@ -26,6 +26,7 @@ __all__ = [
     "write_json",
     "write_jsonl",
     "read_records",
+    "strip_where",
     "read_jsonl_resumable",
     "JsonlAppender",
     "check_disk_space",

@@ -162,6 +162,12 @@ PLUG_PROMPT = (
     "{target}. Start the three parts with the headers \"{pivot_instruction_header}\", "
     "\"{pivot_response_header}\" and \"{target_response_header}\"."
 )
+PLUG_THINK_PROMPT = (
+    "You are a helpful assistant. When you receive an instruction written in {target}, first "
+    "think in {pivot} between <think> and </think>: restate the instruction after "
+    "\"{pivot_instruction_header}\" and answer it after \"{pivot_response_header}\". After "
+    "</think>, give the complete answer in {target}."
+)
 MONO_PROMPT = "You are a helpful assistant. Answer the user's instruction in {target}."
 PIVOT_ONLY_PROMPT = (
     "You are a helpful assistant. Restate the user's instruction in {pivot}, then answer it in "
@@ -181,11 +187,14 @@ def _fill(template: str, target: Language, pivot: Language | None) -> str:
     )
 
 
-def plug_system_prompt(target: str | Language, pivot: str | Language = "en") -> str:
-    """The PLUG system prompt: interpret in the pivot language, answer in both."""
+def plug_system_prompt(target: str | Language, pivot: str | Language = "en", *, think: bool = False) -> str:
+    """The PLUG system prompt: interpret in the pivot language, answer in both. ``think``: the
+    variant with the pivot part inside ``<think>...</think>`` and no target header."""
     t, p = get(target), get(pivot)
     if t.code == p.code:
         raise LanguageError(f"the pivot language must differ from the target language ({t.code!r})")
+    if think:
+        return _fill(PLUG_THINK_PROMPT, t, p)
     return _fill(t.plug_prompt or PLUG_PROMPT, t, p)
 
 
@@ -200,10 +209,10 @@ def pivot_only_system_prompt(target: str | Language, pivot: str | Language = "en
     return _fill(PIVOT_ONLY_PROMPT, get(target), get(pivot))
 
 
-def system_prompt(fmt: str, target: str | Language, pivot: str | Language = "en") -> str:
-    """The system prompt for one of :data:`FORMATS`."""
+def system_prompt(fmt: str, target: str | Language, pivot: str | Language = "en", *, think: bool = False) -> str:
+    """The system prompt for one of :data:`FORMATS` (``think`` only matters for ``plug``)."""
     if fmt == "plug":
-        return plug_system_prompt(target, pivot)
+        return plug_system_prompt(target, pivot, think=think)
     if fmt == "mono":
         return mono_system_prompt(target)
     if fmt == "pivot_only":
