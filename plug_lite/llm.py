@@ -126,16 +126,16 @@ class Client:
         except oa.NotFoundError as e:
             raise FatalLLMError(
                 f"HTTP 404 from {self.cfg.base_url or 'api.openai.com'} for model {self.cfg.model!r}: "
-                f"check --model and --base-url ({_short(e)})"
+                f"check --model and --base-url ({_short(e, self.cfg.api_key)})"
             ) from None
         except oa.APIStatusError as e:
-            raise CallError(f"HTTP {e.status_code} after {self.cfg.max_retries} retries: {_short(e)}") from None
+            raise CallError(f"HTTP {e.status_code} after {self.cfg.max_retries} retries: {_short(e, self.cfg.api_key)}") from None
         except oa.APITimeoutError:
             raise CallError(f"timed out after {self.cfg.timeout:g} s ({self.cfg.max_retries} retries)") from None
         except oa.APIConnectionError as e:
-            raise CallError(f"connection failed after {self.cfg.max_retries} retries: {_short(e)}") from None
+            raise CallError(f"connection failed after {self.cfg.max_retries} retries: {_short(e, self.cfg.api_key)}") from None
         except oa.APIError as e:  # malformed responses and the like
-            raise CallError(f"bad response: {_short(e)}") from None
+            raise CallError(f"bad response: {_short(e, self.cfg.api_key)}") from None
         try:
             text = resp.choices[0].message.content or ""
         except (AttributeError, IndexError, TypeError):
@@ -150,8 +150,8 @@ class CallError(Exception):
     """A call that failed for good; recorded as an error row, the run goes on."""
 
 
-def _short(e: Exception) -> str:
-    return redact(" ".join(str(e).split()))[:200]
+def _short(e: Exception, key: str | None = None) -> str:
+    return redact(" ".join(str(e).split()), [key])[:200]
 
 
 def cache_key(**parts: Any) -> str:
