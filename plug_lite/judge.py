@@ -33,6 +33,7 @@ import random
 import re
 import statistics
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -431,6 +432,7 @@ class _Runner:
         self.cfg, self.cache, self.prompt, self.dry_run = cfg, cache, prompt, dry_run
         self.client = None if dry_run else llm.Client(cfg)
         self.stats = Counter()
+        self._lock = threading.Lock()
         self.usage = Counter()
         self.errors: dict[str, str] = {}
 
@@ -445,14 +447,16 @@ class _Runner:
             text, usage = self.client.chat(messages)
         except llm.CallError as e:
             # not cached: a rerun tries again
-            self.errors[key] = str(e)
-            self.stats["failed"] += 1
+            with self._lock:
+                self.errors[key] = str(e)
+                self.stats["failed"] += 1
             return
         self.cache.put(key, {"text": text, "usage": usage, "model": self.cfg.model,
                              "seconds": round(time.perf_counter() - t0, 3)})
-        self.stats["made"] += 1
-        for k, v in usage.items():
-            self.usage[k] += v
+        with self._lock:
+            self.stats["made"] += 1
+            for k, v in usage.items():
+                self.usage[k] += v
 
     def result(self, key: str) -> tuple[str | None, str | None]:
         rec = self.cache.get(key)
@@ -496,6 +500,8 @@ def main(
         raise UserError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
     if mode == "pairwise" and not b:
         raise UserError("pairwise mode needs two answer files (A and B)")
+    if mode != "pairwise" and b:
+        raise UserError(f"--mode {mode} grades one answer file at a time (got two)")
     if mode in ("truthful", "svamp") and not eval_set:
         raise UserError(f"--mode {mode} needs --eval-set with the reference answers")
     cfg = llm.settings(model, base_url, api_key, timeout=timeout, max_retries=max_retries,

@@ -228,13 +228,16 @@ def run_jobs(
             return
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = [pool.submit(one, j) for j in rest]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
-                    stop.set()
-                    for p in pending:
-                        p.cancel()
-                    raise f.exception()
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()
+            except BaseException:  # a fatal error or Ctrl-C: run nothing more
+                stop.set()
+                for f in futures:
+                    f.cancel()
+                raise
     finally:
         if bar is not None:
             bar.close()

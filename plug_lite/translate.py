@@ -153,10 +153,9 @@ def main(
                             "est_cost_usd": (tok_in * price[0] + tok_out * price[1]) / 1e6 if price else None}}
     client = llm.Client(cfg)
     errors: dict[str, str] = {}
-    made = 0
+    made = []  # list.append is atomic across threads
 
     def call(job):
-        nonlocal made
         k, msgs = job
         try:
             text, usage = client.chat(msgs)
@@ -164,7 +163,7 @@ def main(
             errors[k] = str(e)
             return
         cc.put(k, {"text": text, "usage": usage, "model": cfg.model})
-        made += 1
+        made.append(k)
 
     try:
         llm.run_jobs(list(jobs.items()), call, parallel=parallel, desc=f"translate to {target}")
@@ -183,7 +182,7 @@ def main(
         good.append({"id": rid, "instruction": parts[0], "response": parts[1]})
     write_jsonl(out_p, good)
     write_jsonl(rej_p, bad)
-    return {"translated": len(good), "rejected": len(bad), "calls_made": made, "cached": cached,
+    return {"translated": len(good), "rejected": len(bad), "calls_made": len(made), "cached": cached,
             "out": str(out_p), "rejects": str(rej_p)}
 
 

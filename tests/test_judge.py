@@ -405,3 +405,21 @@ def test_llama_cpp_server_plumbing(tmp_path, tiny_gguf):
     assert o["n"] == 2 and o["error"] == 2 and res["calls"]["made"] == 4 and res["calls"]["failed"] == 0
     assert all("no [[A]]/[[B]]/[[C]] verdict" in p["order_ab"]["error"] for p in res["pairs"])
     assert "| a vs b | 2 | 0 | 0 | 0 | 0 | 0 | 2 |" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_401_mid_run_stops_the_pool(tmp_path, capsys):
+    ids = [f"q{i}" for i in range(30)]
+    a = write_answers(tmp_path / "a.jsonl", {i: f"x {i}" for i in ids})
+    b = write_answers(tmp_path / "b.jsonl", {i: f"y {i}" for i in ids})
+    state = {"n": 0}
+
+    def revoked_after_three(body):
+        state["n"] += 1
+        return "[[A]]" if state["n"] <= 3 else {"status": 401, "content": "key revoked", "delay": 0.05}
+
+    with ScriptedOpenAI(revoked_after_three, latency=0.05) as srv:
+        rc = judge.cli([str(a), str(b), "--out", str(tmp_path / "o"), "--base-url", srv.url, "--api-key", KEY,
+                        "--parallel", "4"])
+        assert rc == 2 and srv.requests <= 3 + 4 * 2  # 60 calls were planned
+    assert "HTTP 401" in capsys.readouterr().err
+    assert len((tmp_path / "o" / "judge_cache.jsonl").read_text().splitlines()) == 3  # the answered calls were kept
