@@ -33,8 +33,13 @@ def detect_language(text: str) -> tuple[str, float]:
     return code, float(score)
 
 
+# py3langid names some varieties separately; they count as the registry's language.
+_ALIASES = {"wuu": "zh", "yue": "zh", "lzh": "zh", "cmn": "zh", "nb": "no", "nn": "no"}
+
+
 def _base(code: str) -> str:
-    return code.lower().replace("_", "-").split("-")[0]
+    base = code.lower().replace("_", "-").split("-")[0]
+    return _ALIASES.get(base, base)
 
 
 def offline_metrics(records: Iterable[dict], lang: str | None = None) -> dict:
