@@ -1,0 +1,101 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/plug-lite/plug_lite/blob/main/notebooks/01_build_plug_data.ipynb)
+#
+# # 1 · Build PLUG training data
+#
+# PLUG (Pivot Language gUided Generation, Zhang et al., ACL 2024) teaches a model to answer an
+# instruction in a target language by first restating it and answering in a pivot language
+# (English), then writing the final answer in the target language. This notebook turns parallel
+# instruction data into supervised fine-tuning rows in two formats:
+#
+# * **plug** — pivot instruction, pivot answer, target answer (the method);
+# * **mono** — the target answer only (the paper's baseline, trained for comparison).
+#
+# Next: `02_train_qlora`. All notebooks share `WORK_DIR`; re-running a cell after a disconnect
+# reuses what is already on disk. (`plug-lite` is the placeholder GitHub owner in the badge
+# links: change it to your fork.)
+
+# %% [markdown]
+# ## Install
+# On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
+# torch. Where plug_lite and its dependencies are importable already it does nothing.
+
+# %%
+PLUG_LITE_PIP = "plug-lite @ git+https://github.com/plug-lite/plug_lite@main"  # placeholder owner
+import importlib.util, subprocess, sys
+if importlib.util.find_spec("plug_lite") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PLUG_LITE_PIP], check=True)
+from plug_lite import notebook as nb
+nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"))
+
+# %% [markdown]
+# ## Parameters
+
+# %% tags=["parameters"]
+TARGET = "zh"  # target language: zh, ko, it, es (or one you registered)
+PIVOT = "en"  # pivot language
+SOURCE = "sample"  # "sample" (shipped), a local JSON/JSONL/CSV file, or "hub:<dataset id>"
+FORMATS = ["plug", "mono"]  # PLUG and the monolingual baseline
+THINK = False  # add an explicit reasoning section to PLUG rows
+LIMIT = None  # use only the first N instructions (None: all)
+WORK_DIR = "plug_work"  # on Colab, a Drive folder survives a disconnect: "/content/drive/MyDrive/plug_work"
+SHOW = 2  # rendered examples to show
+OVERWRITE = False  # rebuild files that exist already
+
+# %%
+from pathlib import Path
+from plug_lite import data, languages
+
+work = Path(WORK_DIR)
+(work / "data").mkdir(parents=True, exist_ok=True)
+print("target:", languages.get(TARGET).name, "| pivot:", languages.get(PIVOT).name)
+print(nb.environment().describe())
+
+# %% [markdown]
+# ## Build the rows
+# One file per format: `WORK_DIR/data/train.<format>.<target>.jsonl` (TRL prompt-completion rows)
+# and its summary beside it (`.summary.json`). Files built before are kept unless `OVERWRITE`.
+
+# %%
+import json
+
+built = {}
+for fmt in FORMATS:
+    out = work / "data" / f"train.{fmt}.{TARGET}.jsonl"
+    summary_file = Path(f"{out}.summary.json")
+    if out.exists() and summary_file.exists() and not OVERWRITE:
+        built[fmt] = json.loads(summary_file.read_text(encoding="utf-8"))
+        print(data.format_summary(built[fmt]), f"\n(kept {out})")
+        continue
+    built[fmt] = data.main(out=out, fmt=fmt, target=TARGET, pivot=PIVOT, think=THINK and fmt == "plug",
+                           max_samples=LIMIT, **nb.source_kwargs(SOURCE))
+
+# %% [markdown]
+# ## Summary
+
+# %%
+nb.show_markdown(nb.markdown_table([
+    {"format": f, "rows in": s["rows_in"], "rows out": s["rows_out"], "dropped": sum(s["dropped"].values()),
+     "completion chars (mean)": s["chars"]["completion"]["mean"]} for f, s in built.items()]))
+
+# %% [markdown]
+# ## Rendered examples
+# What the model is given (system prompt, instruction) and learns to write (the completion).
+
+# %%
+for fmt in FORMATS:
+    nb.show_markdown(f"### {fmt}")
+    nb.show_rows(work / "data" / f"train.{fmt}.{TARGET}.jsonl", n=SHOW)

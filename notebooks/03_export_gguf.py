@@ -1,0 +1,111 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/plug-lite/plug_lite/blob/main/notebooks/03_export_gguf.ipynb)
+#
+# # 3 · Export: merge, GGUF, quantize, share
+#
+# Merges each run's LoRA adapter into its base model, converts it to GGUF with llama.cpp's own
+# converter, quantizes it, and checks parity: the chat template, BOS/EOS and PLUG metadata in the
+# file, the prompt's token ids in transformers and llama.cpp, and greedy text of the GGUF files
+# against the merged model (a small fine-tune can be rounded away by quantization). Then it
+# writes a model card and an Ollama Modelfile, and optionally pushes to the Hugging Face Hub.
+#
+# Before: `02_train_qlora`. Next: `04_chat_local`.
+# %% [markdown]
+# ## Install
+# On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
+# torch. Where plug_lite and its dependencies are importable already it does nothing.
+
+# %%
+PLUG_LITE_PIP = "plug-lite @ git+https://github.com/plug-lite/plug_lite@main"  # placeholder owner
+import importlib.util, subprocess, sys
+if importlib.util.find_spec("plug_lite") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PLUG_LITE_PIP], check=True)
+from plug_lite import notebook as nb
+nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"))
+
+# %% [markdown]
+# ## Parameters
+
+# %% tags=["parameters"]
+TARGET = "zh"
+PIVOT = "en"
+FORMATS = ["plug", "mono"]  # the runs of 02_train_qlora to export
+QUANTS = ["Q4_K_M", "Q8_0"]  # Q4_K_M can erase a small fine-tune of an already-quantized base: Q8_0 keeps it
+ADAPTER_GGUF = True  # also write the LoRA adapter as a GGUF (a few MB, applied on top of a base GGUF)
+PARITY_PROMPTS = 3  # prompts for the greedy parity check
+WORK_DIR = "plug_work"
+OVERWRITE = False  # export again even when the files exist
+PUSH = False  # upload the PLUG model to the Hugging Face Hub (token: Colab secret or env HF_TOKEN)
+HF_REPO = None  # "<your-hf-name>/<model>-PLUG-zh-GGUF"
+PRIVATE = True
+
+# %%
+from pathlib import Path
+from plug_lite import export, share
+
+work = Path(WORK_DIR)
+runs = {fmt: work / "runs" / f"{fmt}-{TARGET}" for fmt in FORMATS}
+
+# %% [markdown]
+# ## Merge, convert, quantize, verify
+# Files go to `WORK_DIR/gguf/`, named `<Base>-<Size>-PLUG-<lang>-<QUANT>.gguf`. A run exported
+# before is not exported again (its report is read back).
+
+# %%
+reports = {}
+for fmt, run in runs.items():
+    reports[fmt] = None if OVERWRITE else nb.export_report(run)
+    if reports[fmt]:
+        print(f"{fmt}: exported already ({run / 'export_report.json'})")
+        continue
+    reports[fmt] = export.main(run, out_dir=work / "gguf", quants=QUANTS, adapter=ADAPTER_GGUF,
+                               n_prompts=PARITY_PROMPTS)
+
+# %% [markdown]
+# ## Parity report
+# Greedy text of each GGUF file against the merged model; "fine-tune visible" counts prompts
+# where the merged model's text differs from the untuned base's.
+
+# %%
+for fmt, rep in reports.items():
+    nb.show_markdown(f"### {fmt}\n" + nb.markdown_table(
+        [{"file": k, "MiB": v["bytes"] / 2**20, "name": Path(v["path"]).name} for k, v in rep["files"].items()]))
+    nb.show_markdown(nb.parity_table(rep))
+
+# %% [markdown]
+# ## Model card and Ollama Modelfile
+# Written into each run's `share/` folder; nothing is uploaded here.
+
+# %%
+shared = {fmt: share.main(run, push=HF_REPO if fmt == "plug" else None, dry_run=True) for fmt, run in runs.items()}
+card = shared[FORMATS[0]]["written"]
+nb.show_markdown(Path(card["README.md"]).read_text(encoding="utf-8")[:4000])
+print(Path(card["Modelfile"]).read_text(encoding="utf-8"))
+
+# %% [markdown]
+# ## Optional: push to the Hugging Face Hub
+# Add a secret named `HF_TOKEN` in Colab's key panel (or set the environment variable), set
+# `HF_REPO` and `PUSH = True`. The token goes to the upload only: it is never printed.
+
+# %%
+if PUSH:
+    if not HF_REPO or "plug" not in runs:
+        raise SystemExit("set HF_REPO = '<your-hf-name>/<repo>' and keep 'plug' in FORMATS")
+    if not nb.use_secret("HF_TOKEN", env_names=("HUGGING_FACE_HUB_TOKEN",)):
+        raise SystemExit("no HF_TOKEN secret or environment variable: add one, or set PUSH = False")
+    share.main(runs["plug"], push=HF_REPO, private=PRIVATE)
+else:
+    print("PUSH = False: nothing uploaded")
