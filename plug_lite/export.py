@@ -1,0 +1,727 @@
+"""``plug-lite export RUN_DIR``: merge the LoRA, convert to GGUF, quantize, check parity.
+
+Steps, each written to a temporary name and renamed:
+
+1. **Merge** the adapter of ``RUN_DIR/adapter`` into a copy of the base model. The arithmetic is
+   done in float32 on the CPU; the merged model is saved in the base checkpoint's dtype (bf16 or
+   fp16; a float32 base such as the tiny test models stays float32). For a QLoRA run
+   (``load_in_4bit``) the adapter was trained against NF4-rounded base weights, so by default the
+   base Linear weights are NF4-quantized and dequantized with bitsandbytes (same block size,
+   quant type and double quantization as training) before the LoRA delta is added; this is the
+   approach Axolotl takes for QLoRA merges. ``--plain-merge`` adds the delta to the original
+   weights instead. Nothing is ever merged into 4-bit weights. Output: ``RUN_DIR/merged/``.
+2. **Convert** the merged folder with llama.cpp's converter (:func:`plug_lite.convert.hf_to_gguf`)
+   to F16 (or BF16, or Q8_0 directly), then rewrite it with llama.cpp's own gguf-py to add the
+   inference chat template and the PLUG keys (``plug.format``, ``plug.target``, ``plug.pivot``,
+   ``plug.think``), so ``plug-lite chat`` needs no flags. Quantized files are made from that
+   file and inherit its metadata (``llama_model_quantize`` copies every key; checked on output).
+3. **Adapter GGUF** (llama.cpp's ``convert_lora_to_gguf.py``): a few MB, used with
+   ``llama_cpp.Llama(base.gguf, lora_path=...)``. ``--with-base`` also writes the base's F16 GGUF.
+4. **Verify** (on by default): the template, BOS/EOS and PLUG keys in the file, the token ids of a
+   rendered PLUG prompt in transformers and llama.cpp, greedy text of the merged model against the
+   F16 GGUF, and of every quantized file against both the merged and the base model (a small
+   fine-tune can be rounded away by quantization; see NOTES). Report in ``RUN_DIR/export_report.json``.
+
+Importance matrices are not computed: llama-cpp-python can *pass* an imatrix to the quantizer but
+has no API to *collect* one; that needs llama.cpp's ``llama-imatrix`` binary (build llama.cpp,
+run ``llama-imatrix -m F16.gguf -f plug_text.txt``, then ``llama-quantize --imatrix``).
+
+File names follow the ggml convention: ``<Base>-<Size>-PLUG-<lang>-<QUANT>.gguf`` (``Mono`` /
+``PivotOnly`` for the other formats, ``...-LoRA-F16.gguf`` for the adapter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import convert, languages, templates, toolchain
+from .io import UserError, atomic_path, check_disk_space, run_cli, write_json
+
+__all__ = [
+    "load_run", "resolve_base", "merge", "gguf_name", "write_plug_metadata", "read_gguf_metadata",
+    "verify", "main", "cli", "PLUG_KEYS",
+]
+
+PLUG_KEYS = ("plug.format", "plug.target", "plug.pivot", "plug.think")
+_FORMAT_TAG = {"plug": "PLUG", "mono": "Mono", "pivot_only": "PivotOnly"}
+
+# Short instructions for the parity prompts (any text works; these read naturally).
+_PROMPTS = {
+    "zh": ["请用三句话介绍一下长城。", "怎样才能睡得更好？", "写一首关于秋天的短诗。"],
+    "ko": ["서울에 대해 세 문장으로 소개해 주세요.", "잠을 잘 자는 방법은 무엇인가요?", "가을에 관한 짧은 시를 써 주세요."],
+    "it": ["Descrivi Roma in tre frasi.", "Come posso dormire meglio?", "Scrivi una breve poesia sull'autunno."],
+    "es": ["Describe Madrid en tres frases.", "¿Cómo puedo dormir mejor?", "Escribe un poema corto sobre el otoño."],
+}
+_PROMPTS_EN = ["Describe the sea in three sentences.", "How can I sleep better?", "Write a short poem about autumn."]
+
+
+# --------------------------------------------------------------------------------------------
+# The run directory
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """``plug_run.json`` of a training run, checked, with ``_dir`` set."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run}: run directory not found")
+    meta_path = run / "plug_run.json"
+    if not meta_path.is_file():
+        raise UserError(f"{meta_path}: not found (is {run} a plug-lite train run directory?)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{meta_path}:{e.lineno}: bad JSON ({e.msg})") from None
+    for key in ("base_model", "format", "target"):
+        if not meta.get(key):
+            raise UserError(f"{meta_path}: missing field {key!r}")
+    if meta["format"] not in languages.FORMATS:
+        raise UserError(f"{meta_path}: field 'format' is {meta['format']!r}; expected one of {', '.join(languages.FORMATS)}")
+    if not (run / "adapter" / "adapter_config.json").is_file():
+        raise UserError(f"{run / 'adapter'}: no adapter_config.json (no trained adapter in this run directory)")
+    if not any((run / "adapter").glob("adapter_model.safetensors")):
+        raise UserError(f"{run / 'adapter'}: no adapter_model.safetensors (no trained adapter weights)")
+    meta["_dir"] = str(run)
+    return meta
+
+
+def resolve_base(meta: dict) -> Path:
+    """The local folder of the run's base model: ``base_model_path``, ``base_model`` as a path,
+    or the Hugging Face cache (offline lookup only)."""
+    for cand in (meta.get("base_model_path"), meta.get("base_model")):
+        if cand and (Path(cand) / "config.json").is_file():
+            return Path(cand)
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(meta["base_model"], local_files_only=True))
+        if (path / "config.json").is_file():
+            return path
+    except Exception:  # not a repo id, not cached, or huggingface_hub missing
+        pass
+    raise UserError(
+        f"{meta['_dir']}/plug_run.json: base model {meta['base_model']!r} not found "
+        f"(base_model_path {meta.get('base_model_path')!r} has no config.json and it is not in the Hugging Face cache)"
+    )
+
+
+def gguf_name(meta: dict, quant: str, *, kind: str = "model") -> str:
+    """``<Base>-<Size>-PLUG-<lang>-<QUANT>.gguf`` (``kind="adapter"``: ``...-LoRA-<QUANT>``,
+    ``kind="base"``: the untuned base, ``<Base>-<Size>-<QUANT>.gguf``)."""
+    base = meta.get("base_name") or Path(str(meta["base_model"]).rstrip("/")).name
+    parts = [base.replace(" ", "-")]
+    if meta.get("size_label"):
+        parts.append(str(meta["size_label"]))
+    if kind != "base":
+        parts += [_FORMAT_TAG.get(meta["format"], meta["format"]), meta["target"]]
+        if kind == "adapter":
+            parts.append("LoRA")
+    parts.append(quant.upper())
+    return "-".join(parts) + ".gguf"
+
+
+# --------------------------------------------------------------------------------------------
+# Merge
+
+
+def _torch_dtype_of(base: Path):
+    import torch
+
+    cfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    name = cfg.get("torch_dtype") or cfg.get("dtype") or (cfg.get("text_config") or {}).get("torch_dtype")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
+
+
+def nf4_round_trip(model, bnb_4bit: dict | None) -> int:
+    """Replace every Linear weight that bitsandbytes quantizes (all but the output head) with its
+    NF4 quantize -> dequantize round trip, as the QLoRA adapter saw it. Returns the count."""
+    import torch
+    from bitsandbytes import functional as bnbf
+
+    cfg = bnb_4bit or {}
+    quant_type = cfg.get("quant_type", "nf4")
+    double = bool(cfg.get("double_quant", True))
+    head = model.get_output_embeddings()
+    n = 0
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if not isinstance(mod, torch.nn.Linear) or mod is head or name.split(".")[-1] == "lm_head":
+                continue
+            w = mod.weight.data
+            # Params4bit defaults: blocksize 64; compress_statistics = double quantization.
+            q, state = bnbf.quantize_4bit(w.contiguous(), blocksize=64, compress_statistics=double, quant_type=quant_type)
+            mod.weight.data = bnbf.dequantize_4bit(q, state).to(w.dtype).reshape(w.shape)
+            n += 1
+    return n
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def merge(meta: dict, *, out_dir: str | os.PathLike | None = None, plain: bool = False) -> Path:
+    """Merge the run's adapter into a 16-bit (or fp32) copy of its base; returns the folder.
+    Reuses an existing merge made the same way from the same adapter."""
+    run = Path(meta["_dir"])
+    out = Path(out_dir) if out_dir else run / "merged"
+    qlora = bool(meta.get("load_in_4bit"))
+    mode = "nf4" if qlora and not plain else "plain"
+    adapter_file = run / "adapter" / "adapter_model.safetensors"
+    stamp = {"mode": mode, "adapter_mtime": adapter_file.stat().st_mtime, "adapter_size": adapter_file.stat().st_size}
+    marker = out / "plug_merge.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("stamp") == stamp:
+        print(f"merge: reusing {out}", file=sys.stderr)
+        return out
+    base = resolve_base(meta)
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    save_dtype = _torch_dtype_of(base)
+    check_disk_space(out.parent, int(convert.model_bytes(base) * (2 if save_dtype == torch.float32 else 1)), "the merged model")
+    t0 = time.time()
+    print(f"merge: loading {base} (float32, CPU){' and NF4-rounding its Linear weights' if mode == 'nf4' else ''}", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=torch.float32, device_map="cpu")
+    if mode == "nf4":
+        nf4_round_trip(model, meta.get("bnb_4bit"))
+    model = PeftModel.from_pretrained(model, str(run / "adapter"))
+    model = model.merge_and_unload()
+    model = model.to(save_dtype)
+    tok_dir = run / "tokenizer" if (run / "tokenizer").is_dir() else base
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if out.parent.exists() else None))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        write_json(tmp / "plug_merge.json", {"stamp": stamp, "base": str(base), "dtype": str(save_dtype).replace("torch.", "")})
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"merge: {mode} merge saved to {out} ({str(save_dtype).replace('torch.', '')}, {time.time() - t0:.1f} s)", file=sys.stderr)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF metadata
+#
+# A GGUF file is: magic, version, tensor count, KV count, the KV pairs, the tensor infos (name,
+# shape, type, offset relative to the data section), padding to ``general.alignment``, the data.
+# Adding keys only moves the data section as a whole, so the rewrite below copies the KV pairs
+# and tensor infos byte for byte, appends the new pairs and streams the data section unchanged.
+# (gguf-py's GGUFReader takes ~25 s on a 151,936-token vocabulary; this takes well under 1 s.)
+# Type codes are gguf-py's GGUFValueType; written for this project from the GGUF spec in
+# llama.cpp's gguf-py and docs.
+
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+class _Buf:
+    def __init__(self, f):
+        self.f = f
+
+    def take(self, n: int) -> bytes:
+        b = self.f.read(n)
+        if len(b) != n:
+            raise ValueError("file ends early")
+        return b
+
+    def num(self, fmt: str):
+        import struct
+
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        return self.take(self.num("<Q")).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int, keep: bool = True):
+        import struct
+
+        if vtype in _SCALAR:
+            return self.num(_SCALAR[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            sub, n = self.num("<I"), self.num("<Q")
+            keep = keep and n <= 64
+            if sub in _SCALAR and not keep:
+                self.f.seek(n * struct.calcsize(_SCALAR[sub]), 1)
+                return None
+            items = [self.value(sub, keep) for _ in range(n)]
+            return items if keep else None
+        raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def _scan(f) -> dict:
+    """Parse the header of an open GGUF file: KV pairs (with their byte spans) and tensor infos."""
+    b = _Buf(f)
+    if b.take(4) != b"GGUF":
+        raise ValueError("not a GGUF file (bad magic)")
+    version, n_tensors, n_kv = b.num("<I"), b.num("<Q"), b.num("<Q")
+    kv: dict[str, dict] = {}
+    for _ in range(n_kv):
+        start = f.tell()
+        key = b.string()
+        vtype = b.num("<I")
+        value = b.value(vtype)
+        kv[key] = {"type": vtype, "value": value, "span": (start, f.tell())}
+    ti_start = f.tell()
+    for _ in range(n_tensors):
+        b.string()
+        dims = b.num("<I")
+        f.seek(8 * dims + 4 + 8, 1)
+    ti_end = f.tell()
+    align = int(kv.get("general.alignment", {}).get("value") or 32)
+    data_start = (ti_end + align - 1) // align * align
+    return {"version": version, "n_tensors": n_tensors, "kv": kv, "ti": (ti_start, ti_end), "align": align, "data_start": data_start}
+
+
+def read_gguf_metadata(path: str | os.PathLike) -> dict:
+    """Every key/value of a GGUF file; arrays of more than 64 items (the vocabulary) are None."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: GGUF not found")
+    try:
+        with open(p, "rb") as f:
+            info = _scan(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: not a readable GGUF file ({e})") from None
+    return {k: v["value"] for k, v in info["kv"].items()}
+
+
+def _encode_string_kv(key: str, value: str) -> bytes:
+    import struct
+
+    k, v = key.encode("utf-8"), value.encode("utf-8")
+    return struct.pack("<Q", len(k)) + k + struct.pack("<I", _STRING) + struct.pack("<Q", len(v)) + v
+
+
+def write_plug_metadata(src: str | os.PathLike, dst: str | os.PathLike, *, fmt: str, target: str, pivot: str | None,
+                        think: bool | str, chat_template: str | None = None) -> Path:
+    """Copy GGUF ``src`` to ``dst`` (atomically; ``dst`` may be ``src``) with the PLUG string keys
+    ``plug.format/target/pivot/think`` and, when given, ``tokenizer.chat_template`` set. Every other
+    key, tensor info and tensor byte is copied unchanged."""
+    import struct
+
+    src, dst = Path(src), Path(dst)
+    new = {
+        "plug.format": str(fmt),
+        "plug.target": str(target),
+        "plug.pivot": str(pivot or ""),
+        "plug.think": str(think).lower() if isinstance(think, bool) else str(think),
+    }
+    if chat_template is not None:
+        new["tokenizer.chat_template"] = chat_template
+    if not src.is_file():
+        raise UserError(f"{src}: GGUF not found")
+    check_disk_space(dst.parent, src.stat().st_size, dst.name)
+    with open(src, "rb") as f:
+        try:
+            info = _scan(f)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{src}: not a readable GGUF file ({e})") from None
+        kept = [(k, v["span"]) for k, v in info["kv"].items() if k not in new]
+        with atomic_path(dst, suffix=".gguf") as tmp:
+            with open(tmp, "wb") as out:
+                out.write(b"GGUF" + struct.pack("<IQQ", info["version"], info["n_tensors"], len(kept) + len(new)))
+                for _, (a, z) in kept:
+                    f.seek(a)
+                    out.write(f.read(z - a))
+                for k, v in new.items():
+                    out.write(_encode_string_kv(k, v))
+                a, z = info["ti"]
+                f.seek(a)
+                out.write(f.read(z - a))
+                out.write(b"\0" * (-out.tell() % info["align"]))
+                f.seek(info["data_start"])
+                shutil.copyfileobj(f, out, 16 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+    return dst
+
+
+# --------------------------------------------------------------------------------------------
+# Parity
+
+
+def _messages(meta: dict, text: str) -> list[dict]:
+    system = languages.system_prompt(meta["format"], meta["target"], meta.get("pivot") or "en")
+    return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+
+
+def _prompts(meta: dict, n: int) -> list[str]:
+    return (_PROMPTS.get(meta["target"]) or _PROMPTS_EN)[:n]
+
+
+def _open_llama(path: Path, *, lora: Path | None = None, n_ctx: int = 1024):
+    import llama_cpp
+
+    gpu = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    kw = {"lora_path": str(lora)} if lora else {}
+    return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_gpu_layers=gpu, seed=0, verbose=False, **kw)
+
+
+def _llama_greedy(llm, ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+    llm.reset()
+    out: list[int] = []
+    for tok in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+        if tok in stop:
+            break
+        out.append(int(tok))
+        if len(out) >= max_new:
+            break
+    return out
+
+
+def _hf_greedy(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: int) -> list[list[int]]:
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for ids in prompt_ids:
+            x = torch.tensor([ids])
+            y = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new,
+                               eos_token_id=eos, pad_token_id=pad)
+            gen = y[0, len(ids):].tolist()
+            if eos in gen:
+                gen = gen[: gen.index(eos)]
+            outs.append(gen)
+    return outs
+
+
+def _agree(a: list[int], b: list[int]) -> float:
+    """Common-prefix length over the longer length (1.0: identical)."""
+    if not a and not b:
+        return 1.0
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n / max(len(a), len(b))
+
+
+def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf: Path | None = None,
+           base_gguf: Path | None = None, n_prompts: int = 3, max_new_tokens: int = 32) -> dict:
+    """Parity of the exported files with the merged transformers model (see the module doc).
+    Raises :class:`UserError` on a template, EOS or metadata mismatch."""
+    import torch
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    report: dict[str, Any] = {"checks": {}, "greedy": {}, "warnings": []}
+    tok = AutoTokenizer.from_pretrained(str(merged_dir))
+    template = tok.chat_template
+    eot_text = meta.get("eos_token") or templates.STOP.get(meta.get("chat_template_name") or "", None) or tok.eos_token
+    eot_id = tok.convert_tokens_to_ids(eot_text)
+    ref_name = next(iter(files))
+    ref = files[ref_name]
+
+    # 1. metadata of every file
+    for name, path in files.items():
+        md = read_gguf_metadata(path)
+        want = {"plug.format": meta["format"], "plug.target": meta["target"], "plug.pivot": meta.get("pivot") or "",
+                "plug.think": str(bool(meta.get("think"))).lower()}
+        for k, v in want.items():
+            if md.get(k) != v:
+                raise UserError(f"{path}: metadata {k} is {md.get(k)!r}, expected {v!r}")
+        if md.get("tokenizer.chat_template") != template:
+            raise UserError(f"{path}: tokenizer.chat_template differs from the run's inference template")
+        if md.get("tokenizer.ggml.eos_token_id") != eot_id:
+            raise UserError(f"{path}: EOS id {md.get('tokenizer.ggml.eos_token_id')} is not the template's end of turn {eot_text!r} ({eot_id})")
+        if tok.bos_token_id is not None and md.get("tokenizer.ggml.add_bos_token") and md.get("tokenizer.ggml.bos_token_id") != tok.bos_token_id:
+            raise UserError(f"{path}: BOS id {md.get('tokenizer.ggml.bos_token_id')} differs from the tokenizer's ({tok.bos_token_id})")
+        if tok.bos_token_id is None and md.get("tokenizer.ggml.add_bos_token"):
+            raise UserError(f"{path}: llama.cpp would add a BOS token the model was not trained with")
+    report["checks"].update(template="ok", eos="ok", bos="ok", plug_metadata="ok", eos_id=eot_id, eos_token=eot_text)
+
+    # 2. rendered prompt and token ids
+    prompts = _prompts(meta, n_prompts)
+    texts = [tok.apply_chat_template(_messages(meta, p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    hf_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    # Same leading BOS llama.cpp adds (add_bos_token) so both engines see identical ids.
+    llm = _open_llama(ref)
+    try:
+        m = llm._model
+        if m.token_eos() != eot_id:
+            raise UserError(f"{ref}: llama.cpp's EOS id {m.token_eos()} is not the template's end of turn {eot_text!r} ({eot_id})")
+        bos_text = m.token_get_text(m.token_bos()) if m.token_bos() != -1 else ""
+        fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=m.token_get_text(m.token_eos()), bos_token=bos_text)
+        for p, t, ids in zip(prompts, texts, hf_ids):
+            rendered = fmt(messages=_messages(meta, p)).prompt
+            if rendered != t:
+                raise UserError(f"{ref}: llama.cpp renders the chat template differently from transformers (prompt {p!r})")
+            if llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) != ids:
+                raise UserError(f"{ref}: llama.cpp tokenizes the rendered PLUG prompt differently from transformers")
+        report["checks"]["prompt_tokens"] = "ok"
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(m.model)
+        if not llama_cpp.llama_vocab_is_eog(vocab, eot_id):
+            raise UserError(f"{ref}: llama.cpp does not stop generation at {eot_text!r}")
+        report["checks"]["stops_at_eos"] = "ok"
+        stop = {eot_id}
+        ref_out = [_llama_greedy(llm, ids, max_new_tokens, stop) for ids in hf_ids]
+    finally:
+        llm.close()
+
+    # 3. greedy text: merged transformers model vs each GGUF; quantized files vs the base too
+    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), torch_dtype=torch.float32)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eot_id
+    merged_out = _hf_greedy(model, hf_ids, max_new_tokens, eot_id, pad)
+    del model
+    base_out = None
+    base_dir = resolve_base(meta)
+    base_model = AutoModelForCausalLM.from_pretrained(str(base_dir), torch_dtype=torch.float32)
+    base_out = _hf_greedy(base_model, hf_ids, max_new_tokens, eot_id, pad)
+    del base_model
+    differs = [i for i, (a, b) in enumerate(zip(merged_out, base_out)) if a != b]
+    report["fine_tune_visible_on"] = f"{len(differs)}/{len(prompts)} prompts (merged greedy text differs from the base's)"
+
+    def score(outs: list[list[int]]) -> dict:
+        vs_m = [_agree(a, b) for a, b in zip(outs, merged_out)]
+        vs_b = [_agree(a, b) for a, b in zip(outs, base_out)]
+        return {"identical_to_merged": sum(a == b for a, b in zip(outs, merged_out)), "prompts": len(outs),
+                "agreement_with_merged": round(sum(vs_m) / len(vs_m), 3),
+                "agreement_with_base": round(sum(vs_b) / len(vs_b), 3),
+                "text": tok.decode(outs[0], skip_special_tokens=False)}
+
+    report["greedy"][ref_name] = score(ref_out)
+    for name, path in files.items():
+        if name == ref_name:
+            continue
+        llm = _open_llama(path)
+        try:
+            outs = [_llama_greedy(llm, ids, max_new_tokens, {eot_id}) for ids in hf_ids]
+        finally:
+            llm.close()
+        s = report["greedy"][name] = score(outs)
+        if differs:
+            like_base = sum(_agree(outs[i], base_out[i]) > _agree(outs[i], merged_out[i]) for i in differs)
+            s["closer_to_base_on"] = like_base
+            if like_base * 2 > len(differs):
+                report["warnings"].append(
+                    f"{name} answers more like the untuned base than the merged model on {like_base}/{len(differs)} prompts: "
+                    f"quantization erased the fine-tune; ship Q8_0 or the adapter GGUF on a base GGUF instead")
+    if adapter_gguf and base_gguf:
+        llm = _open_llama(base_gguf, lora=adapter_gguf)
+        try:
+            outs = [_llama_greedy(llm, ids, max_new_tokens, {eot_id}) for ids in hf_ids]
+        finally:
+            llm.close()
+        report["greedy"]["adapter_on_base"] = score(outs)
+    report["merged_text"] = tok.decode(merged_out[0], skip_special_tokens=False)
+    ref_score = report["greedy"][ref_name]
+    if ref_score["identical_to_merged"] < ref_score["prompts"]:
+        report["warnings"].append(f"{ref_name}: greedy text differs from the merged transformers model on "
+                                  f"{ref_score['prompts'] - ref_score['identical_to_merged']}/{ref_score['prompts']} prompts")
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def _check_quants(quants) -> list[str]:
+    out = []
+    for q in quants:
+        key = q.upper()
+        if key not in convert.QUANT_TYPES:
+            raise UserError(f"unknown quant type {q!r}; expected one of {', '.join(convert.QUANT_TYPES)}")
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def main(
+    run_dir: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike = "gguf",
+    quants: list[str] | tuple[str, ...] = ("Q4_K_M",),
+    outtype: str = "f16",
+    plain_merge: bool = False,
+    adapter: bool = True,
+    with_base: bool = False,
+    verify_parity: bool = True,
+    n_prompts: int = 3,
+    max_new_tokens: int = 32,
+) -> dict:
+    """Export a run; returns the report (also saved as ``RUN_DIR/export_report.json``)."""
+    meta = load_run(run_dir)
+    run = Path(meta["_dir"])
+    quants = _check_quants(quants)
+    outtype = outtype.lower()
+    if outtype not in ("f16", "bf16", "q8_0"):
+        raise UserError(f"unknown --outtype {outtype!r}; expected f16, bf16 or q8_0")
+    if outtype == "q8_0" and any(q != "Q8_0" for q in quants):
+        raise UserError("--outtype q8_0 writes the Q8_0 file directly; other quant types need an f16/bf16 file")
+    out = Path(out_dir).resolve()
+    base_dir = resolve_base(meta)
+    toolchain.script("convert_hf_to_gguf.py")  # fail early (offline, no sdist) before the slow merge
+    import llama_cpp  # noqa: F401  (fail early when llama-cpp-python is missing)
+
+    merged = merge(meta, plain=plain_merge)
+    from transformers import AutoTokenizer
+
+    template = AutoTokenizer.from_pretrained(str(merged)).chat_template
+    if not template:
+        raise UserError(f"{run / 'tokenizer'}: no chat template saved with the run's tokenizer")
+    plug = dict(fmt=meta["format"], target=meta["target"], pivot=meta.get("pivot") or "", think=bool(meta.get("think")),
+                chat_template=template)
+
+    files: dict[str, Path] = {}
+    ref_key = outtype.upper()
+    ref_path = out / gguf_name(meta, ref_key)
+    raw = out / f".{ref_path.name}.raw"
+    t0 = time.time()
+    print(f"convert: {merged} -> {ref_path} ({ref_key})", file=sys.stderr)
+    try:
+        convert.hf_to_gguf(merged, raw, outtype=outtype, model_name=ref_path.stem)
+        write_plug_metadata(raw, ref_path, **plug)
+    finally:
+        raw.unlink(missing_ok=True)
+    files[ref_key] = ref_path
+    timings = {"convert_s": round(time.time() - t0, 1)}
+    for q in quants:
+        if q == ref_key:
+            continue
+        dst = out / gguf_name(meta, q)
+        print(f"quantize: {q} -> {dst}  ({convert.QUANT_TYPES[q]})", file=sys.stderr)
+        t0 = time.time()
+        with _quiet_stderr(f"quantizing to {q}"):
+            convert.quantize(ref_path, dst, q)
+        timings[f"quantize_{q}_s"] = round(time.time() - t0, 1)
+        md = read_gguf_metadata(dst)
+        if any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != template:
+            write_plug_metadata(dst, dst, **plug)  # the quantizer dropped keys: add them back
+        files[q] = dst
+
+    adapter_path = base_path = None
+    if adapter:
+        adapter_path = out / gguf_name(meta, "F16", kind="adapter")
+        raw = out / f".{adapter_path.name}.raw"
+        print(f"adapter: {run / 'adapter'} -> {adapter_path}", file=sys.stderr)
+        t0 = time.time()
+        try:
+            convert.lora_to_gguf(run / "adapter", base_dir, raw)
+            write_plug_metadata(raw, adapter_path, **plug)
+        finally:
+            raw.unlink(missing_ok=True)
+        timings["adapter_s"] = round(time.time() - t0, 1)
+    if with_base:
+        base_path = out / gguf_name(meta, "F16", kind="base")
+        print(f"base: {base_dir} -> {base_path}", file=sys.stderr)
+        t0 = time.time()
+        convert.hf_to_gguf(base_dir, base_path, outtype="f16")
+        timings["base_convert_s"] = round(time.time() - t0, 1)
+    for p in [*files.values(), adapter_path, base_path]:
+        if p is not None:  # mkstemp made them 0600; these files are meant to be shared
+            os.chmod(p, 0o644 & ~_umask())
+
+    report: dict[str, Any] = {
+        "run_dir": str(run.resolve()), "merged_dir": str(merged.resolve()),
+        "merge": json.loads((merged / "plug_merge.json").read_text())["stamp"]["mode"],
+        "files": {k: {"path": str(v), "bytes": v.stat().st_size, "note": convert.QUANT_TYPES.get(k, "")} for k, v in files.items()},
+        "adapter_gguf": str(adapter_path) if adapter_path else None,
+        "base_gguf": str(base_path) if base_path else None,
+        "imatrix": "not computed: needs llama.cpp's llama-imatrix binary (no API in llama-cpp-python)",
+        "timings": timings,
+    }
+    if verify_parity:
+        t0 = time.time()
+        try:
+            report["verify"] = verify(meta, merged, files, adapter_gguf=adapter_path, base_gguf=base_path,
+                                      n_prompts=n_prompts, max_new_tokens=max_new_tokens)
+        except UserError as e:
+            report["verify"] = {"error": str(e)}
+            write_json(run / "export_report.json", report)
+            raise UserError(f"parity check failed: {e}") from None
+        timings["verify_s"] = round(time.time() - t0, 1)
+    write_json(run / "export_report.json", report)
+    _print_report(report)
+    return report
+
+
+@contextlib.contextmanager
+def _quiet_stderr(what: str):
+    """Hold back llama.cpp's C-level log (printed to fd 2) unless ``what`` fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            tail = log.read().decode("utf-8", "replace").strip().splitlines()[-20:]
+            print(f"{what}: llama.cpp log tail:\n" + "\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _print_report(report: dict) -> None:
+    print("exported:")
+    for k, v in report["files"].items():
+        print(f"  {k:<7} {v['bytes'] / 2**20:8.1f} MiB  {v['path']}")
+        if v["note"]:
+            print(f"          {v['note']}")
+    if report.get("adapter_gguf"):
+        print(f"  adapter {Path(report['adapter_gguf']).stat().st_size / 2**20:8.1f} MiB  {report['adapter_gguf']}")
+    v = report.get("verify")
+    if v:
+        print("parity: template, BOS/EOS, PLUG metadata and prompt tokens match")
+        for name, s in v["greedy"].items():
+            print(f"  {name:<16} greedy identical to merged on {s['identical_to_merged']}/{s['prompts']} prompts; "
+                  f"agreement merged {s['agreement_with_merged']:.2f}, base {s['agreement_with_base']:.2f}")
+        print(f"  fine-tune visible on {v['fine_tune_visible_on']}")
+        for w in v["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
+    print(f"imatrix: {report['imatrix']}")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="plug-lite export", description="Merge a run's LoRA, convert to GGUF, quantize and check parity.")
+    ap.add_argument("run_dir", help="a plug-lite train run directory (plug_run.json, adapter/, tokenizer/)")
+    ap.add_argument("--out-dir", default="gguf", help="where the GGUF files go (default: ./gguf)")
+    ap.add_argument("--quant", action="append", metavar="TYPE",
+                    help="quant type, repeatable (default Q4_K_M): " + "; ".join(f"{k}: {v}" for k, v in convert.QUANT_TYPES.items()))
+    ap.add_argument("--outtype", default="f16", choices=("f16", "bf16", "q8_0"), help="the converter's output (default f16)")
+    ap.add_argument("--plain-merge", action="store_true", help="QLoRA runs: merge into the original weights, not the NF4-rounded ones")
+    ap.add_argument("--no-adapter", action="store_true", help="do not write the adapter GGUF")
+    ap.add_argument("--with-base", action="store_true", help="also write the base model's F16 GGUF (for the adapter GGUF)")
+    ap.add_argument("--verify", dest="verify", action="store_true", default=True, help="check parity (default)")
+    ap.add_argument("--no-verify", dest="verify", action="store_false")
+    ap.add_argument("--prompts", type=int, default=3, help="parity prompts (default 3)")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    a = ap.parse_args(argv)
+    return run_cli(lambda: main(a.run_dir, out_dir=a.out_dir, quants=a.quant or ["Q4_K_M"], outtype=a.outtype,
+                                plain_merge=a.plain_merge, adapter=not a.no_adapter, with_base=a.with_base,
+                                verify_parity=a.verify, n_prompts=a.prompts, max_new_tokens=a.max_new_tokens) and 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
