@@ -426,7 +426,8 @@ def load_model(cfg: TrainConfig, name: str, backend: str, dtype):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-        kwargs["device_map"] = {"": torch.cuda.current_device()} if backend == "qlora" else "cpu"
+        # one process per GPU under `accelerate launch`: each loads its copy on its own device
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))} if backend == "qlora" else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     if _is_gemma3(model):
@@ -680,13 +681,15 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
         raise UserError(f"unknown preset {cfg.preset!r}; expected auto or one of {', '.join(PRESETS)}")
     if cfg.model != "default":
         resolve_model(cfg.model)  # an unknown path fails before torch is imported
-    rows, data_summary = load_rows(cfg)
+    if cfg.data != "sample" and not Path(cfg.data).is_file():
+        raise UserError(f"{cfg.data}: data file not found")
 
     import torch
 
     cuda = torch.cuda.is_available()
     capability = torch.cuda.get_device_capability() if cuda else None
     cfg, preset = resolve(cfg, cuda_capability=capability)
+    rows, data_summary = load_rows(cfg)
     backend, reason = choose_backend(cfg.backend, cuda=cuda)
     print(f"backend: {backend} ({reason}); preset: {preset}")
     name, local = resolve_model(cfg.model)
@@ -855,6 +858,7 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
         "data_summary": data_summary,
         "metrics": metrics,
     }
+    mcb.out.close()
     write_json(run / "plug_run.json", record)
     print(f"done: {run} (loss {metrics['first_loss']} -> {metrics['final_loss']}, {state.global_step} steps, {seconds:.0f} s)")
     return run
