@@ -272,23 +272,28 @@ def sentencepiece_model(vocab: dict) -> bytes:
     return m.SerializeToString()
 
 
-def build_tokenizer(gguf_file: str | os.PathLike, *, chat_template: str | None = templates.GEMMA,
-                    eos_token: str | None = CHAT_EOS):
+def build_tokenizer(gguf_file: str | os.PathLike, save_dir: str | os.PathLike | None = None, *,
+                    chat_template: str | None = templates.GEMMA, eos_token: str | None = CHAT_EOS):
     """A ``GemmaTokenizerFast`` built from a GGUF's vocabulary (see :func:`sentencepiece_model`).
 
-    ``eos_token`` defaults to the chat EOS ``<end_of_turn>``; pass None to keep the GGUF's EOS.
-    Saving it with ``save_pretrained`` writes the small ``tokenizer.model`` built here.
+    With ``save_dir`` the small ``tokenizer.model`` is written there and the tokenizer saved
+    beside it (never ``save_pretrained`` a tokenizer loaded with ``gguf_file=``: that writes the
+    whole GGUF as ``tokenizer.model``). ``eos_token`` defaults to the chat EOS ``<end_of_turn>``;
+    None keeps the GGUF's EOS. ``chat_template`` defaults to Gemma's turn format.
     """
     import tempfile
 
     from transformers import GemmaTokenizerFast
 
     vocab = read_gguf_vocab(gguf_file)
+    blob = sentencepiece_model(vocab)
     tokens = vocab["tokens"]
-    with tempfile.TemporaryDirectory(prefix="plug_lite_spm_") as tmp:
-        model_file = Path(tmp) / "tokenizer.model"
-        model_file.write_bytes(sentencepiece_model(vocab))
-        tok = GemmaTokenizerFast(
+    with tempfile.TemporaryDirectory(prefix="plug_lite_spm_") as scratch:
+        folder = Path(save_dir) if save_dir is not None else Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        model_file = folder / "tokenizer.model"
+        model_file.write_bytes(blob)
+        tok = GemmaTokenizerFast(  # converts the SentencePiece model to a fast BPE tokenizer
             vocab_file=str(model_file),
             bos_token=tokens[vocab["bos_id"]],
             eos_token=tokens[vocab["eos_id"]],
@@ -297,23 +302,17 @@ def build_tokenizer(gguf_file: str | os.PathLike, *, chat_template: str | None =
             add_bos_token=True,
             add_eos_token=False,
         )
-        # The slow->fast conversion reads the file now; keep its bytes for save_pretrained.
-        tok.vocab_file = None
-        tok._plug_lite_spm = model_file.read_bytes()
-    if eos_token is not None:
-        if eos_token not in tok.get_vocab():
-            raise UserError(f"{gguf_file}: token {eos_token!r} is not in the vocabulary")
-        tok.eos_token = eos_token
-    if chat_template is not None:
-        tok.chat_template = chat_template
+        if eos_token is not None:
+            if eos_token not in tok.get_vocab():
+                raise UserError(f"{gguf_file}: token {eos_token!r} is not in the vocabulary")
+            tok.eos_token = eos_token
+        if chat_template is not None:
+            tok.chat_template = chat_template
+        if save_dir is not None:
+            tok.save_pretrained(str(folder))  # tokenizer.model is already in place
+        else:
+            tok.vocab_file = None  # the scratch file is gone: this one cannot write tokenizer.model
     return tok
-
-
-def _save_tokenizer(tok, out_dir: Path) -> None:
-    tok.save_pretrained(str(out_dir))
-    spm = getattr(tok, "_plug_lite_spm", None)
-    if spm is not None:  # the vocab file was a temporary: write the SentencePiece model ourselves
-        (out_dir / "tokenizer.model").write_bytes(spm)
 
 
 def compare_with_llama_cpp(tok, gguf_file: str | os.PathLike, texts=SAMPLE_TEXTS) -> tuple[int, int, list[str]]:
@@ -362,7 +361,8 @@ def default_model_dir() -> Path:
 
         _log("building the SentencePiece tokenizer from the GGUF vocabulary (about 15 s)")
         t0 = time.time()
-        tok = build_tokenizer(gguf_file)
+        tmp.mkdir(parents=True)
+        tok = build_tokenizer(gguf_file, tmp)
         t_tok = time.time() - t0
 
         chat_eos = tok.convert_tokens_to_ids(CHAT_EOS)
@@ -377,7 +377,6 @@ def default_model_dir() -> Path:
         t0 = time.time()
         _log(f"saving safetensors to {dest}")
         model.save_pretrained(str(tmp), safe_serialization=True)
-        _save_tokenizer(tok, tmp)
         del model
         t_save = time.time() - t0
 
@@ -388,8 +387,16 @@ def default_model_dir() -> Path:
             _log("llama-cpp-python not installed: tokenizer not checked against llama.cpp")
         else:
             from transformers import AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
-            same, total, diffs = compare_with_llama_cpp(AutoTokenizer.from_pretrained(str(tmp)), gguf_file)
+            # transformers 4.57.6 warns about a "Mistral regex" for every folder it saved itself.
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                saved = AutoTokenizer.from_pretrained(str(tmp))
+            finally:
+                hf_logging.set_verbosity(level)
+            same, total, diffs = compare_with_llama_cpp(saved, gguf_file)
             if diffs:
                 raise UserError(f"the rebuilt Gemma tokenizer differs from llama.cpp on {total - same}/{total} strings; first: {diffs[0]}")
             checked = f"{same}/{total}"

@@ -133,11 +133,11 @@ def test_tiny_tokenizer_matches_llama_cpp(tiny_gguf, tiny_tok):
     assert (same, diffs) == (total, [])
 
 
-def test_saved_tokenizer_reloads(tiny_tok, tmp_path):
+def test_saved_tokenizer_reloads(tiny_gguf, tiny_tok, tmp_path):
     from transformers import AutoTokenizer
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    gemma._save_tokenizer(tiny_tok, tmp_path)
+    gemma.build_tokenizer(tiny_gguf, tmp_path)
     spm_file = tmp_path / "tokenizer.model"
     assert spm_file.stat().st_size < 100_000  # the small SentencePiece model, not a GGUF
     pb.ModelProto().ParseFromString(spm_file.read_bytes())
