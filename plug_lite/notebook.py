@@ -44,6 +44,7 @@ __all__ = [
     "plot_loss",
     "show_markdown",
     "markdown_table",
+    "show_image",
     "export_report",
     "exported_gguf",
     "stream_answer",
@@ -549,3 +550,16 @@ def show_rows(path: str | os.PathLike, n: int = 2, *, width: int = 600) -> None:
             text = msg.get("content", "")
             cut = text if len(text) <= width else text[:width] + " [...]"
             print(f"[{msg.get('role')}]\n{cut}\n")
+
+
+def show_image(path: str | os.PathLike) -> None:
+    """Show a PNG in Jupyter; print its path elsewhere."""
+    if "ipykernel" in sys.modules:
+        try:
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path)))
+            return
+        except ImportError:
+            pass
+    print(f"(image: {path})")

@@ -25,7 +25,7 @@ NOTEBOOKS = [
     "02_train_qlora",
     "03_export_gguf",
     "04_chat_local",
-    # "05_eval_x_alpacaeval",  (added with plug_lite.generate)
+    "05_eval_x_alpacaeval",
 ]
 KERNEL = "python3"
 
@@ -126,7 +126,7 @@ def kernel_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def judge_url():
+def judge_server():
     """A local OpenAI-compatible server that answers judge prompts (tests/scripted_openai.py)."""
     sys.path.insert(0, str(Path(__file__).parent))
     try:
@@ -134,7 +134,7 @@ def judge_url():
     finally:
         sys.path.pop(0)
     with ScriptedOpenAI(verdict_reply("[[A]]")) as server:
-        yield server.url
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -171,7 +171,8 @@ def test_notebook_runs(name, chain, tiny_model, kernel_name, request, monkeypatc
     for prev in NOTEBOOKS[:i]:
         if prev not in chain["passed"]:
             pytest.skip(f"{prev} did not run")
-    judge = request.getfixturevalue("judge_url") if name.startswith("05") else None
+    server = request.getfixturevalue("judge_server") if name.startswith("05") else None
+    judge = server.url if server else None
     # The judge key comes from the environment, as on a machine without Colab secrets.
     monkeypatch.setenv("OPENAI_API_KEY", "scripted-test-key-not-secret")
     nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
@@ -193,6 +194,9 @@ def test_notebook_runs(name, chain, tiny_model, kernel_name, request, monkeypatc
     assert not errors
     chain["passed"].add(name)
     _check_outputs(name, chain["work"] / "plug_work", nb)
+    if server is not None:  # both orders of the 3 pairs were judged, with the key from the environment
+        assert server.calls == 6
+        assert set(server.auth_headers) == {"Bearer scripted-test-key-not-secret"}
 
 
 def _text(nb) -> str:
@@ -228,7 +232,11 @@ def _check_outputs(name: str, work: Path, nb) -> None:
     elif name == "04_chat_local":
         assert "tok/s" in text
     elif name == "05_eval_x_alpacaeval":
-        assert list((work / "eval").rglob("*.md"))
+        for fmt in ("plug", "mono"):
+            assert len((work / "eval" / "zh" / f"alpacaeval.{fmt}.jsonl").read_text().splitlines()) == 3
+        rep = json.loads((work / "eval" / "zh" / "report" / "report.json").read_text())
+        assert rep["results"][0]["mode"] == "pairwise" and rep["chart"] == "winrate.png"
+        assert "RUN_SVAMP = False: skipped" in text
 
 
 # --------------------------------------------------------------------------- plug_lite.notebook helpers

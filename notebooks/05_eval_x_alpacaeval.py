@@ -1,0 +1,168 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/plug-lite/plug_lite/blob/main/notebooks/05_eval_x_alpacaeval.ipynb)
+#
+# # 5 · Evaluate: X-AlpacaEval with an LLM judge
+#
+# The paper's comparison: the PLUG model against the monolingual baseline on X-AlpacaEval
+# instructions in the target language. Both exported GGUF models answer every instruction
+# (greedy), then
+#
+# * **offline metrics** need no API: share of answers in the PLUG format, language fidelity
+#   (is the answer in the target language?), answer length, tokens spent on the pivot;
+# * a **pairwise judge** (any OpenAI-compatible API) compares the two answers to each
+#   instruction, in both orders to cancel position bias, and reports win / tie / loss rates.
+#
+# The judge key comes from Colab's secrets (key panel, name `OPENAI_API_KEY`) or the environment;
+# it is never printed. A local server (llama.cpp's server, vLLM, Ollama) works through
+# `JUDGE_BASE_URL`. Answers and judge calls are saved as they come: after a disconnect, run the
+# notebook again and only the missing ones are done. X-TruthfulQA and X-SVAMP are optional
+# sections at the end.
+#
+# Before: `03_export_gguf`.
+# %% [markdown]
+# ## Install
+# On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
+# torch. Where plug_lite and its dependencies are importable already it does nothing.
+
+# %%
+PLUG_LITE_PIP = "plug-lite @ git+https://github.com/plug-lite/plug_lite@main"  # placeholder owner
+import importlib.util, subprocess, sys
+if importlib.util.find_spec("plug_lite") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PLUG_LITE_PIP], check=True)
+from plug_lite import notebook as nb
+nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"))
+
+# %% [markdown]
+# ## Parameters
+
+# %% tags=["parameters"]
+TARGET = "zh"
+PIVOT = "en"
+EVAL_SET = "x-alpacaeval"  # "x-alpacaeval" (hub), "sample" (shipped, offline), or a local JSON/JSONL file
+LIMIT = None  # first N instructions only (None: all)
+QUANT = None  # which exported file to evaluate (e.g. "Q8_0"); None: the smallest
+MAX_TOKENS = 1024  # new tokens per answer (PLUG answers are about twice as long: pivot + target)
+N_GPU_LAYERS = -1  # llama.cpp layers on the GPU (-1: all when built with CUDA; 0: CPU)
+WORK_DIR = "plug_work"
+JUDGE_MODEL = "gpt-4o-mini"
+JUDGE_BASE_URL = None  # None: api.openai.com; or e.g. "http://localhost:8080/v1"
+JUDGE_KEY_NAME = "OPENAI_API_KEY"  # the Colab secret / environment variable holding the key
+PARALLEL = 4  # judge calls in flight
+RUN_TRUTHFULQA = False  # optional: X-TruthfulQA (judged against reference answers)
+RUN_SVAMP = False  # optional: X-SVAMP (maths, accuracy of the final number; no judge needed)
+
+# %%
+from pathlib import Path
+from plug_lite import generate, judge, metrics, report
+from plug_lite.io import read_records
+
+work = Path(WORK_DIR)
+out = work / "eval" / TARGET
+models = {fmt: nb.exported_gguf(work / "runs" / f"{fmt}-{TARGET}", QUANT) for fmt in ("plug", "mono")}
+for fmt, path in models.items():
+    print(f"{fmt}: {path}")
+print(nb.environment().describe())
+
+# %% [markdown]
+# ## Generate the answers
+# `out/<set>.<format>.jsonl`, one line per instruction, written as it is answered; a re-run
+# skips the ids already there.
+
+# %%
+def answers(eval_set, tag, limit=LIMIT):
+    files = {}
+    for fmt, path in models.items():
+        files[fmt] = out / f"{tag}.{fmt}.jsonl"
+        generate.main(eval_set=eval_set, lang=TARGET, out=str(files[fmt]), model=str(path), limit=limit,
+                      max_new_tokens=MAX_TOKENS, gpu_layers=N_GPU_LAYERS, generator=f"{fmt}-{TARGET}")
+    return files
+
+alpaca = answers(EVAL_SET, "alpacaeval")
+
+# %% [markdown]
+# ## Offline metrics (no API)
+
+# %%
+offline = {fmt: metrics.offline_metrics(read_records(f), TARGET) for fmt, f in alpaca.items()}
+nb.show_markdown(nb.markdown_table([
+    {"model": fmt, "answers": m["n"], "PLUG format ok": m["format_compliance"], "in target language": m["language_fidelity"],
+     "answer chars (mean)": m["answer_chars_mean"], "pivot share of tokens": m["pivot_overhead"]}
+    for fmt, m in offline.items()]))
+
+# %% [markdown]
+# ## Pairwise judge: PLUG vs mono
+# First a dry run: how many calls (cached ones are free) and the estimated cost.
+
+# %%
+if nb.use_secret(JUDGE_KEY_NAME, env="PLUG_LITE_JUDGE_API_KEY"):
+    print(f"judge key: found ({JUDGE_KEY_NAME})")
+else:
+    print(f"judge key: no {JUDGE_KEY_NAME} secret or environment variable" + (" (a local server needs none)" if JUDGE_BASE_URL else ""))
+judge_args = dict(a=str(alpaca["plug"]), b=str(alpaca["mono"]), mode="pairwise", lang=TARGET,
+                  model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL)
+plan = judge.main(out=str(out / "judge-alpacaeval"), dry_run=True, **judge_args)
+nb.show_markdown(nb.markdown_table([plan["dry_run"]]))
+
+# %%
+pairwise = judge.main(out=str(out / "judge-alpacaeval"), **judge_args)
+
+# %% [markdown]
+# ## Report
+
+# %%
+results = [str(out / "judge-alpacaeval" / "judge.json")]
+summary = report.main(results=results, offline=[str(f) for f in alpaca.values()], out=str(out / "report"), lang=TARGET)
+nb.show_markdown((out / "report" / "report.md").read_text(encoding="utf-8"))
+if summary.get("chart"):
+    nb.show_image(out / "report" / summary["chart"])
+
+# %% [markdown]
+# ## Optional: X-TruthfulQA
+# Each answer is judged against the reference correct / incorrect answers (truthful and
+# informative rates). Set `RUN_TRUTHFULQA = True`.
+
+# %%
+if RUN_TRUTHFULQA:
+    truthful = answers("x-truthfulqa", "truthfulqa")
+    for fmt, f in truthful.items():
+        judge.main(a=str(f), out=str(out / f"judge-truthfulqa-{fmt}"), mode="truthful", eval_set="x-truthfulqa",
+                   lang=TARGET, model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL)
+        results.append(str(out / f"judge-truthfulqa-{fmt}" / "judge.json"))
+else:
+    print("RUN_TRUTHFULQA = False: skipped")
+
+# %% [markdown]
+# ## Optional: X-SVAMP
+# Maths word problems: the last number of the target-language answer against the reference
+# (rules; no judge calls). Set `RUN_SVAMP = True`.
+
+# %%
+if RUN_SVAMP:
+    svamp = answers("x-svamp", "svamp")
+    for fmt, f in svamp.items():
+        judge.main(a=str(f), out=str(out / f"judge-svamp-{fmt}"), mode="svamp", eval_set="x-svamp", lang=TARGET)
+        results.append(str(out / f"judge-svamp-{fmt}" / "judge.json"))
+else:
+    print("RUN_SVAMP = False: skipped")
+
+# %% [markdown]
+# ## Everything in one report
+
+# %%
+if len(results) > 1:
+    report.main(results=results, offline=[str(f) for f in alpaca.values()], out=str(out / "report"), lang=TARGET)
+    nb.show_markdown((out / "report" / "report.md").read_text(encoding="utf-8"))
+print("report:", out / "report" / "report.md")
