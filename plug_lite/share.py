@@ -1,0 +1,361 @@
+"""``plug-lite share RUN_DIR_OR_GGUF_DIR``: a model card, Ollama files, and a Hub upload.
+
+Writes, into ``--out-dir`` (a run's ``share/`` folder, or the GGUF folder itself):
+
+* ``README.md`` — a Hub model card: YAML front matter (base model, languages, licence, tags), the
+  files with their quant type and size, how the model was trained (from ``plug_run.json``), the PLUG
+  output format with an example rendered by :func:`plug_lite.formats.render`, and evaluation results
+  when a report JSON is present.
+* ``Modelfile`` — for ``ollama create``; ``template`` (Go template), ``params`` (JSON: stop
+  sequences) and ``system`` — the files Ollama reads from a Hub repository for
+  ``ollama run hf.co/<user>/<repo>:Q4_K_M``. All come from one mapping of plug_lite's template names
+  (chatml, gemma) to Go templates and stops. Arbitrary Jinja templates are not translated: for
+  those the card says so and Ollama falls back to the template in the GGUF.
+
+``--push user/repo`` uploads the GGUF files and these files in one commit with huggingface_hub
+(token from ``HF_TOKEN`` or ``huggingface-cli login``; never printed or written). ``--dry-run``
+lists what would be uploaded and uploads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import formats, languages, templates
+from .io import UserError, atomic_write_text, redact, run_cli
+
+__all__ = ["GO_TEMPLATES", "ollama_files", "model_card", "collect", "upload", "main", "cli"]
+
+# Go templates (Ollama's text/template with .Messages) equivalent to plug_lite.templates' Jinja
+# for system + user/assistant turns. Ollama adds the BOS token itself (tokenizer.ggml.add_bos_token).
+GO_TEMPLATES = {
+    "chatml": (
+        "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+        "{{ .Content }}<|im_end|>\n"
+        "{{ end }}<|im_start|>assistant\n"
+    ),
+    # Gemma has no system role: the system text opens the first user turn, as in templates.GEMMA.
+    "gemma": (
+        '{{- $system := "" }}{{- $first := true }}\n'
+        "{{- range .Messages }}\n"
+        '{{- if eq .Role "system" }}{{ $system = .Content }}\n'
+        '{{- else }}<start_of_turn>{{ if eq .Role "assistant" }}model{{ else }}{{ .Role }}{{ end }}\n'
+        "{{ if and $first $system }}{{ $system }}\n"
+        "\n"
+        "{{ end }}{{ .Content }}<end_of_turn>\n"
+        "{{ $first = false }}{{ end }}\n"
+        "{{- end }}<start_of_turn>model\n"
+    ),
+}
+
+_EXAMPLE = {  # (instruction in the target language, its answer) for the card's format example
+    "zh": ("用一句话介绍大海。", "大海广阔而深邃，覆盖了地球表面的大部分。"),
+    "ko": ("바다를 한 문장으로 소개해 주세요.", "바다는 지구 표면의 대부분을 덮고 있는 넓고 깊은 물입니다."),
+    "it": ("Descrivi il mare in una frase.", "Il mare è una vasta distesa d'acqua che copre gran parte della Terra."),
+    "es": ("Describe el mar en una frase.", "El mar es una enorme masa de agua que cubre gran parte de la Tierra."),
+}
+_EXAMPLE_PIVOT = ("Describe the sea in one sentence.", "The sea is a vast body of water that covers most of the Earth.")
+
+_NC_NOTE = ("Evaluation outputs produced on X-AlpacaEval are derived from a dataset released under "
+            "CC BY-NC 4.0: share them for non-commercial use only.")
+
+
+# --------------------------------------------------------------------------------------------
+# What to share
+
+
+def _quant_of(path: Path) -> str:
+    stem = path.stem
+    if stem.endswith("-LoRA-F16") or "-LoRA-" in stem:
+        return "LoRA adapter (" + stem.rsplit("-", 1)[-1] + ")"
+    return stem.rsplit("-", 1)[-1]
+
+
+def collect(path: str | os.PathLike) -> dict:
+    """The run metadata and GGUF files behind a run directory or a folder of GGUF files."""
+    from .export import read_gguf_metadata
+
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{p}: not a folder (expected a run directory or a folder of GGUF files)")
+    meta: dict[str, Any] = {}
+    report: dict[str, Any] | None = None
+    files: list[Path] = []
+    labels: dict[str, str] = {}
+    if (p / "plug_run.json").is_file():
+        meta = json.loads((p / "plug_run.json").read_text(encoding="utf-8"))
+        rep = p / "export_report.json"
+        if not rep.is_file():
+            raise UserError(f"{rep}: not found; run `plug-lite export {p}` first")
+        report = json.loads(rep.read_text(encoding="utf-8"))
+        files = [Path(v["path"]) for v in report.get("files", {}).values()]
+        labels = {Path(v["path"]).name: k for k, v in report.get("files", {}).items()}
+        if report.get("adapter_gguf"):
+            files.append(Path(report["adapter_gguf"]))
+        if report.get("base_gguf"):
+            files.append(Path(report["base_gguf"]))
+            labels[files[-1].name] = "F16, untuned base (for the LoRA)"
+        files = [f if f.is_absolute() else Path.cwd() / f for f in files]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise UserError(f"{rep}: listed file {missing[0]} is missing; run `plug-lite export {p}` again")
+        default_out = p / "share"
+    else:
+        files = sorted(p.glob("*.gguf"))
+        if not files:
+            raise UserError(f"{p}: no plug_run.json and no .gguf files")
+        default_out = p
+    # PLUG keys from the first model file (not the adapter), filling what plug_run.json lacks
+    model_files = [f for f in files if "LoRA" not in _quant_of(f)]
+    md = read_gguf_metadata((model_files or files)[0])
+    for key in ("format", "target", "pivot", "think"):
+        v = md.get(f"plug.{key}")
+        if v is not None and meta.get(key) in (None, ""):
+            meta[key] = (v == "true") if key == "think" else v
+    if not meta.get("format") or not meta.get("target"):
+        raise UserError(f"{p}: cannot tell the PLUG format and target language (no plug_run.json, no plug.* keys in the GGUF)")
+    meta.setdefault("base_name", md.get("general.basename") or md.get("general.name"))
+    if not meta.get("chat_template_name"):
+        meta["chat_template_name"] = templates.name_of(md.get("tokenizer.chat_template"))
+    meta.setdefault("eos_token", templates.STOP.get(meta.get("chat_template_name") or ""))
+    labels = {f.name: labels.get(f.name) or _quant_of(f) for f in files}
+    return {"meta": meta, "files": files, "labels": labels, "export_report": report, "has_run": report is not None, "dir": p, "default_out": default_out}
+
+
+# --------------------------------------------------------------------------------------------
+# Ollama
+
+
+def ollama_files(meta: dict, gguf_file: str | None) -> dict[str, str]:
+    """``Modelfile``, ``template``, ``params`` and ``system`` texts (``template`` is absent when the
+    chat template is not one plug_lite can translate to Go)."""
+    name = meta.get("chat_template_name")
+    system = languages.system_prompt(meta["format"], meta["target"], meta.get("pivot") or "en")
+    stops = []
+    if name in templates.STOP:
+        stops.append(templates.STOP[name])
+    if meta.get("eos_token") and meta["eos_token"] not in stops:
+        stops.append(meta["eos_token"])
+    params = {"stop": stops, "num_ctx": 2048}
+    out = {"params": json.dumps(params, ensure_ascii=False, indent=2) + "\n", "system": system + "\n"}
+    lines = [f"FROM ./{gguf_file or 'model.gguf'}"]
+    if name in GO_TEMPLATES:
+        out["template"] = GO_TEMPLATES[name]
+        lines.append(f'TEMPLATE """{GO_TEMPLATES[name]}"""')
+    else:
+        lines.append(f"# The chat template ({name or 'a custom Jinja template'}) cannot be translated to Go automatically:")
+        lines.append("# Ollama uses the template stored in the GGUF, or write TEMPLATE yourself.")
+    lines.append(f'SYSTEM """{system}"""')
+    lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
+    lines.append(f"PARAMETER num_ctx {params['num_ctx']}")
+    out["Modelfile"] = "\n".join(lines) + "\n"
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Model card
+
+
+def _example(meta: dict) -> tuple[str, str]:
+    fmt, target, pivot = meta["format"], meta["target"], meta.get("pivot") or "en"
+    instr, answer = _EXAMPLE.get(target, ("…", "…"))
+    text = formats.render(fmt, target=target, pivot=pivot, pivot_instruction=_EXAMPLE_PIVOT[0],
+                          pivot_response=_EXAMPLE_PIVOT[1], target_response=answer, think=bool(meta.get("think")))
+    return instr, text
+
+
+def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    if isinstance(obj, dict) and depth < 3:
+        for k, v in obj.items():
+            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
+    elif isinstance(obj, (int, float, bool)) or (isinstance(obj, str) and len(obj) < 80):
+        rows.append((prefix, obj))
+    return rows
+
+
+def _is_repo_id(s: str | None) -> bool:
+    return bool(s) and re.fullmatch(r"[\w.-]+/[\w.-]+", s) is not None and not Path(s).exists()
+
+
+def model_card(info: dict, *, repo: str | None, license: str, eval_report: dict | None,
+               ollama: dict[str, str]) -> str:
+    meta, files = info["meta"], info["files"]
+    fmt, target, pivot = meta["format"], meta["target"], meta.get("pivot") or "en"
+    t_lang = languages.get(target)
+    title = " ".join(x for x in (meta.get("base_name"), meta.get("size_label")) if x) or "model"
+    tag = {"plug": "PLUG", "mono": "mono-response", "pivot_only": "pivot-only"}[fmt]
+    langs = [target] + ([pivot] if fmt != "mono" and pivot != target else [])
+    fm = ["---"]
+    if _is_repo_id(meta.get("base_model")):
+        fm.append(f"base_model: {meta['base_model']}")
+        fm.append("base_model_relation: quantized")
+    fm.append("language:")
+    fm += [f"- {l}" for l in langs]
+    fm.append(f"license: {license}")
+    fm += ["tags:", "- gguf", "- llama-cpp", "- plug", "pipeline_tag: text-generation", "---", ""]
+
+    body = [f"# {title} — {tag} ({t_lang.name}) GGUF", ""]
+    if fmt == "plug":
+        body.append(
+            f"A {title} model instruction-tuned with PLUG (Pivot Language gUided Generation, Zhang et al., ACL 2024) "
+            f"for {t_lang.name}: given an instruction in {t_lang.name}, it first restates and answers it in "
+            f"{languages.get(pivot).name}, then writes the final answer in {t_lang.name}.")
+    else:
+        body.append(f"A {title} model instruction-tuned in the {tag} format for {t_lang.name} (a PLUG baseline).")
+    body += ["", "## Files", "", "| file | type | size |", "|---|---|---|"]
+    for f in files:
+        body.append(f"| `{f.name}` | {info['labels'][f.name]} | {f.stat().st_size / 2**20:.1f} MiB |")
+    body += ["", "Q8_0 keeps a small fine-tune best; Q4_K_M can round a light LoRA back onto the base's weights. "
+             "The LoRA GGUF applies on top of a base GGUF with llama.cpp (`--lora`).", ""]
+
+    quant = next((f.name for f in files if f.stem.endswith("Q4_K_M")), None) or next((f.name for f in files if "LoRA" not in f.name), "model.gguf")
+    qtag = _quant_of(Path(quant))
+    repo_s = repo or "<user>/<repo>"
+    body += ["## Use", "", "```sh",
+             f"llama-cli -m {quant} -cnv   # chat template and stop token are in the file",
+             f"ollama run hf.co/{repo_s}:{qtag}",
+             f"python -m plug_lite.chat {quant}   # hides the {languages.get(pivot).name} pivot while it streams",
+             "```", ""]
+    if "template" not in ollama:
+        body += ["The chat template is not one plug_lite can translate to an Ollama Go template (it cannot "
+                 "translate arbitrary Jinja); Ollama falls back to the template stored in the GGUF.", ""]
+    instr, example = _example(meta)
+    body += ["## Output format", "", f"System prompt: *{languages.system_prompt(fmt, target, pivot)}*", "",
+             f"Instruction: {instr}", "", "Answer:", "", "```text", example, "```", ""]
+    body += ["## Training", ""]
+    rows = [("base model", meta.get("base_model")), ("format", fmt), ("target / pivot", f"{target} / {pivot}"),
+            ("backend", meta.get("backend")), ("4-bit base (QLoRA)", meta.get("load_in_4bit")),
+            ("chat template", meta.get("chat_template_name"))]
+    for section in ("config", "data_summary", "metrics", "versions"):
+        rows += [(f"{section}.{k}", v) for k, v in _flatten(meta.get(section) or {})]
+    rows = [(k, v) for k, v in rows if v not in (None, "")]
+    if info.get("has_run"):
+        body += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+    else:
+        body += ["Not recorded (no plug_run.json): " + ", ".join(f"{k} {v}" for k, v in rows) + ".", ""]
+    ver = (info.get("export_report") or {}).get("verify")
+    if ver:
+        body += ["## Export checks", ""]
+        for name, s in ver.get("greedy", {}).items():
+            body.append(f"- {name}: greedy output identical to the merged model on {s['identical_to_merged']}/{s['prompts']} prompts")
+        body += [f"- warning: {w}" for w in ver.get("warnings", [])] + [""]
+    if eval_report:
+        body += ["## Evaluation", "", "| metric | value |", "|---|---|"]
+        body += [f"| {k} | {v} |" for k, v in _flatten(eval_report) if not isinstance(v, str) or len(v) < 40][:40]
+        body += ["", _NC_NOTE, ""]
+    return "\n".join(fm + body)
+
+
+# --------------------------------------------------------------------------------------------
+# Upload
+
+
+def _token() -> str:
+    tok = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if not tok:
+        try:
+            from huggingface_hub import get_token
+
+            tok = get_token()
+        except ImportError:
+            raise UserError("huggingface_hub is not installed: pip install 'plug-lite[eval]'") from None
+    if not tok:
+        raise UserError("no Hugging Face token: set HF_TOKEN or run `huggingface-cli login`")
+    return tok
+
+
+def upload(repo: str, files: dict[str, Path], *, api=None, private: bool = False, message: str | None = None) -> str:
+    """Create ``repo`` (if needed) and upload ``{path_in_repo: local file}`` in one commit."""
+    if not _is_repo_id(repo):
+        raise UserError(f"--push {repo!r}: expected user/repo")
+    token = _token()
+    from huggingface_hub import CommitOperationAdd
+
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+    try:
+        api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True, token=token)
+        info = api.create_commit(repo_id=repo, repo_type="model", operations=ops, token=token,
+                                 commit_message=message or "Upload PLUG GGUF files with plug-lite")
+    except Exception as e:  # network, auth, quota: one line, no token
+        raise UserError(f"upload to {repo} failed: {redact(str(e).splitlines()[0] if str(e) else type(e).__name__, [token])}") from None
+    return getattr(info, "commit_url", None) or f"https://huggingface.co/{repo}"
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, push: str | None = None,
+         dry_run: bool = False, license: str | None = None, eval_report: str | os.PathLike | None = None,
+         private: bool = False, api=None) -> dict:
+    """Write the card and Ollama files; upload with ``push``. Returns what was written/uploaded."""
+    info = collect(path)
+    meta = info["meta"]
+    out = Path(out_dir) if out_dir else info["default_out"]
+    ev = None
+    ev_path = Path(eval_report) if eval_report else None
+    if ev_path is None:
+        for cand in ("eval_report.json", "report.json"):
+            if (info["dir"] / cand).is_file():
+                ev_path = info["dir"] / cand
+                break
+    if ev_path is not None:
+        try:
+            ev = json.loads(ev_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{ev_path}: cannot read the evaluation report ({e})") from None
+    lic = license or meta.get("license") or ("gemma" if "gemma" in str(meta.get("base_name", "")).lower() else "other")
+    main_file = next((f.name for f in info["files"] if f.stem.endswith("Q4_K_M")), None) or \
+        next((f.name for f in info["files"] if "LoRA" not in f.name), None)
+    oll = ollama_files(meta, main_file)
+    card = model_card(info, repo=push, license=lic, eval_report=ev, ollama=oll)
+    written = {"README.md": atomic_write_text(out / "README.md", card)}
+    for name, text in oll.items():
+        written[name] = atomic_write_text(out / name, text)
+    if "template" not in oll:
+        print(f"note: chat template {meta.get('chat_template_name')!r} is not chatml/gemma; plug-lite cannot translate "
+              "arbitrary Jinja to an Ollama Go template, so no `template` file was written", file=sys.stderr)
+    uploads = {**{f.name: f for f in info["files"]}, **written}
+    for name, p in written.items():
+        print(f"wrote {p}")
+    result: dict[str, Any] = {"written": {k: str(v) for k, v in written.items()}, "uploads": {k: str(v) for k, v in uploads.items()}}
+    if push and dry_run:
+        print(f"dry run: would upload to https://huggingface.co/{push}:")
+        for name, p in uploads.items():
+            print(f"  {name:<48} {p.stat().st_size / 2**20:9.1f} MiB")
+    elif push:
+        result["url"] = upload(push, uploads, api=api, private=private)
+        print(f"uploaded {len(uploads)} files: {result['url']}")
+        print(f"ollama run hf.co/{push}:{_quant_of(Path(main_file)) if main_file else 'Q4_K_M'}")
+    else:
+        print(f"not uploaded (use --push user/repo); would upload: {', '.join(uploads)}")
+    return result
+
+
+def cli(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="plug-lite share", description="Model card, Ollama files and Hub upload for exported GGUF files.")
+    ap.add_argument("path", help="a run directory (after plug-lite export) or a folder of GGUF files")
+    ap.add_argument("--out-dir", help="where to write README.md, Modelfile, template, params, system (default: RUN/share or the GGUF folder)")
+    ap.add_argument("--push", metavar="USER/REPO", help="upload to this Hugging Face model repository")
+    ap.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
+    ap.add_argument("--private", action="store_true", help="create the repository as private")
+    ap.add_argument("--license", help="licence id for the card (default: the base's, 'gemma' for Gemma, else 'other')")
+    ap.add_argument("--eval-report", help="an evaluation report JSON to summarise in the card")
+    a = ap.parse_args(argv)
+    return run_cli(lambda: main(a.path, out_dir=a.out_dir, push=a.push, dry_run=a.dry_run, license=a.license,
+                                eval_report=a.eval_report, private=a.private) and 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
