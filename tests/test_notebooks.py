@@ -199,6 +199,42 @@ def test_notebook_runs(name, chain, tiny_model, kernel_name, request, monkeypatc
         assert set(server.auth_headers) == {"Bearer scripted-test-key-not-secret"}
 
 
+def _execute(name: str, chain: dict, kernel_name: str, judge: str | None, model: Path):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+    inject_parameters(nb, tiny_params(name, chain["work"], model, judge))
+    try:
+        NotebookClient(nb, timeout=240, kernel_name=kernel_name,
+                       resources={"metadata": {"path": str(chain["work"])}}).execute()
+    except CellExecutionError as e:
+        pytest.fail(f"{name} (re-run): a cell failed:\n{str(e)[-4000:]}")
+    return nb
+
+
+def test_rerun_resumes_instead_of_redoing(chain, tiny_model, kernel_name, request, monkeypatch):
+    """Running 02, 03 and 05 again (a Colab disconnect) reuses what is on disk: no training, no
+    export, no new answers, no new judge calls."""
+    if set(NOTEBOOKS) - chain["passed"]:
+        pytest.skip("the chained run did not pass")
+    monkeypatch.setenv("OPENAI_API_KEY", "scripted-test-key-not-secret")
+    server = request.getfixturevalue("judge_server")
+    work = chain["work"] / "plug_work"
+    watched = [work / "runs" / "plug-zh" / "adapter" / "adapter_model.safetensors",
+               work / "eval" / "zh" / "alpacaeval.plug.jsonl",
+               *(work / "gguf").glob("*.gguf")]
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    calls = server.calls
+    assert "finished already" in _text(_execute("02_train_qlora", chain, kernel_name, None, tiny_model))
+    assert "exported already" in _text(_execute("03_export_gguf", chain, kernel_name, None, tiny_model))
+    _execute("05_eval_x_alpacaeval", chain, kernel_name, server.url, tiny_model)
+    assert server.calls == calls, "the judge was called again for cached pairs"
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+    assert len((work / "eval" / "zh" / "alpacaeval.plug.jsonl").read_text().splitlines()) == 3
+
+
 def _text(nb) -> str:
     parts = []
     for c in nb.cells:
