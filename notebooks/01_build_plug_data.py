@@ -2,6 +2,7 @@
 # jupyter:
 #   accelerator: GPU
 #   colab:
+#     gpuType: T4
 #     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -24,9 +25,10 @@
 # * **plug** — pivot instruction, pivot answer, target answer (the method);
 # * **mono** — the target answer only (the paper's baseline, trained for comparison).
 #
-# Next: `02_train_qlora`. All notebooks share `WORK_DIR`; re-running a cell after a disconnect
-# reuses what is already on disk. (`plug-lite` is the placeholder GitHub owner in the badge
-# links: change it to your fork.)
+# Next: `02_train_qlora`. The five notebooks share `WORK_DIR`; on Colab it lives in Google Drive
+# (each notebook gets its own runtime, and `/content` is lost on disconnect), and re-running a
+# notebook reuses what is already there. (`plug-lite` is a placeholder GitHub owner in the badge
+# links and the install cell: change it to the repository's real owner.)
 
 # %% [markdown]
 # ## Install
@@ -51,7 +53,8 @@ SOURCE = "sample"  # "sample" (shipped), a local JSON/JSONL/CSV file, or "hub:<d
 FORMATS = ["plug", "mono"]  # PLUG and the monolingual baseline
 THINK = False  # add an explicit reasoning section to PLUG rows
 LIMIT = None  # use only the first N instructions (None: all)
-WORK_DIR = "plug_work"  # on Colab, a Drive folder survives a disconnect: "/content/drive/MyDrive/plug_work"
+WORK_DIR = "plug_work"  # shared by the five notebooks
+USE_DRIVE = True  # Colab: keep WORK_DIR in Google Drive (each notebook has its own runtime; survives disconnects)
 SHOW = 2  # rendered examples to show
 OVERWRITE = False  # rebuild files that exist already
 
@@ -59,7 +62,7 @@ OVERWRITE = False  # rebuild files that exist already
 from pathlib import Path
 from plug_lite import data, languages
 
-work = Path(WORK_DIR)
+work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
 (work / "data").mkdir(parents=True, exist_ok=True)
 print("target:", languages.get(TARGET).name, "| pivot:", languages.get(PIVOT).name)
 print(nb.environment().describe())

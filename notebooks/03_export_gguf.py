@@ -2,6 +2,7 @@
 # jupyter:
 #   accelerator: GPU
 #   colab:
+#     gpuType: T4
 #     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -23,6 +24,7 @@
 # writes a model card and an Ollama Modelfile, and optionally pushes to the Hugging Face Hub.
 #
 # Before: `02_train_qlora`. Next: `04_chat_local`.
+
 # %% [markdown]
 # ## Install
 # On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
@@ -46,7 +48,8 @@ FORMATS = ["plug", "mono"]  # the runs of 02_train_qlora to export
 QUANTS = ["Q4_K_M", "Q8_0"]  # Q4_K_M can erase a small fine-tune of an already-quantized base: Q8_0 keeps it
 ADAPTER_GGUF = True  # also write the LoRA adapter as a GGUF (a few MB, applied on top of a base GGUF)
 PARITY_PROMPTS = 3  # prompts for the greedy parity check
-WORK_DIR = "plug_work"
+WORK_DIR = "plug_work"  # shared by the five notebooks
+USE_DRIVE = True  # Colab: keep WORK_DIR in Google Drive (each notebook has its own runtime; survives disconnects)
 OVERWRITE = False  # export again even when the files exist
 PUSH = False  # upload the PLUG model to the Hugging Face Hub (token: Colab secret or env HF_TOKEN)
 HF_REPO = None  # "<your-hf-name>/<model>-PLUG-zh-GGUF"
@@ -56,7 +59,7 @@ PRIVATE = True
 from pathlib import Path
 from plug_lite import export, share
 
-work = Path(WORK_DIR)
+work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
 runs = {fmt: work / "runs" / f"{fmt}-{TARGET}" for fmt in FORMATS}
 
 # %% [markdown]

@@ -2,6 +2,7 @@
 # jupyter:
 #   accelerator: GPU
 #   colab:
+#     gpuType: T4
 #     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -23,6 +24,7 @@
 # target-language character, and the tokens spent on the pivot.
 #
 # Before: `03_export_gguf`. Next: `05_eval_x_alpacaeval`.
+
 # %% [markdown]
 # ## Install
 # On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
@@ -44,7 +46,8 @@ TARGET = "zh"
 FORMAT = "plug"  # which run to chat with: plug or mono
 QUANT = None  # which exported file (e.g. "Q8_0"); None: the smallest
 GGUF = None  # or any GGUF path (overrides FORMAT/QUANT)
-WORK_DIR = "plug_work"
+WORK_DIR = "plug_work"  # shared by the five notebooks
+USE_DRIVE = True  # Colab: keep WORK_DIR in Google Drive (each notebook has its own runtime; survives disconnects)
 SHOW_PIVOT = False  # show the pivot-language sections
 PROMPTS = None  # your questions; None: the first two of the shipped sample in TARGET
 MAX_TOKENS = 512
@@ -58,7 +61,7 @@ from plug_lite import chat, evalsets
 
 if not PROMPTS:
     PROMPTS = [r["instruction"] for r in evalsets.load_eval_set("sample", TARGET, limit=2)]
-work = Path(WORK_DIR)
+work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
 path = Path(GGUF) if GGUF else nb.exported_gguf(work / "runs" / f"{FORMAT}-{TARGET}", QUANT)
 session = chat.ChatSession(path, ctx=CTX, gpu_layers=N_GPU_LAYERS, max_new_tokens=MAX_TOKENS)
 print(f"{path.name}: {session.mode}, target {session.target.name if session.target else '-'}, "

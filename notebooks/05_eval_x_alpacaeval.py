@@ -2,6 +2,7 @@
 # jupyter:
 #   accelerator: GPU
 #   colab:
+#     gpuType: T4
 #     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -32,6 +33,7 @@
 # sections at the end.
 #
 # Before: `03_export_gguf`.
+
 # %% [markdown]
 # ## Install
 # On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
@@ -56,7 +58,8 @@ LIMIT = None  # first N instructions only (None: all)
 QUANT = None  # which exported file to evaluate (e.g. "Q8_0"); None: the smallest
 MAX_TOKENS = 1024  # new tokens per answer (PLUG answers are about twice as long: pivot + target)
 N_GPU_LAYERS = -1  # llama.cpp layers on the GPU (-1: all when built with CUDA; 0: CPU)
-WORK_DIR = "plug_work"
+WORK_DIR = "plug_work"  # shared by the five notebooks
+USE_DRIVE = True  # Colab: keep WORK_DIR in Google Drive (each notebook has its own runtime; survives disconnects)
 JUDGE_MODEL = "gpt-4o-mini"
 JUDGE_BASE_URL = None  # None: api.openai.com; or e.g. "http://localhost:8080/v1"
 JUDGE_KEY_NAME = "OPENAI_API_KEY"  # the Colab secret / environment variable holding the key
@@ -69,7 +72,7 @@ from pathlib import Path
 from plug_lite import generate, judge, metrics, report
 from plug_lite.io import read_records
 
-work = Path(WORK_DIR)
+work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
 out = work / "eval" / TARGET
 models = {fmt: nb.exported_gguf(work / "runs" / f"{fmt}-{TARGET}", QUANT) for fmt in ("plug", "mono")}
 for fmt, path in models.items():

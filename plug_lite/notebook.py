@@ -32,6 +32,7 @@ __all__ = [
     "Environment",
     "environment",
     "in_colab",
+    "work_dir",
     "source_kwargs",
     "show_rows",
     "run_summary",
@@ -138,6 +139,22 @@ def environment() -> Environment:
     if smi:
         return Environment(colab, smi[0], smi[1], None, None)
     return Environment(colab, None, None, None, None)
+
+
+def work_dir(path: str | os.PathLike, *, drive: bool = True) -> Path:
+    """The notebooks' shared folder, created. On Colab each notebook runs in its own runtime and
+    ``/content`` is lost on disconnect, so with ``drive=True`` Google Drive is mounted (Colab asks
+    for permission once) and a relative ``path`` goes under ``MyDrive``. Elsewhere: ``path``."""
+    p = Path(path).expanduser()
+    if drive and in_colab() and not p.is_absolute():
+        mount = Path("/content/drive")
+        if not (mount / "MyDrive").is_dir():
+            from google.colab import drive as gdrive  # type: ignore[import-not-found]
+
+            gdrive.mount(str(mount))
+        p = mount / "MyDrive" / p
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 # --------------------------------------------------------------------------- install

@@ -343,3 +343,4 @@ def test_plot_loss_and_source_kwargs(tmp_path):
     assert nbh.source_kwargs("hub:org/ds:train") == {"hf_dataset": "org/ds", "hf_split": "train"}
     assert nbh.source_kwargs("my.jsonl") == {"input": "my.jsonl"}
     assert "a\\|b" in nbh.markdown_table([{"x": "a|b"}])
+    assert nbh.work_dir(tmp_path / "w" / "x") == tmp_path / "w" / "x" and (tmp_path / "w" / "x").is_dir()  # not Colab: no Drive
