@@ -1,0 +1,452 @@
+"""``plug-lite generate``: answer every instruction of an evaluation set, resumably.
+
+One JSONL record per instruction, appended and fsynced as soon as it is answered, so a killed
+run loses at most the answer in flight and a rerun skips the ids already written. Each record
+has exactly these fields (judge, report and metrics read them)::
+
+    id, instruction, category, dataset, output (raw text), answer (PlugParse.answer), status,
+    target (extracted target section or null), pivot_instruction, pivot_response, format,
+    lang, pivot, tokens {prompt, completion, pivot, target}, seconds, finish_reason,
+    generator, decoding {...}
+
+Backends: ``llama.cpp`` (a .gguf; the same engine as ``plug-lite chat``), ``transformers`` (an
+HF model folder, or a folder holding a PEFT adapter applied over its base) and ``openai`` (any
+OpenAI-compatible endpoint via the official client: ``--base-url``, key from ``--api-key`` or
+``OPENAI_API_KEY``). Greedy decoding by default (temperature 0), as in the paper.
+
+``tokens.pivot`` is the number of generated tokens before the target section began (what the
+pivot costs); the endpoint backend sees no tokens, so there it and ``tokens.target`` are null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import formats, languages
+from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, run_cli
+
+__all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
+           "make_backend", "generate", "summarize", "main", "cli"]
+
+FIELDS = ("id", "instruction", "category", "dataset", "output", "answer", "status", "target",
+          "pivot_instruction", "pivot_response", "format", "lang", "pivot", "tokens", "seconds",
+          "finish_reason", "generator", "decoding")
+
+
+def load_instructions(name_or_path: str, lang: str, limit: int | None = None) -> list[dict]:
+    """Records with ``id`` and ``instruction`` (``category``/``dataset`` optional), from
+    :func:`plug_lite.evalsets.load_eval_set` when that module exists, else a JSON/JSONL/CSV file."""
+    try:
+        from .evalsets import load_eval_set
+    except ImportError:
+        load_eval_set = None
+    if load_eval_set is not None:
+        recs = list(load_eval_set(name_or_path, lang, limit=limit))
+    else:
+        recs = read_records(name_or_path, required=("id", "instruction"), nonempty=("instruction",))
+        recs = recs[:limit] if limit else recs
+    seen: dict[str, str] = {}
+    for i, r in enumerate(recs):
+        where = r.get("_where", f"{name_or_path}: record {i}")
+        if "id" not in r or "instruction" not in r:
+            raise UserError(f"{where}: missing field {'id' if 'id' not in r else 'instruction'!r}")
+        key = str(r["id"])
+        if key in seen:
+            raise UserError(f"{where}: duplicate id {key!r} (first at {seen[key]})")
+        seen[key] = where
+    return recs
+
+
+# --------------------------------------------------------------------------------------------
+# Backends. Each ``generate(messages)`` returns a dict: output, finish_reason, prompt_tokens,
+# completion_tokens, and ``pieces`` (text per generated token, in order) when it has them.
+
+
+class LlamaCppBackend:
+    name = "llama.cpp"
+
+    def __init__(self, model: str, *, ctx: int | None = None, gpu_layers: int | None = None,
+                 threads: int | None = None, lora: str | None = None, seed: int = 0) -> None:
+        from .chat import LlamaEngine
+
+        self.engine = LlamaEngine(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
+        self.default_name = Path(model).stem
+        self.plug = self.engine.plug
+
+    def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        eng = self.engine
+        toks, stop = eng.tokenize(messages)
+        room = eng.n_ctx - len(toks)
+        if room < 16:
+            raise UserError(f"the prompt is {len(toks)} tokens and the context holds {eng.n_ctx}: raise --ctx")
+        pieces: list[str] = []  # the text each generated token added (held text joins a later one)
+        for delta, n in eng.stream(toks, max_tokens=min(max_new_tokens, room), temperature=temperature,
+                                   stop=stop, seed=seed if temperature > 0 else None):
+            pieces.extend([""] * (max(n, 1) - len(pieces)))
+            pieces[max(n, 1) - 1] += delta
+        return {"output": "".join(pieces), "finish_reason": eng.finish_reason, "prompt_tokens": len(toks),
+                "completion_tokens": eng.completion_tokens, "pieces": pieces}
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _find_adapter(folder: Path) -> Path | None:
+    if (folder / "adapter_config.json").exists():
+        return folder
+    for sub in ("adapter", "final", "checkpoint-final"):
+        if (folder / sub / "adapter_config.json").exists():
+            return folder / sub
+    found = sorted(folder.glob("*/adapter_config.json"))
+    return found[-1].parent if found else None
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: str, *, base: str | None = None, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = Path(model)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: not a model folder")
+        adapter = _find_adapter(folder) if not (folder / "config.json").exists() or base else None
+        if adapter is None and not (folder / "config.json").exists():
+            raise UserError(f"{folder}: neither a model folder (config.json) nor a run with an adapter (adapter_config.json)")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        if adapter is not None:
+            from peft import PeftModel
+
+            cfg = json.loads((adapter / "adapter_config.json").read_text())
+            base = base or cfg.get("base_model_name_or_path")
+            if not base:
+                raise UserError(f"{adapter}/adapter_config.json: no base_model_name_or_path; pass --base")
+            tok_src = adapter if (adapter / "tokenizer_config.json").exists() else base
+            self.tok = AutoTokenizer.from_pretrained(str(tok_src))
+            m = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=dtype)
+            self.model = PeftModel.from_pretrained(m, str(adapter))
+        else:
+            self.tok = AutoTokenizer.from_pretrained(str(folder))
+            self.model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=dtype)
+        self.model.to(self.device).eval()
+        self.default_name = folder.name
+        self.plug = {}
+        if not self.tok.chat_template:
+            raise UserError(f"{folder}: the tokenizer has no chat template")
+
+    def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        import torch
+
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt").to(self.device)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
+        eos_ids.discard(None)
+        kw = dict(do_sample=False) if temperature <= 0 else dict(do_sample=True, temperature=temperature)
+        if temperature > 0:
+            torch.manual_seed(seed)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else next(iter(eos_ids))
+        with torch.no_grad():
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                      eos_token_id=sorted(eos_ids), pad_token_id=pad, **kw)
+        gen = out[0, ids.shape[1]:].tolist()
+        finish = "length"
+        if gen and gen[-1] in eos_ids:
+            gen, finish = gen[:-1], "stop"
+        pieces, prev = [], ""
+        for i in range(len(gen)):
+            text = self.tok.decode(gen[: i + 1], skip_special_tokens=True)
+            if text.endswith("\ufffd") and i + 1 < len(gen):  # an incomplete character
+                pieces.append("")
+                continue
+            pieces.append(text[len(prev):])
+            prev = text
+        return {"output": prev, "finish_reason": finish, "prompt_tokens": ids.shape[1],
+                "completion_tokens": len(gen), "pieces": pieces}
+
+    def close(self) -> None:
+        pass
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, model_name: str | None = None,
+                 max_retries: int = 5, timeout: float = 600.0) -> None:
+        import openai
+
+        self._openai = openai
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
+        self._secret = key
+        self.base_url = base_url
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=max_retries, timeout=timeout)
+        if not model_name:
+            models = self._call(lambda: self.client.models.list())
+            ids = [m.id for m in models.data]
+            if not ids:
+                raise UserError(f"{base_url}: the endpoint lists no models: pass --model-name")
+            model_name = ids[0]
+        self.model_name = model_name
+        self.default_name = model_name
+        self.plug = {}
+
+    def _call(self, fn):
+        o = self._openai
+        try:
+            return fn()
+        except (o.AuthenticationError, o.PermissionDeniedError) as e:
+            raise UserError(f"{self.base_url}: HTTP {e.status_code}: the endpoint refused the API key "
+                            "(set --api-key or OPENAI_API_KEY)") from None
+        except o.NotFoundError as e:
+            raise UserError(f"{self.base_url}: HTTP 404: not found (check --base-url and --model-name; "
+                            f"{redact(str(e), [self._secret])[:120]})") from None
+        except o.APIConnectionError:
+            raise UserError(f"{self.base_url}: cannot connect (after retries)") from None
+
+    def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        r = self._call(lambda: self.client.chat.completions.create(
+            model=self.model_name, messages=messages, temperature=temperature,
+            max_tokens=max_new_tokens, seed=seed))
+        ch = r.choices[0]
+        usage = getattr(r, "usage", None)
+        return {"output": ch.message.content or "", "finish_reason": ch.finish_reason or "stop",
+                "prompt_tokens": getattr(usage, "prompt_tokens", None),
+                "completion_tokens": getattr(usage, "completion_tokens", None), "pieces": None}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_backend(model: str | None, *, backend: str | None = None, base_url: str | None = None,
+                 api_key: str | None = None, model_name: str | None = None, base: str | None = None,
+                 ctx: int | None = None, gpu_layers: int | None = None, threads: int | None = None,
+                 lora: str | None = None, seed: int = 0, max_retries: int = 5):
+    if backend is None:
+        if base_url:
+            backend = "openai"
+        elif model is None:
+            raise UserError("give a model (a .gguf file or an HF folder) or --base-url")
+        elif Path(model).is_dir():
+            backend = "transformers"
+        else:
+            backend = "llama.cpp"
+    if backend == "openai":
+        if not base_url:
+            raise UserError("--backend openai needs --base-url")
+        return OpenAIBackend(base_url, api_key=api_key, model_name=model_name or model, max_retries=max_retries)
+    if model is None:
+        raise UserError(f"--backend {backend} needs a model path")
+    if not Path(model).exists():
+        raise UserError(f"{model}: not found")
+    if backend == "llama.cpp":
+        return LlamaCppBackend(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
+    if backend == "transformers":
+        return TransformersBackend(model, base=base)
+    raise UserError(f"unknown backend {backend!r}; expected llama.cpp, transformers or openai")
+
+
+# --------------------------------------------------------------------------------------------
+# One record.
+
+
+def split_tokens(pieces: list[str] | None, fmt: str, target, pivot, completion_tokens: int | None) -> tuple[int | None, int | None]:
+    """(pivot tokens, target tokens): tokens generated before the target section began, and the
+    rest; ``(None, None)`` without per-token text."""
+    if pieces is None or completion_tokens is None:
+        return None, None
+    if fmt == "mono":
+        return 0, completion_tokens
+    parser = formats.StreamParser(target=target, pivot=pivot, fmt=fmt)
+    for i, piece in enumerate(pieces):
+        if any(ev.section == "target" for ev in parser.feed(piece)):
+            return i, completion_tokens - i
+    if any(ev.section == "target" for ev in parser.close()):
+        return len(pieces), completion_tokens - len(pieces)
+    return completion_tokens, 0
+
+
+def answer_record(rec: dict, gen: dict, *, fmt: str, target, pivot, seconds: float, generator: str, decoding: dict) -> dict:
+    finished = gen["finish_reason"] != "length"
+    p = formats.parse(gen["output"], target=target, pivot=pivot, fmt=fmt, finished=finished)
+    piv, tgt = split_tokens(gen["pieces"], fmt, target, pivot, gen["completion_tokens"])
+    out = {
+        "id": rec["id"],
+        "instruction": rec["instruction"],
+        "category": rec.get("category"),
+        "dataset": rec.get("dataset"),
+        "output": gen["output"],
+        "answer": p.answer,
+        "status": p.status,
+        "target": p.target,
+        "pivot_instruction": p.pivot_instruction,
+        "pivot_response": p.pivot_response,
+        "format": fmt,
+        "lang": target.code,
+        "pivot": pivot.code if fmt != "mono" else None,
+        "tokens": {"prompt": gen["prompt_tokens"], "completion": gen["completion_tokens"], "pivot": piv, "target": tgt},
+        "seconds": round(seconds, 3),
+        "finish_reason": gen["finish_reason"],
+        "generator": generator,
+        "decoding": decoding,
+    }
+    assert tuple(out) == FIELDS
+    return out
+
+
+def summarize(records: Iterable[dict]) -> dict:
+    """Counts per parse status and mean pivot / target tokens."""
+    recs = list(records)
+    counts: dict[str, int] = {}
+    for r in recs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+
+    def mean(key: str) -> float | None:
+        vals = [r["tokens"][key] for r in recs if r.get("tokens", {}).get(key) is not None]
+        return round(sum(vals) / len(vals), 1) if vals else None
+
+    return {"records": len(recs), "status": counts, "mean_pivot_tokens": mean("pivot"),
+            "mean_target_tokens": mean("target"), "mean_completion_tokens": mean("completion")}
+
+
+def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
+             system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
+             generator: str | None = None, progress: bool = True) -> dict:
+    """Answer ``records`` into ``out`` (appending; ids already there are skipped). Returns the
+    summary of the whole file."""
+    if fmt not in formats.FORMATS:
+        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(formats.FORMATS)}")
+    t, p = languages.get(target), languages.get(pivot)
+    generator = generator or backend.default_name
+    decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
+                "greedy": temperature <= 0, "seed": seed}
+    system = system if system is not None else languages.system_prompt(fmt, t, p)
+    done = read_jsonl_resumable(out)
+    for d in done[:1]:
+        for key, want in (("format", fmt), ("lang", t.code), ("generator", generator)):
+            if d.get(key) != want:
+                raise UserError(f"{out}: holds answers with {key}={d.get(key)!r}, this run has {want!r}: "
+                                "use another --out file")
+    done_ids = {str(d["id"]) for d in done}
+    todo = [r for r in records if str(r["id"]) not in done_ids]
+    bar = _progress(len(records), len(records) - len(todo), progress)
+    written: list[dict] = []
+    with JsonlAppender(out) as app:
+        for rec in todo:
+            msgs = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": str(rec["instruction"])}]
+            t0 = time.perf_counter()
+            gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+            row = answer_record(rec, gen, fmt=fmt, target=t, pivot=p, seconds=time.perf_counter() - t0,
+                                generator=generator, decoding=decoding)
+            app.write(row)
+            written.append(row)
+            if bar:
+                bar.update(1)
+                bar.set_postfix_str(row["status"])
+    if bar:
+        bar.close()
+    wanted = {str(r["id"]) for r in records}
+    return summarize([d for d in done + written if str(d["id"]) in wanted])
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc="generate", unit="answer", file=sys.stderr, dynamic_ncols=True)
+
+
+def main(
+    *,
+    eval_set: str,
+    lang: str,
+    out: str,
+    model: str | None = None,
+    fmt: str | None = None,
+    pivot: str | None = None,
+    backend: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    base: str | None = None,
+    limit: int | None = None,
+    system: str | None = None,
+    max_new_tokens: int = 1024,
+    temperature: float = 0.0,
+    seed: int = 0,
+    generator: str | None = None,
+    ctx: int | None = None,
+    gpu_layers: int | None = None,
+    threads: int | None = None,
+    lora: str | None = None,
+    max_retries: int = 5,
+    progress: bool = True,
+) -> dict:
+    records = load_instructions(eval_set, lang, limit)
+    be = make_backend(model, backend=backend, base_url=base_url, api_key=api_key, model_name=model_name,
+                      base=base, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed,
+                      max_retries=max_retries)
+    try:
+        fmt = fmt or be.plug.get("format") or "plug"
+        pivot = pivot or be.plug.get("pivot") or "en"
+        summary = generate(be, records, out, fmt=fmt, target=lang, pivot=pivot, system=system,
+                           max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                           generator=generator, progress=progress)
+    finally:
+        be.close()
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="plug-lite generate", description="Answer every instruction of an evaluation set (resumable JSONL).")
+    ap.add_argument("model", nargs="?", help="a .gguf file, an HF model folder or a training run folder (adapter)")
+    ap.add_argument("--eval-set", required=True, help="evaluation set name or a JSON/JSONL/CSV file with id and instruction")
+    ap.add_argument("--lang", required=True, help="target language code")
+    ap.add_argument("--out", required=True, help="output JSONL (appended; rerun to resume)")
+    ap.add_argument("--format", dest="fmt", choices=formats.FORMATS, help="answer format (default: the GGUF's plug.format, else plug)")
+    ap.add_argument("--pivot", help="pivot language (default en)")
+    ap.add_argument("--backend", choices=("llama.cpp", "transformers", "openai"), help="default: from the model path / --base-url")
+    ap.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    ap.add_argument("--api-key", help="endpoint key (default: $OPENAI_API_KEY); never printed")
+    ap.add_argument("--model-name", help="model name at the endpoint (default: its first listed model)")
+    ap.add_argument("--base", help="base model folder for an adapter (default: from adapter_config.json)")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--system", help="system prompt (default: the format's own)")
+    ap.add_argument("--max-new-tokens", type=int, default=1024)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as the paper)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--generator", help="name written in each record (default: from the model)")
+    ap.add_argument("--ctx", type=int, help="llama.cpp context size")
+    ap.add_argument("--gpu-layers", type=int)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--lora", help="llama.cpp: an adapter GGUF over the base GGUF")
+    ap.add_argument("--max-retries", type=int, default=5, help="endpoint retries with backoff")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    return ap
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        s = main(**vars(args))
+        st = ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items()))
+        print(f"{args.out}: {s['records']} answers ({st}); mean tokens: pivot {s['mean_pivot_tokens']}, "
+              f"target {s['mean_target_tokens']}", file=sys.stderr)
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -1,0 +1,232 @@
+"""plug-lite generate: llama.cpp, a local OpenAI-compatible server and transformers, resumable."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import plug_gguf  # noqa: E402
+
+from plug_lite import generate as G  # noqa: E402
+from plug_lite.io import UserError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+Q = plug_gguf.CONVERSATIONS
+
+
+@pytest.fixture(scope="session")
+def plug_model(tiny_model) -> dict:
+    return plug_gguf.build(tiny_model)
+
+
+def write_eval(path: Path, n_unknown: int = 0) -> list[dict]:
+    """The three known questions (ids k0..k2) plus unknown ones the model answers at length."""
+    recs = [{"id": f"k{i}", "instruction": q, "category": "known", "dataset": "tiny"} for i, (q, *_) in enumerate(Q)]
+    recs += [{"id": f"u{i}", "instruction": f"请写一首关于第{i}座山的长诗。"} for i in range(n_unknown)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    return recs
+
+
+def gen_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "plug_lite.generate", *map(str, args)]
+
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def kill_after_records(cmd: list[str], out: Path, n: int, timeout: float = 120) -> None:
+    """Start ``cmd``, SIGKILL it once ``out`` holds ``n`` lines."""
+    proc = subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if out.exists() and out.read_bytes().count(b"\n") >= n:
+            break
+        if proc.poll() is not None:
+            raise AssertionError(f"generate ended before it was killed: {proc.stderr.read().decode()[-500:]}")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def check_resumed(out: Path, before: bytes, recs: list[dict]) -> list[dict]:
+    after = out.read_bytes()
+    complete = before[: before.rfind(b"\n") + 1]
+    assert after.startswith(complete)  # the records written before the kill are untouched
+    rows = [json.loads(l) for l in after.decode().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) and set(ids) == {r["id"] for r in recs}
+    for r in rows:
+        assert tuple(r) == G.FIELDS
+    return rows
+
+
+def check_known(rows: list[dict]) -> None:
+    by = {r["id"]: r for r in rows}
+    for i, (q, pi, pr, t) in enumerate(Q):
+        r = by[f"k{i}"]
+        assert (r["status"], r["target"], r["answer"], r["pivot_instruction"], r["pivot_response"]) == ("ok", t, t, pi, pr)
+        assert r["category"] == "known" and r["dataset"] == "tiny" and r["lang"] == "zh" and r["pivot"] == "en"
+        assert r["finish_reason"] == "stop" and r["decoding"]["temperature"] == 0
+
+
+def test_llama_cpp_resumes_after_sigkill(plug_model, tmp_path):
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev, n_unknown=12)
+    out = tmp_path / "answers.jsonl"
+    cmd = gen_cmd(plug_model["plug"], "--eval-set", ev, "--lang", "zh", "--out", out, "--max-new-tokens", 300)
+    kill_after_records(cmd, out, 4)
+    before = out.read_bytes()
+    assert 4 <= before.count(b"\n") < len(recs)
+    with open(out, "ab") as f:  # as if killed in the middle of a write
+        f.write(b'{"id": "u9", "instr')
+    r = subprocess.run(cmd + ["--no-progress"], env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "answers (" in r.stderr and "mean tokens: pivot" in r.stderr
+    rows = check_resumed(out, before, recs)
+    check_known(rows)
+    known = [r for r in rows if r["id"].startswith("k")]
+    for r in known:
+        tok = r["tokens"]
+        assert tok["pivot"] > 5 and tok["target"] > 0 and tok["pivot"] + tok["target"] == tok["completion"]
+        assert tok["prompt"] > 20 and r["generator"] == "plug-f16" and r["decoding"]["backend"] == "llama.cpp"
+    # Nothing left to do: a third run writes nothing.
+    size = out.stat().st_size
+    assert subprocess.run(cmd + ["--no-progress"], env=ENV, cwd=REPO, capture_output=True, timeout=120).returncode == 0
+    assert out.stat().st_size == size
+
+
+def test_length_limit_and_summary(plug_model, tmp_path):
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev)
+    be = G.make_backend(str(plug_model["plug"]))
+    try:
+        s = G.generate(be, recs, tmp_path / "a.jsonl", fmt="plug", target="zh", max_new_tokens=12, progress=False)
+    finally:
+        be.close()
+    rows = [json.loads(l) for l in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert all(r["finish_reason"] == "length" and r["status"] == "truncated" for r in rows)
+    assert all(r["tokens"]["completion"] == 12 for r in rows)
+    assert s["status"] == {"truncated": 3} and s["mean_pivot_tokens"] == 12
+
+
+def test_bad_eval_set_is_one_line(tmp_path):
+    ev = tmp_path / "e.jsonl"
+    ev.write_text('{"id": 1, "instruction": "a"}\n{"id": 1, "instruction": "b"}\n')
+    with pytest.raises(UserError, match="duplicate id '1'"):
+        G.load_instructions(str(ev), "zh")
+    ev.write_text('{"id": 1}\n')
+    with pytest.raises(UserError, match=r"e.jsonl:1: missing field 'instruction'"):
+        G.load_instructions(str(ev), "zh")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(plug_model):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(plug_model["plug"]),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/models", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("llama_cpp.server exited")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_openai_endpoint_resumes_after_sigkill(llama_server, tmp_path):
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev, n_unknown=12)
+    out = tmp_path / "answers.jsonl"
+    cmd = gen_cmd("--base-url", llama_server, "--eval-set", ev, "--lang", "zh", "--out", out,
+                  "--max-new-tokens", 300, "--generator", "tiny-server")
+    kill_after_records(cmd, out, 3)
+    before = out.read_bytes()
+    assert before.count(b"\n") < len(recs)
+    r = subprocess.run(cmd + ["--no-progress"], env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = check_resumed(out, before, recs)
+    check_known(rows)
+    for r in rows:
+        assert r["generator"] == "tiny-server" and r["decoding"]["backend"] == "openai"
+        assert r["tokens"]["completion"] > 0 and r["tokens"]["pivot"] is None
+
+
+def test_transformers_backend_and_adapter_run(plug_model, tmp_path):
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev)
+    s = G.main(model=str(plug_model["hf"]), eval_set=str(ev), lang="zh", out=str(tmp_path / "hf.jsonl"), progress=False)
+    assert s["status"] == {"ok": 3}
+    rows = [json.loads(l) for l in (tmp_path / "hf.jsonl").read_text().splitlines()]
+    check_known(rows)
+    assert all(r["decoding"]["backend"] == "transformers" and r["tokens"]["pivot"] > 5 for r in rows)
+    # A run folder holding a (zero-initialised, so neutral) LoRA adapter over the same base.
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "run"
+    base = AutoModelForCausalLM.from_pretrained(str(plug_model["hf"]))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(str(run / "adapter"))
+    s = G.main(model=str(run), eval_set=str(ev), lang="zh", out=str(tmp_path / "lora.jsonl"), limit=1, progress=False)
+    row = json.loads((tmp_path / "lora.jsonl").read_text())
+    assert s["records"] == 1 and row["target"] == Q[0][3] and row["generator"] == "run"
+
+
+class _Refuse(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        body = json.dumps({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                     "code": "invalid_api_key"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *a):
+        pass
+
+
+def test_endpoint_401_stops_with_one_line(tmp_path):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuse)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        ev = tmp_path / "eval.jsonl"
+        write_eval(ev)
+        secret = "sk-test-secret-123456"
+        r = subprocess.run(gen_cmd("--base-url", f"http://127.0.0.1:{srv.server_port}/v1", "--model-name", "x",
+                                   "--eval-set", ev, "--lang", "zh", "--out", tmp_path / "o.jsonl", "--no-progress"),
+                           env=dict(ENV, OPENAI_API_KEY=secret), cwd=REPO, capture_output=True, text=True, timeout=60)
+    finally:
+        srv.shutdown()
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "401" in lines[0] and lines[0].startswith("error:")
+    assert secret not in r.stderr + r.stdout
+    assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""
