@@ -195,7 +195,7 @@ def merge(meta: dict, *, out_dir: str | os.PathLike | None = None, plain: bool =
     check_disk_space(out.parent, int(convert.model_bytes(base) * (2 if save_dtype == torch.float32 else 1)), "the merged model")
     t0 = time.time()
     print(f"merge: loading {base} (float32, CPU){' and NF4-rounding its Linear weights' if mode == 'nf4' else ''}", file=sys.stderr)
-    model = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=torch.float32, device_map="cpu")
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, device_map="cpu")
     if mode == "nf4":
         nf4_round_trip(model, meta.get("bnb_4bit"))
     model = PeftModel.from_pretrained(model, str(run / "adapter"))
@@ -481,13 +481,13 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
         llm.close()
 
     # 3. greedy text: merged transformers model vs each GGUF; quantized files vs the base too
-    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eot_id
     merged_out = _hf_greedy(model, hf_ids, max_new_tokens, eot_id, pad)
     del model
     base_out = None
     base_dir = resolve_base(meta)
-    base_model = AutoModelForCausalLM.from_pretrained(str(base_dir), torch_dtype=torch.float32)
+    base_model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     base_out = _hf_greedy(base_model, hf_ids, max_new_tokens, eot_id, pad)
     del base_model
     differs = [i for i, (a, b) in enumerate(zip(merged_out, base_out)) if a != b]
@@ -525,6 +525,9 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
         finally:
             llm.close()
         report["greedy"]["adapter_on_base"] = score(outs)
+        if meta.get("load_in_4bit"):
+            report["adapter_note"] = ("QLoRA run: the adapter GGUF adds the LoRA to the unrounded base, the merged model "
+                                      "to the NF4-rounded one; small differences between them are expected")
     report["merged_text"] = tok.decode(merged_out[0], skip_special_tokens=False)
     ref_score = report["greedy"][ref_name]
     if ref_score["identical_to_merged"] < ref_score["prompts"]:
