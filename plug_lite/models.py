@@ -58,6 +58,8 @@ def tiny_qwen2(
     ``hidden=256`` gives tensor widths that real k-quants take without fallbacks.
     """
     name = f"qwen2-tiny-h{hidden}-l{layers}-a{heads}-kv{kv_heads}-s{seed}"
+    if intermediate is not None and intermediate != hidden * 2:
+        name += f"-i{intermediate}"  # the cache key must tell shapes apart
     dest = Path(out_dir) if out_dir else cache_dir() / "models" / name
     if (dest / "config.json").exists() and (dest / "model.safetensors").exists():
         return dest

@@ -4,8 +4,8 @@ Recipe: the random hidden-64 Qwen2 (plug_lite.models.tiny_qwen2) fully fine-tune
 torch on a few PLUG conversations (system + user via the ChatML template -> the completion of
 formats.render_plug, ending with <|im_end|>) until greedy decoding reproduces them; converted to
 F16 with plug_lite.convert.hf_to_gguf; PLUG metadata (plug.format/target/pivot/think) written
-with llama.cpp's gguf-py (its gguf_new_metadata copy routine) because plug_lite.export is not in
-the tree yet. Cached under the plug_lite cache, keyed by a hash of this recipe.
+with plug_lite.export.write_plug_metadata. Cached under the plug_lite cache, keyed by a hash of
+the training recipe.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from plug_lite import formats, languages
-from plug_lite.toolchain import cache_dir, gguf_py_dir
+from plug_lite.toolchain import cache_dir
 
 TARGET, PIVOT = "zh", "en"
 CONVERSATIONS = [
@@ -106,38 +104,12 @@ def _train(base: Path, out: Path) -> None:
     tok.save_pretrained(str(out))
 
 
-_META_SCRIPT = r"""
-import sys, logging
-sys.path.insert(0, sys.argv[1])
-import gguf
-from gguf.scripts.gguf_new_metadata import copy_with_new_metadata, MetadataDetails
-src, dst = sys.argv[2], sys.argv[3]
-reader = gguf.GGUFReader(src, "r")
-arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
-writer = gguf.GGUFWriter(dst, arch=arch, endianess=reader.endianess)
-new = {}
-for kv in sys.argv[4:]:
-    k, v = kv.split("=", 1)
-    new[k] = MetadataDetails(gguf.GGUFValueType.STRING, v)
-copy_with_new_metadata(reader, writer, new, [])
-"""
-
-
-def add_metadata(src: Path, dst: Path, **keys: str) -> Path:
-    """Copy ``src`` to ``dst`` with extra string metadata ``plug.<key>``."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    subprocess.run([sys.executable, "-c", _META_SCRIPT, str(gguf_py_dir()), str(src), str(tmp),
-                    *[f"plug.{k}={v}" for k, v in keys.items()]], check=True, capture_output=True)
-    os.replace(tmp, dst)
-    return dst
-
-
 def build(base_model: Path) -> dict[str, Path]:
     """{"hf": trained model folder, "plain": F16 GGUF without PLUG keys, "plug": with them}."""
     from plug_lite.convert import hf_to_gguf
 
     root = cache_dir() / "fixtures" / f"plug-tiny-{_recipe_key()}"
-    paths = {"hf": root / "hf", "plain": root / "plain-f16.gguf", "plug": root / "plug-f16.gguf"}
+    paths = {"hf": root / "hf", "plain": root / "plain-f16.gguf", "plug": root / "plug-tiny-zh.gguf"}
     if all(p.exists() for p in paths.values()):
         return paths
     root.mkdir(parents=True, exist_ok=True)
@@ -147,6 +119,9 @@ def build(base_model: Path) -> dict[str, Path]:
         _train(base_model, tmp)
         shutil.rmtree(paths["hf"], ignore_errors=True)
         os.replace(tmp, paths["hf"])
-    hf_to_gguf(paths["hf"], paths["plain"], outtype="f16")
-    add_metadata(paths["plain"], paths["plug"], format="plug", target=TARGET, pivot=PIVOT, think="false")
+    if not paths["plain"].exists():
+        hf_to_gguf(paths["hf"], paths["plain"], outtype="f16")
+    from plug_lite.export import write_plug_metadata
+
+    write_plug_metadata(paths["plain"], paths["plug"], fmt="plug", target=TARGET, pivot=PIVOT, think=False)
     return paths
