@@ -71,7 +71,9 @@ JUDGE_BASE_URL = None  # None: api.openai.com; or e.g. "http://localhost:8080/v1
 JUDGE_KEY_NAME = "OPENAI_API_KEY"  # the Colab secret / environment variable holding the key
 PARALLEL = 4  # judge calls in flight
 RUN_TRUTHFULQA = False  # optional: X-TruthfulQA (judged against reference answers)
+TRUTHFULQA_SET = "x-truthfulqa"  # or a local JSON/JSONL file named *truthful*
 RUN_SVAMP = False  # optional: X-SVAMP (maths, accuracy of the final number; no judge needed)
+SVAMP_SET = "x-svamp"  # or a local JSON/JSONL file named *svamp*
 
 # %%
 from pathlib import Path
@@ -116,23 +118,27 @@ nb.show_markdown(nb.markdown_table([
 # First a dry run: how many calls (cached ones are free) and the estimated cost.
 
 # %%
-if nb.use_secret(JUDGE_KEY_NAME, env="PLUG_LITE_JUDGE_API_KEY"):
-    print(f"judge key: found ({JUDGE_KEY_NAME})")
-else:
-    print(f"judge key: no {JUDGE_KEY_NAME} secret or environment variable" + (" (a local server needs none)" if JUDGE_BASE_URL else ""))
+has_key = nb.use_secret(JUDGE_KEY_NAME, env="PLUG_LITE_JUDGE_API_KEY")
+use_judge = has_key or JUDGE_BASE_URL is not None  # a local server needs no key
+print(f"judge key ({JUDGE_KEY_NAME}):", "found" if has_key else "not found",
+      "| judge:", f"{JUDGE_MODEL} at {JUDGE_BASE_URL or 'api.openai.com'}" if use_judge else "skipped (offline metrics only)")
 judge_args = dict(a=str(alpaca["plug"]), b=str(alpaca["mono"]), mode="pairwise", lang=TARGET,
                   model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL)
-plan = judge.main(out=str(out / "judge-alpacaeval"), dry_run=True, **judge_args)
-nb.show_markdown(nb.markdown_table([plan["dry_run"]]))
+if use_judge:
+    plan = judge.main(out=str(out / "judge-alpacaeval"), dry_run=True, **judge_args)
+    nb.show_markdown(nb.markdown_table([plan["dry_run"]]))
 
 # %%
-pairwise = judge.main(out=str(out / "judge-alpacaeval"), **judge_args)
+results = []
+if use_judge:
+    judge.main(out=str(out / "judge-alpacaeval"), report=False, **judge_args)
+    results.append(str(out / "judge-alpacaeval" / "judge.json"))
 
 # %% [markdown]
 # ## Report
+# Markdown and JSON in `out/report/`, with the win / tie / loss chart.
 
 # %%
-results = [str(out / "judge-alpacaeval" / "judge.json")]
 summary = report.main(results=results, offline=[str(f) for f in alpaca.values()], out=str(out / "report"), lang=TARGET)
 nb.show_markdown((out / "report" / "report.md").read_text(encoding="utf-8"))
 if summary.get("chart"):
@@ -144,14 +150,14 @@ if summary.get("chart"):
 # informative rates). Set `RUN_TRUTHFULQA = True`.
 
 # %%
-if RUN_TRUTHFULQA:
-    truthful = answers("x-truthfulqa", "truthfulqa")
+if RUN_TRUTHFULQA and use_judge:
+    truthful = answers(TRUTHFULQA_SET, "truthfulqa")
     for fmt, f in truthful.items():
-        judge.main(a=str(f), out=str(out / f"judge-truthfulqa-{fmt}"), mode="truthful", eval_set="x-truthfulqa",
-                   lang=TARGET, model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL)
+        judge.main(a=str(f), out=str(out / f"judge-truthfulqa-{fmt}"), mode="truthful", eval_set=TRUTHFULQA_SET,
+                   lang=TARGET, model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL, report=False)
         results.append(str(out / f"judge-truthfulqa-{fmt}" / "judge.json"))
 else:
-    print("RUN_TRUTHFULQA = False: skipped")
+    print("X-TruthfulQA skipped" + ("" if use_judge else " (it needs the judge)"))
 
 # %% [markdown]
 # ## Optional: X-SVAMP
@@ -160,18 +166,19 @@ else:
 
 # %%
 if RUN_SVAMP:
-    svamp = answers("x-svamp", "svamp")
+    svamp = answers(SVAMP_SET, "svamp")
     for fmt, f in svamp.items():
-        judge.main(a=str(f), out=str(out / f"judge-svamp-{fmt}"), mode="svamp", eval_set="x-svamp", lang=TARGET)
+        judge.main(a=str(f), out=str(out / f"judge-svamp-{fmt}"), mode="svamp", eval_set=SVAMP_SET, lang=TARGET,
+                   report=False)
         results.append(str(out / f"judge-svamp-{fmt}" / "judge.json"))
 else:
-    print("RUN_SVAMP = False: skipped")
+    print("X-SVAMP skipped")
 
 # %% [markdown]
 # ## Everything in one report
 
 # %%
-if len(results) > 1:
+if RUN_TRUTHFULQA or RUN_SVAMP:
     report.main(results=results, offline=[str(f) for f in alpaca.values()], out=str(out / "report"), lang=TARGET)
     nb.show_markdown((out / "report" / "report.md").read_text(encoding="utf-8"))
 print("report:", out / "report" / "report.md")
