@@ -587,77 +587,87 @@ def main(
     plug = dict(fmt=meta["format"], target=meta["target"], pivot=meta.get("pivot") or "", think=bool(meta.get("think")),
                 chat_template=template)
 
-    files: dict[str, Path] = {}
-    ref_key = outtype.upper()
-    ref_path = out / gguf_name(meta, ref_key)
-    raw = out / f".{ref_path.name}.raw"
-    t0 = time.time()
-    print(f"convert: {merged} -> {ref_path} ({ref_key})", file=sys.stderr)
+    # Everything is written into a hidden staging folder beside the final files and moved there
+    # only when the parity check passed: a failed export leaves no file under a final name.
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
     try:
-        convert.hf_to_gguf(merged, raw, outtype=outtype, model_name=ref_path.stem)
-        write_plug_metadata(raw, ref_path, **plug)
-    finally:
-        raw.unlink(missing_ok=True)
-    files[ref_key] = ref_path
-    timings = {"convert_s": round(time.time() - t0, 1)}
-    for q in quants:
-        if q == ref_key:
-            continue
-        dst = out / gguf_name(meta, q)
-        print(f"quantize: {q} -> {dst}  ({convert.QUANT_TYPES[q]})", file=sys.stderr)
+        files: dict[str, Path] = {}
+        ref_key = outtype.upper()
+        ref_path = stage / gguf_name(meta, ref_key)
+        raw = stage / f".{ref_path.name}.raw"
         t0 = time.time()
-        with _quiet_stderr(f"quantizing to {q}"):
-            convert.quantize(ref_path, dst, q)
-        timings[f"quantize_{q}_s"] = round(time.time() - t0, 1)
-        md = read_gguf_metadata(dst)
-        if any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != template:
-            write_plug_metadata(dst, dst, **plug)  # the quantizer dropped keys: add them back
-        files[q] = dst
-
-    adapter_path = base_path = None
-    if adapter:
-        adapter_path = out / gguf_name(meta, "F16", kind="adapter")
-        raw = out / f".{adapter_path.name}.raw"
-        print(f"adapter: {run / 'adapter'} -> {adapter_path}", file=sys.stderr)
-        t0 = time.time()
+        print(f"convert: {merged} -> {ref_path} ({ref_key})", file=sys.stderr)
         try:
-            convert.lora_to_gguf(run / "adapter", base_dir, raw)
-            write_plug_metadata(raw, adapter_path, **plug)
+            convert.hf_to_gguf(merged, raw, outtype=outtype, model_name=ref_path.stem)
+            write_plug_metadata(raw, ref_path, **plug)
         finally:
             raw.unlink(missing_ok=True)
-        timings["adapter_s"] = round(time.time() - t0, 1)
-    if with_base:
-        base_path = out / gguf_name(meta, "F16", kind="base")
-        print(f"base: {base_dir} -> {base_path}", file=sys.stderr)
-        t0 = time.time()
-        convert.hf_to_gguf(base_dir, base_path, outtype="f16")
-        timings["base_convert_s"] = round(time.time() - t0, 1)
-    for p in [*files.values(), adapter_path, base_path]:
-        if p is not None:  # mkstemp made them 0600; these files are meant to be shared
-            os.chmod(p, 0o644 & ~_umask())
+        files[ref_key] = ref_path
+        timings = {"convert_s": round(time.time() - t0, 1)}
+        for q in quants:
+            if q == ref_key:
+                continue
+            dst = stage / gguf_name(meta, q)
+            print(f"quantize: {q} -> {dst}  ({convert.QUANT_TYPES[q]})", file=sys.stderr)
+            t0 = time.time()
+            with _quiet_stderr(f"quantizing to {q}"):
+                convert.quantize(ref_path, dst, q)
+            timings[f"quantize_{q}_s"] = round(time.time() - t0, 1)
+            md = read_gguf_metadata(dst)
+            if any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != template:
+                write_plug_metadata(dst, dst, **plug)  # the quantizer dropped keys: add them back
+            files[q] = dst
 
-    report: dict[str, Any] = {
-        "run_dir": str(run.resolve()), "merged_dir": str(merged.resolve()),
-        "merge": json.loads((merged / "plug_merge.json").read_text())["stamp"]["mode"],
-        "files": {k: {"path": str(v), "bytes": v.stat().st_size, "note": convert.QUANT_TYPES.get(k, "")} for k, v in files.items()},
-        "adapter_gguf": str(adapter_path) if adapter_path else None,
-        "base_gguf": str(base_path) if base_path else None,
-        "imatrix": "not computed: needs llama.cpp's llama-imatrix binary (no API in llama-cpp-python)",
-        "timings": timings,
-    }
-    if verify_parity:
-        t0 = time.time()
-        try:
-            report["verify"] = verify(meta, merged, files, adapter_gguf=adapter_path, base_gguf=base_path,
-                                      n_prompts=n_prompts, max_new_tokens=max_new_tokens)
-        except UserError as e:
-            report["verify"] = {"error": str(e)}
-            write_json(run / "export_report.json", report)
-            raise UserError(f"parity check failed: {e}") from None
-        timings["verify_s"] = round(time.time() - t0, 1)
-    write_json(run / "export_report.json", report)
-    _print_report(report)
-    return report
+        adapter_path = base_path = None
+        if adapter:
+            adapter_path = stage / gguf_name(meta, "F16", kind="adapter")
+            raw = stage / f".{adapter_path.name}.raw"
+            print(f"adapter: {run / 'adapter'} -> {adapter_path}", file=sys.stderr)
+            t0 = time.time()
+            try:
+                convert.lora_to_gguf(run / "adapter", base_dir, raw)
+                write_plug_metadata(raw, adapter_path, **plug)
+            finally:
+                raw.unlink(missing_ok=True)
+            timings["adapter_s"] = round(time.time() - t0, 1)
+        if with_base:
+            base_path = stage / gguf_name(meta, "F16", kind="base")
+            print(f"base: {base_dir} -> {base_path}", file=sys.stderr)
+            t0 = time.time()
+            convert.hf_to_gguf(base_dir, base_path, outtype="f16")
+            timings["base_convert_s"] = round(time.time() - t0, 1)
+        for p in [*files.values(), adapter_path, base_path]:
+            if p is not None:  # mkstemp made them 0600; these files are meant to be shared
+                os.chmod(p, 0o644 & ~_umask())
+
+        report: dict[str, Any] = {
+            "run_dir": str(run.resolve()), "merged_dir": str(merged.resolve()),
+            "merge": json.loads((merged / "plug_merge.json").read_text())["stamp"]["mode"],
+            "files": {k: {"path": str(out / v.name), "bytes": v.stat().st_size, "note": convert.QUANT_TYPES.get(k, "")} for k, v in files.items()},
+            "adapter_gguf": str(out / adapter_path.name) if adapter_path else None,
+            "base_gguf": str(out / base_path.name) if base_path else None,
+            "imatrix": "not computed: needs llama.cpp's llama-imatrix binary (no API in llama-cpp-python)",
+            "timings": timings,
+        }
+        if verify_parity:
+            t0 = time.time()
+            try:
+                report["verify"] = verify(meta, merged, files, adapter_gguf=adapter_path, base_gguf=base_path,
+                                          n_prompts=n_prompts, max_new_tokens=max_new_tokens)
+            except UserError as e:
+                report["verify"] = {"error": str(e)}
+                write_json(run / "export_report.json", report)
+                raise UserError(f"parity check failed (no file kept): {e}") from None
+            timings["verify_s"] = round(time.time() - t0, 1)
+        for p in [*files.values(), adapter_path, base_path]:
+            if p is not None:
+                os.replace(p, out / p.name)
+        write_json(run / "export_report.json", report)
+        _print_report(report)
+        return report
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -184,7 +184,7 @@ def test_too_little_disk_leaves_no_file(chain, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
     assert export.cli([str(run), "--out-dir", str(tmp_path / "g"), "--no-verify"]) == 2
     assert "not enough disk space" in _one_error_line(capsys)
-    assert not list((tmp_path / "g").glob("*")) if (tmp_path / "g").exists() else True
+    assert not (tmp_path / "g").exists() or list((tmp_path / "g").iterdir()) == []
 
 
 def test_converter_cannot_be_fetched(chain, tmp_path, capsys, monkeypatch):
@@ -211,6 +211,7 @@ def test_failing_parity_check(chain, tmp_path, capsys):
     assert export.cli([str(bad), "--quant", "F16", "--no-adapter", "--out-dir", str(tmp_path / "g")]) == 2
     line = _one_error_line(capsys)
     assert line.startswith("error: parity check failed") and "EOS" in line
+    assert list((tmp_path / "g").iterdir()) == []  # nothing kept: not even the staging folder
     assert "error" in json.loads((bad / "export_report.json").read_text())["verify"]
 
 
