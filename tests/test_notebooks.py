@@ -27,7 +27,7 @@ NOTEBOOKS = [
     "04_chat_local",
     "05_eval_x_alpacaeval",
 ]
-KERNEL = "python3"
+KERNEL = "plug-lite-tests"
 
 
 # --------------------------------------------------------------------------- pairing
@@ -110,18 +110,18 @@ def inject_parameters(nb, params: dict):
 
 @pytest.fixture(scope="session")
 def kernel_name() -> str:
-    """A kernelspec that runs this interpreter, installed into its prefix (idempotent)."""
+    """A kernelspec of its own that runs this interpreter, installed into its prefix (idempotent;
+    a user-level ``python3`` spec pointing elsewhere cannot shadow it)."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
-        spec = KernelSpecManager().get_kernel_spec(KERNEL)
-        exe = spec.argv[0]
-        ok = exe in ("python", "python3") or Path(exe).resolve() == Path(sys.executable).resolve()
+        exe = KernelSpecManager().get_kernel_spec(KERNEL).argv[0]
+        ok = Path(exe).resolve() == Path(sys.executable).resolve()
     except NoSuchKernel:
         ok = False
     if not ok:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL],
-                       check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL,
+                        "--display-name", "plug-lite tests"], check=True, capture_output=True)
     return KERNEL
 
 
