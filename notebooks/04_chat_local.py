@@ -76,7 +76,8 @@ if session.note:
     print("note:", session.note)
 
 # %% [markdown]
-# ## Pivot hidden
+# ## Answers
+# Streamed as they are generated; the pivot-language part is hidden unless `SHOW_PIVOT`.
 
 # %%
 turns = []
@@ -87,6 +88,8 @@ for prompt in PROMPTS:
 
 # %% [markdown]
 # ## The same question, pivot shown
+# What a PLUG model writes before its answer: the instruction and an answer in the pivot
+# language (a mono model has no pivot part).
 
 # %%
 print(">>>", PROMPTS[0])

@@ -57,8 +57,7 @@ nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"))
 # ## Parameters
 
 # %% tags=["parameters"]
-TARGET = "zh"
-PIVOT = "en"
+TARGET = "zh"  # the pivot language comes from the models (their GGUF metadata)
 EVAL_SET = "x-alpacaeval"  # "x-alpacaeval" (hub), "sample" (shipped, offline), or a local JSON/JSONL file
 LIMIT = None  # first N instructions only (None: all)
 QUANT = None  # which exported file to evaluate (e.g. "Q8_0"); None: the smallest

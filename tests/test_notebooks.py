@@ -168,8 +168,8 @@ def tiny_params(name: str, work: Path, model: Path, judge: str | None) -> dict:
                                  "RUN_TRUTHFULQA": True, "TRUTHFULQA_SET": str(work / "truthfulqa_zh.json"),
                                  "RUN_SVAMP": True, "SVAMP_SET": str(work / "svamp_zh.json")},
     }[name]
-    if name == "04_chat_local":
-        common.pop("PIVOT")
+    if name in ("04_chat_local", "05_eval_x_alpacaeval"):
+        common.pop("PIVOT")  # read from the GGUF
     return {**common, **per}
 
 
