@@ -124,11 +124,25 @@ def _nvidia_smi() -> tuple[str, float] | None:
         return name, 0.0
 
 
-def environment() -> Environment:
+def _torch_cuda_from_version() -> str | None:
+    """CUDA version of the installed torch read from its version string ("2.8.0+cu126" -> "12.6"),
+    without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        local = version("torch").partition("+")[2]
+    except PackageNotFoundError:
+        return None
+    m = re.fullmatch(r"cu(\d+)(\d)", local)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def environment(*, import_torch: bool = True) -> Environment:
     """Where the notebook runs: Colab or not, and the first CUDA GPU (via torch when installed,
-    else ``nvidia-smi``)."""
+    else ``nvidia-smi``). ``import_torch=False`` never imports torch (the install cell uses it:
+    importing torch, hence numpy, before pip runs could leave stale modules in the kernel)."""
     colab = in_colab()
-    if importlib.util.find_spec("torch") is not None:
+    if import_torch and importlib.util.find_spec("torch") is not None:
         import torch
 
         if torch.cuda.is_available():
@@ -137,7 +151,7 @@ def environment() -> Environment:
         return Environment(colab, None, None, None, None)
     smi = _nvidia_smi()
     if smi:
-        return Environment(colab, smi[0], smi[1], None, None)
+        return Environment(colab, smi[0], smi[1], None, _torch_cuda_from_version())
     return Environment(colab, None, None, None, None)
 
 
@@ -224,7 +238,7 @@ def plan_install(
         missing = _importable(m for e in extras for m in EXTRA_MODULES[e])
     if not missing:
         return []
-    env = env or environment()
+    env = env or environment(import_torch=False)
     py = python or sys.executable
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     plan: list[dict] = []
@@ -275,7 +289,7 @@ def ensure_installed(
 
     Prints one line per step (what and why), never the environment. See :func:`plan_install`.
     """
-    env = environment()
+    env = environment(import_torch=False)
     plan = plan_install(package, extras=extras, env=env)
     if not plan:
         print(f"plug_lite and its {', '.join(extras)} extras are installed ({env.describe()}): nothing to do")
