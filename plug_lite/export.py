@@ -2,9 +2,10 @@
 
 Steps, each written to a temporary name and renamed:
 
-1. **Merge** the adapter of ``RUN_DIR/adapter`` into a copy of the base model. The arithmetic is
-   done in float32 on the CPU; the merged model is saved in the base checkpoint's dtype (bf16 or
-   fp16; a float32 base such as the tiny test models stays float32). For a QLoRA run
+1. **Merge** the adapter of ``RUN_DIR/adapter`` into a copy of the base model on the CPU. The
+   arithmetic is done in float32 when an fp32 copy fits in 40% of the RAM (else in the base's
+   16-bit dtype); the merged model is saved in the base checkpoint's dtype (bf16 or fp16; a float32
+   base such as the tiny test models or the demo's dequantized Gemma stays float32). For a QLoRA run
    (``load_in_4bit``) the adapter was trained against NF4-rounded base weights, so by default the
    base Linear weights are NF4-quantized and dequantized with bitsandbytes (same block size,
    quant type and double quantization as training) before the LoRA delta is added; this is the
@@ -163,6 +164,13 @@ def nf4_round_trip(model, bnb_4bit: dict | None) -> int:
     return n
 
 
+def _ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     old = None
     if final.exists():
@@ -192,10 +200,16 @@ def merge(meta: dict, *, out_dir: str | os.PathLike | None = None, plain: bool =
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     save_dtype = _torch_dtype_of(base)
-    check_disk_space(out.parent, int(convert.model_bytes(base) * (2 if save_dtype == torch.float32 else 1)), "the merged model")
+    n_bytes = convert.model_bytes(base)
+    check_disk_space(out.parent, int(n_bytes * (2 if save_dtype == torch.float32 else 1)), "the merged model")
+    # float32 arithmetic when an fp32 copy fits in 40% of the RAM (models up to a few billion
+    # parameters on Colab); otherwise the base's own 16-bit dtype, as PEFT merges on a GPU.
+    fp32_bytes = n_bytes * (1 if save_dtype == torch.float32 else 2)
+    work_dtype = torch.float32 if fp32_bytes < 0.4 * _ram_bytes() else save_dtype
     t0 = time.time()
-    print(f"merge: loading {base} (float32, CPU){' and NF4-rounding its Linear weights' if mode == 'nf4' else ''}", file=sys.stderr)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, device_map="cpu")
+    print(f"merge: loading {base} ({str(work_dtype).replace('torch.', '')}, CPU)"
+          f"{' and NF4-rounding its Linear weights' if mode == 'nf4' else ''}", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=work_dtype, device_map="cpu")
     if mode == "nf4":
         nf4_round_trip(model, meta.get("bnb_4bit"))
     model = PeftModel.from_pretrained(model, str(run / "adapter"))
@@ -394,7 +408,7 @@ def _hf_greedy(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: 
     outs = []
     with torch.no_grad():
         for ids in prompt_ids:
-            x = torch.tensor([ids])
+            x = torch.tensor([ids], device=model.device)
             y = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new,
                                eos_token_id=eos, pad_token_id=pad)
             gen = y[0, len(ids):].tolist()
@@ -481,13 +495,16 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
         llm.close()
 
     # 3. greedy text: merged transformers model vs each GGUF; quantized files vs the base too
-    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    # float32 on the CPU; on a GPU the checkpoint's own dtype (a float32 file stays float32)
+    gpu = torch.cuda.is_available()
+    hf_kw = {"dtype": "auto", "device_map": "cuda"} if gpu else {"dtype": torch.float32}
+    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), **hf_kw)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eot_id
     merged_out = _hf_greedy(model, hf_ids, max_new_tokens, eot_id, pad)
     del model
     base_out = None
     base_dir = resolve_base(meta)
-    base_model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    base_model = AutoModelForCausalLM.from_pretrained(str(base_dir), **hf_kw)
     base_out = _hf_greedy(base_model, hf_ids, max_new_tokens, eot_id, pad)
     del base_model
     differs = [i for i, (a, b) in enumerate(zip(merged_out, base_out)) if a != b]
