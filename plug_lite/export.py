@@ -453,15 +453,15 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
                 "plug.think": str(bool(meta.get("think"))).lower()}
         for k, v in want.items():
             if md.get(k) != v:
-                raise UserError(f"{path}: metadata {k} is {md.get(k)!r}, expected {v!r}")
+                raise UserError(f"{path.name}: metadata {k} is {md.get(k)!r}, expected {v!r}")
         if md.get("tokenizer.chat_template") != template:
-            raise UserError(f"{path}: tokenizer.chat_template differs from the run's inference template")
+            raise UserError(f"{path.name}: tokenizer.chat_template differs from the run's inference template")
         if md.get("tokenizer.ggml.eos_token_id") != eot_id:
-            raise UserError(f"{path}: EOS id {md.get('tokenizer.ggml.eos_token_id')} is not the template's end of turn {eot_text!r} ({eot_id})")
+            raise UserError(f"{path.name}: EOS id {md.get('tokenizer.ggml.eos_token_id')} is not the template's end of turn {eot_text!r} ({eot_id})")
         if tok.bos_token_id is not None and md.get("tokenizer.ggml.add_bos_token") and md.get("tokenizer.ggml.bos_token_id") != tok.bos_token_id:
-            raise UserError(f"{path}: BOS id {md.get('tokenizer.ggml.bos_token_id')} differs from the tokenizer's ({tok.bos_token_id})")
+            raise UserError(f"{path.name}: BOS id {md.get('tokenizer.ggml.bos_token_id')} differs from the tokenizer's ({tok.bos_token_id})")
         if tok.bos_token_id is None and md.get("tokenizer.ggml.add_bos_token"):
-            raise UserError(f"{path}: llama.cpp would add a BOS token the model was not trained with")
+            raise UserError(f"{path.name}: llama.cpp would add a BOS token the model was not trained with")
     report["checks"].update(template="ok", eos="ok", bos="ok", plug_metadata="ok", eos_id=eot_id, eos_token=eot_text)
 
     # 2. rendered prompt and token ids
@@ -473,21 +473,21 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
     try:
         m = llm._model
         if m.token_eos() != eot_id:
-            raise UserError(f"{ref}: llama.cpp's EOS id {m.token_eos()} is not the template's end of turn {eot_text!r} ({eot_id})")
+            raise UserError(f"{ref.name}: llama.cpp's EOS id {m.token_eos()} is not the template's end of turn {eot_text!r} ({eot_id})")
         bos_text = m.token_get_text(m.token_bos()) if m.token_bos() != -1 else ""
         fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=m.token_get_text(m.token_eos()), bos_token=bos_text)
         for p, t, ids in zip(prompts, texts, hf_ids):
             rendered = fmt(messages=_messages(meta, p)).prompt
             if rendered != t:
-                raise UserError(f"{ref}: llama.cpp renders the chat template differently from transformers (prompt {p!r})")
+                raise UserError(f"{ref.name}: llama.cpp renders the chat template differently from transformers (prompt {p!r})")
             if llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) != ids:
-                raise UserError(f"{ref}: llama.cpp tokenizes the rendered PLUG prompt differently from transformers")
+                raise UserError(f"{ref.name}: llama.cpp tokenizes the rendered PLUG prompt differently from transformers")
         report["checks"]["prompt_tokens"] = "ok"
         import llama_cpp
 
         vocab = llama_cpp.llama_model_get_vocab(m.model)
         if not llama_cpp.llama_vocab_is_eog(vocab, eot_id):
-            raise UserError(f"{ref}: llama.cpp does not stop generation at {eot_text!r}")
+            raise UserError(f"{ref.name}: llama.cpp does not stop generation at {eot_text!r}")
         report["checks"]["stops_at_eos"] = "ok"
         stop = {eot_id}
         ref_out = [_llama_greedy(llm, ids, max_new_tokens, stop) for ids in hf_ids]
