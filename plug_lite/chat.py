@@ -256,7 +256,7 @@ class LlamaEngine:
             self.llm.set_seed(seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.finish_reason = "length"
-        text, n = "", 0
+        n = 0
         held = ""  # text that could still become a stop string
         kw = {"temp": temperature} if temperature > 0 else {"temp": 0.0, "top_k": 1}
         for tok in self.llm.generate(prompt_tokens, **kw):
@@ -271,18 +271,18 @@ class LlamaEngine:
                 if cut:
                     if held[: min(cut)]:
                         yield held[: min(cut)], n
+                    held = ""
                     self.finish_reason = "stop"
                     break
                 keep = max((k for s in stop for k in range(len(s) - 1, 0, -1) if held.endswith(s[:k])), default=0)
                 delta, held = held[: len(held) - keep], held[len(held) - keep:]
             if delta:
-                text += delta
                 yield delta, n
             if n >= max_tokens:
                 break
         else:
             self.finish_reason = "length" if n >= max_tokens else "stop"
-        tail = decoder.decode(b"", final=True) + (held if self.finish_reason == "length" else "")
+        tail = held + decoder.decode(b"", final=True)
         if tail:
             yield tail, n
         self.completion_tokens = n

@@ -209,6 +209,9 @@ class OpenAIBackend:
                             f"{redact(str(e), [self._secret])[:120]})") from None
         except o.APIConnectionError:
             raise UserError(f"{self.base_url}: cannot connect (after retries)") from None
+        except o.APIStatusError as e:  # 429 / 5xx after the client's retries, 400, ...
+            msg = redact(str(e), [self._secret]).splitlines()[0][:160]
+            raise UserError(f"{self.base_url}: HTTP {e.status_code} (after retries where retryable): {msg}") from None
 
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         r = self._call(lambda: self.client.chat.completions.create(

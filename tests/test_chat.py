@@ -193,3 +193,20 @@ def test_repl_exit_paths(plug_model, how):
     child.expect(pexpect_eof())
     child.close()
     assert child.exitstatus == 0
+
+
+def test_lora_adapter_gguf_over_base(plug_model, tmp_path):
+    """--lora: an adapter GGUF (zero-initialised LoRA, so neutral) applied over the base GGUF."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from plug_lite.convert import lora_to_gguf
+
+    base = AutoModelForCausalLM.from_pretrained(str(plug_model["hf"]))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(str(tmp_path / "ad"))
+    adapter = lora_to_gguf(tmp_path / "ad", plug_model["hf"], tmp_path / "ad.gguf")
+    r = run_chat(plug_model["plug"], "--lora", adapter, "--prompt", Q[1][0])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == Q[1][3] + "\n"
+    r = run_chat(plug_model["plug"], "--lora", tmp_path / "missing.gguf", "--prompt", Q[1][0])
+    assert r.returncode == 2 and "missing.gguf: file not found" in r.stderr
