@@ -210,3 +210,21 @@ def test_lora_adapter_gguf_over_base(plug_model, tmp_path):
     assert r.stdout == Q[1][3] + "\n"
     r = run_chat(plug_model["plug"], "--lora", tmp_path / "missing.gguf", "--prompt", Q[1][0])
     assert r.returncode == 2 and "missing.gguf: file not found" in r.stderr
+
+
+def test_ctrl_c_stops_the_answer_and_keeps_the_session(plug_model):
+    # At temperature 5 the tiny model rambles for thousands of tokens: time to interrupt it.
+    child = _spawn(plug_model["plain"], "--temperature", "5", "--max-new-tokens", "3000", "--ctx", "4096")
+    child.sendline("hello")
+    child.expect_exact("hello\r\n")  # the terminal's echo
+    child.expect(r"\S")  # some answer text arrived
+    child.sendintr()
+    child.expect_exact("[answer stopped; the session goes on]")
+    child.expect_exact(">>> ")
+    child.sendline("/reset")
+    child.expect_exact("[history cleared]")
+    child.expect_exact(">>> ")
+    child.sendline("")
+    child.expect(pexpect_eof())
+    child.close()
+    assert child.exitstatus == 0
