@@ -221,6 +221,7 @@ class LlamaEngine:
             template=template, eos_token=piece(eos_id), bos_token=piece(bos_id)
         )
         self._bos = bos_id
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self._vocab = vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
 
@@ -233,9 +234,11 @@ class LlamaEngine:
 
     def tokenize(self, messages: list[dict]) -> tuple[list[int], list[str]]:
         prompt, stop = self.format(messages)
-        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-        if len(toks) >= 2 and toks[0] == toks[1] == self._bos:  # template wrote BOS too
-            toks = toks[1:]
+        # Templates such as Gemma's write BOS themselves: add it only when the model wants one
+        # and the rendered prompt does not start with it (llama.cpp would warn about two).
+        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if self._add_bos and self._bos >= 0 and (not toks or toks[0] != self._bos):
+            toks = [self._bos, *toks]
         return toks, stop
 
     # -- generation
