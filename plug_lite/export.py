@@ -534,7 +534,9 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
             if like_base * 2 > len(differs):
                 report["warnings"].append(
                     f"{name} answers more like the untuned base than the merged model on {like_base}/{len(differs)} prompts: "
-                    f"quantization erased the fine-tune; ship Q8_0 or the adapter GGUF on a base GGUF instead")
+                    "quantization erased the fine-tune; ship "
+                    + ("F16" if name.upper() == "Q8_0" else "Q8_0 (or F16)")
+                    + " or the adapter GGUF on a base GGUF instead")
     if adapter_gguf and base_gguf:
         llm = _open_llama(base_gguf, lora=adapter_gguf)
         try:
