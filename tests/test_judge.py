@@ -17,7 +17,7 @@ from plug_lite.io import UserError
 from scripted_openai import ScriptedOpenAI, user_text
 
 REPO = Path(__file__).resolve().parents[1]
-KEY = "sk-test-SECRET-0123456789"
+KEY = "test-judge-SECRET-0123456789"
 
 
 def write_answers(path: Path, answers: dict[str, str], *, status: dict[str, str] | None = None,

@@ -10,7 +10,7 @@ from plug_lite.data import load_source
 from plug_lite.io import read_records
 from scripted_openai import ScriptedOpenAI, user_text
 
-KEY = "sk-test-translate-0123456789"
+KEY = "test-translate-SECRET-0123456789"
 
 
 def fake_translator(body: dict) -> str:
