@@ -37,7 +37,7 @@ def _step(n: int, total: int, title: str, t0: float) -> None:
     print(f"\n=== [{n}/{total}] {title}   (t = {time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
 
 
-def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None) -> Path:
+def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None, model: str, preset: str) -> Path:
     from . import train as train_mod
 
     if (out / "plug_run.json").exists():
@@ -45,8 +45,8 @@ def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None) -
         return out
     resume = any((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").exists() else False
     cfg = train_mod.load_config(
-        None, model="default", data=str(data_path), format=fmt, target=lang, preset="cpu-demo",
-        output_dir=str(out), resume=resume, **({"max_steps": steps} if steps else {}),
+        None, model=model, data=str(data_path), format=fmt, target=lang, preset=preset,
+        output_dir=str(out), resume=resume, drop_long_rows=True, **({"max_steps": steps} if steps else {}),
     )
     return Path(train_mod.train(cfg))
 
@@ -93,6 +93,8 @@ def main(
     eval_limit: int | None = None,
     max_new_tokens: int = 320,
     judge_model: str | None = None,
+    model: str = "default",
+    preset: str = "cpu-demo",
 ) -> dict:
     """Run the demo for target language ``lang``; returns the summary it prints."""
     from . import chat, data, gemma, languages, metrics
@@ -106,9 +108,11 @@ def main(
     root.mkdir(parents=True, exist_ok=True)
     out_gguf = Path(gguf_dir)
 
-    _step(1, total, "embedded default model: Gemma-3-270M (built once, then cached)", t0)
-    model_dir = gemma.default_model_dir()
-    print(f"model: {model_dir}", file=sys.stderr)
+    if model == "default":
+        _step(1, total, "embedded default model: Gemma-3-270M (built once, then cached)", t0)
+        print(f"model: {gemma.default_model_dir()}", file=sys.stderr)
+    else:
+        _step(1, total, f"base model: {model}", t0)
 
     _step(2, total, f"PLUG and mono training rows for {target.name} from the shipped sample", t0)
     rows_path = {}
@@ -122,8 +126,8 @@ def main(
 
     runs = {}
     for i, fmt in enumerate(("plug", "mono")):
-        _step(3 + i, total, f"LoRA fine-tune, {fmt} format (preset cpu-demo)", t0)
-        runs[fmt] = _train(rows_path[fmt], root / f"run-{fmt}", fmt, target.code, steps)
+        _step(3 + i, total, f"LoRA fine-tune, {fmt} format (preset {preset})", t0)
+        runs[fmt] = _train(rows_path[fmt], root / f"run-{fmt}", fmt, target.code, steps, model, preset)
 
     _step(5, total, f"export both runs to GGUF ({quant}) with the parity check", t0)
     exports, ggufs = {}, {}
@@ -183,7 +187,7 @@ def main(
         "answers": {fmt: str(p) for fmt, p in answers.items()},
         "offline": offline,
         "parity": {fmt: (exports[fmt].get("verify") or {}).get("greedy") for fmt in exports},
-        "judge": (judge_result or {}).get("summary") if isinstance(judge_result, dict) else None,
+        "judge": judge_result["aggregate"]["overall"] if judge_result else None,
         "report": str(root / "report" / "report.md"),
     }
     write_json(root / "demo_summary.json", summary)
@@ -219,7 +223,10 @@ def _render(s: dict) -> str:
     lines.append("   pivot tok: share of generated tokens spent on the English pivot)")
     if s.get("judge"):
         lines.append("")
-        lines.append("judge (PLUG vs mono, both orders): " + json.dumps(s["judge"], ensure_ascii=False)[:400])
+        lines.append("pairwise judge, PLUG (A) vs mono (B), both orders:")
+        for k, v in s["judge"].items():
+            if isinstance(v, (int, float, str)) or v is None:
+                lines.append(f"  {k:<28} {v:.3f}" if isinstance(v, float) else f"  {k:<28} {v}")
     return "\n".join(lines)
 
 
@@ -233,6 +240,8 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-limit", type=int, help="answer only the first N evaluation instructions")
     ap.add_argument("--max-new-tokens", type=int, default=320)
     ap.add_argument("--judge-model", help="judge model name (default: $PLUG_LITE_JUDGE_MODEL or the built-in default)")
+    ap.add_argument("--model", default="default", help='base model (default: "default", the embedded Gemma-3-270M)')
+    ap.add_argument("--preset", default="cpu-demo", help="training preset (default cpu-demo)")
     args = ap.parse_args(argv)
     return run_cli(lambda: main(**vars(args)) and 0)
 
