@@ -16,6 +16,8 @@ SDIST       := $(CACHE)/sdist/llama_cpp_python-$(LLAMA_VER).tar.gz
 PIP_C       := $(PIP) install --disable-pip-version-check -c constraints.txt
 # `make demo LANG=ko` picks the target language (zh, ko, it, es); a locale such as en_US.UTF-8 is ignored.
 DEMO_LANG   := $(if $(filter zh ko it es,$(LANG)),$(LANG),zh)
+# Extra flags for plug_lite.demo, e.g. make demo DEMO_ARGS="--eval-limit 40 --steps 60"
+DEMO_ARGS   ?=
 
 .PHONY: help venv install install-demo test demo clean
 
@@ -62,7 +64,7 @@ test: install
 	PLUG_LITE_SDIST=$(SDIST) $(PY) -m pytest -q tests
 
 demo: install-demo
-	PLUG_LITE_SDIST=$(SDIST) LANG=C.UTF-8 $(PY) -m plug_lite.demo --lang $(DEMO_LANG)
+	PLUG_LITE_SDIST=$(SDIST) LANG=C.UTF-8 $(PY) -m plug_lite.demo --lang $(DEMO_LANG) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs gguf/*.gguf .pytest_cache

@@ -8,7 +8,8 @@ On a machine with no GPU and no hub, in about a quarter of an hour on 2 cores:
 4. export of each to GGUF (Q8_0 by default: re-quantizing to Q4_K_M erases a fine-tune of this
    base, which was itself dequantized from Q4_K_M), with the parity check;
 5. a one-shot chat with the PLUG model, pivot shown;
-6. answers of both models to the shipped evaluation set (llama.cpp, greedy);
+6. answers of both models to the shipped evaluation set (llama.cpp, greedy; the first 20 of 40 by
+   default, so that the run stays within 15 minutes on 2 cores);
 7. offline metrics (format compliance, target-language fidelity, pivot overhead);
 8. the pairwise judge, when a judge endpoint is configured (``OPENAI_API_KEY``, or
    ``PLUG_LITE_JUDGE_BASE_URL`` for a local llama-server / vLLM / Ollama);
@@ -37,7 +38,8 @@ def _step(n: int, total: int, title: str, t0: float) -> None:
     print(f"\n=== [{n}/{total}] {title}   (t = {time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
 
 
-def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None, model: str, preset: str) -> Path:
+def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None, model: str, preset: str,
+           train_rows: int) -> Path:
     from . import train as train_mod
 
     if (out / "plug_run.json").exists():
@@ -46,7 +48,8 @@ def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None, m
     resume = any((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").exists() else False
     cfg = train_mod.load_config(
         None, model=model, data=str(data_path), format=fmt, target=lang, preset=preset,
-        output_dir=str(out), resume=resume, drop_long_rows=True, **({"max_steps": steps} if steps else {}),
+        output_dir=str(out), resume=resume, drop_long_rows=True, max_train_samples=train_rows,
+        **({"max_steps": steps} if steps else {}),
     )
     return Path(train_mod.train(cfg))
 
@@ -90,8 +93,9 @@ def main(
     gguf_dir: str = "gguf",
     quant: str = "Q8_0",
     steps: int | None = None,
-    eval_limit: int | None = None,
-    max_new_tokens: int = 320,
+    eval_limit: int | None = 20,
+    max_new_tokens: int = 256,
+    train_rows: int = 48,
     judge_model: str | None = None,
     model: str = "default",
     preset: str = "cpu-demo",
@@ -127,7 +131,7 @@ def main(
     runs = {}
     for i, fmt in enumerate(("plug", "mono")):
         _step(3 + i, total, f"LoRA fine-tune, {fmt} format (preset {preset})", t0)
-        runs[fmt] = _train(rows_path[fmt], root / f"run-{fmt}", fmt, target.code, steps, model, preset)
+        runs[fmt] = _train(rows_path[fmt], root / f"run-{fmt}", fmt, target.code, steps, model, preset, train_rows)
 
     _step(5, total, f"export both runs to GGUF ({quant}) with the parity check", t0)
     exports, ggufs = {}, {}
@@ -237,8 +241,11 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--gguf-dir", default="gguf")
     ap.add_argument("--quant", default="Q8_0", help="quant type of the exported files (default Q8_0)")
     ap.add_argument("--steps", type=int, help="training steps per model (default: the cpu-demo preset's)")
-    ap.add_argument("--eval-limit", type=int, help="answer only the first N evaluation instructions")
-    ap.add_argument("--max-new-tokens", type=int, default=320)
+    ap.add_argument("--eval-limit", type=int, default=20,
+                    help="answer the first N evaluation instructions (default 20 of 40, to stay within 15 minutes on 2 cores)")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--train-rows", type=int, default=48,
+                    help="training rows per model (default 48: 40 steps of batch 2 see them almost twice)")
     ap.add_argument("--judge-model", help="judge model name (default: $PLUG_LITE_JUDGE_MODEL or the built-in default)")
     ap.add_argument("--model", default="default", help='base model (default: "default", the embedded Gemma-3-270M)')
     ap.add_argument("--preset", default="cpu-demo", help="training preset (default cpu-demo)")

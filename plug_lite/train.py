@@ -122,8 +122,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Ampere or newer (A100, L4, RTX 30xx/40xx, H100): bf16 compute, 4-bit base.
     "ampere": dict(lr=2e-4, max_length=2048, batch_size=4, grad_accum=4, gradient_checkpointing=True, max_steps=-1, save_steps=100),
     # 2 CPU cores, embedded Gemma-3-270M, fp32 LoRA, short rows, ~40 steps (about 5 minutes of training).
-    # lr 1e-3: with 2e-4 the 40-step model kept the PLUG structure but never stopped (0/40 answers
-    # ended before 320 tokens); with 1e-3, 5 of 8 did (measured on the zh sample).
+    # lr 1e-3: with 2e-4 the loss barely moved in 40 steps and no answer stopped within 320 tokens;
+    # with 1e-3 the loss falls clearly (see benchmarks/RESULTS.md), though stopping stays fragile.
     "cpu-demo": dict(model="default", lr=1e-3, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False,
                      max_steps=40, save_steps=10, max_train_samples=80, drop_long_rows=True),
     # Tests: a tiny model, a few steps.
