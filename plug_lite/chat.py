@@ -389,7 +389,7 @@ class ChatSession:
             return self.custom_system or None
         if self.mode == "plain":
             return None
-        return languages.system_prompt(self.mode, self.target, self.pivot)
+        return languages.system_prompt(self.mode, self.target, self.pivot, think=bool(self.think))
 
     def reset(self) -> None:
         self.history = []

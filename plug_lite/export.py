@@ -374,7 +374,8 @@ def write_plug_metadata(src: str | os.PathLike, dst: str | os.PathLike, *, fmt: 
 
 
 def _messages(meta: dict, text: str) -> list[dict]:
-    system = languages.system_prompt(meta["format"], meta["target"], meta.get("pivot") or "en")
+    system = languages.system_prompt(meta["format"], meta["target"], meta.get("pivot") or "en",
+                                     think=bool(meta.get("think")))
     return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 

@@ -320,7 +320,7 @@ def summarize(records: Iterable[dict]) -> dict:
 
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
-             generator: str | None = None, progress: bool = True) -> dict:
+             generator: str | None = None, progress: bool = True, think: bool = False) -> dict:
     """Answer ``records`` into ``out`` (appending; ids already there are skipped). Returns the
     summary of the whole file."""
     if fmt not in formats.FORMATS:
@@ -329,7 +329,7 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     generator = generator or backend.default_name
     decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
                 "greedy": temperature <= 0, "seed": seed}
-    system = system if system is not None else languages.system_prompt(fmt, t, p)
+    system = system if system is not None else languages.system_prompt(fmt, t, p, think=think and fmt == "plug")
     done = read_jsonl_resumable(out)
     for d in done[:1]:
         for key, want in (("format", fmt), ("lang", t.code), ("generator", generator)):
@@ -404,7 +404,8 @@ def main(
         pivot = pivot or be.plug.get("pivot") or "en"
         summary = generate(be, records, out, fmt=fmt, target=lang, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                           generator=generator, progress=progress)
+                           generator=generator, progress=progress,
+                           think=str(be.plug.get("think", "")).lower() in ("true", "1", "yes"))
     finally:
         be.close()
     return summary
