@@ -211,10 +211,6 @@ def _header_table(pivot: str, target: str, fmt: str) -> tuple[re.Pattern, dict[s
     return pattern, names, tuple(names)
 
 
-def _header_at(text: str, pos: int, table) -> re.Match | None:
-    return table[0].match(text, pos)
-
-
 def _could_become_header(fragment: str, table) -> bool:
     """True when ``fragment`` (text from a line start to the end of the buffer, no newline) is
     a header, or could still become one or grow its closing mark as more text arrives."""
@@ -287,7 +283,7 @@ def _split_headers(text: str, start: int, end: int, table, default: str) -> list
     line_start = True
     while pos < end:
         if line_start:
-            m = _header_at(text, pos, table)
+            m = table[0].match(text, pos)
             if m and m.end() <= end:
                 section = table[1][m.group("name").lower()]
                 segs[-1].end = pos
@@ -461,20 +457,16 @@ class StreamParser:
         """Move ``end`` back to the start of the last line (or body start) when the text from
         there could still become a header."""
         buf = self._buf
-        segs = _segments(buf[:end], self._table, self.fmt, self.think)
-        starts = [buf.rfind("\n", 0, end) + 1]
-        if segs:
-            starts.append(segs[-1].start)
-        lead = len(buf) - len(buf.lstrip())
-        # The very start might still become "<think>".
-        if self.fmt == "plug" and self.think is not False and not buf[:end].strip():
+        # Nothing but (a prefix of) "<think>" so far: the variant is not decided yet.
+        if self.fmt == "plug" and self.think is not False and THINK_OPEN.startswith(buf[:end].lstrip()):
             return 0
-        for s in sorted(set(starts), reverse=True):
+        segs = _segments(buf[:end], self._table, self.fmt, self.think)
+        starts = {buf.rfind("\n", 0, end) + 1}
+        if segs:
+            starts.add(segs[-1].start)
+        for s in sorted(starts, reverse=True):
             if s <= end and _could_become_header(buf[s:end], self._table):
                 end = s
-        if self.fmt == "plug" and self.think is not False and buf.startswith(THINK_OPEN[: max(0, end - lead)], lead):
-            if end - lead < len(THINK_OPEN):
-                return lead
         return end
 
     def _emit(self, text: str, final: bool, finished: bool = True) -> list[StreamEvent]:
