@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import formats, languages, templates
+from .engine import default_threads
 from .formats import StreamEvent
 from .io import UserError, run_cli
 
@@ -192,9 +193,11 @@ class LlamaEngine:
         if gpu_layers is None:
             gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
         self.gpu_layers = gpu_layers
-        kwargs = dict(n_gpu_layers=gpu_layers, seed=seed, verbose=False, n_ctx=n_ctx)
-        if threads:
-            kwargs.update(n_threads=threads, n_threads_batch=threads)
+        # every usable core unless --threads says otherwise (llama-cpp-python's own default is half)
+        n_threads, n_threads_batch = (threads, threads) if threads else default_threads()
+        self.threads = (n_threads, n_threads_batch)
+        kwargs = dict(n_gpu_layers=gpu_layers, seed=seed, verbose=False, n_ctx=n_ctx,
+                      n_threads=n_threads, n_threads_batch=n_threads_batch)
         if lora is not None:
             kwargs["lora_path"] = str(lora)
         try:
