@@ -21,7 +21,14 @@ Steps, each written to a temporary name and renamed:
 4. **Verify** (on by default): the template, BOS/EOS and PLUG keys in the file, the token ids of a
    rendered PLUG prompt in transformers and llama.cpp, greedy text of the merged model against the
    F16 GGUF, and of every quantized file against both the merged and the base model (a small
-   fine-tune can be rounded away by quantization; see NOTES). Report in ``RUN_DIR/export_report.json``.
+   fine-tune can be rounded away by quantization; see NOTES). **Stops**: the same greedy answers to
+   three held-out instructions run on until the end-of-turn token or ``--stop-budget`` tokens; how
+   many ended their turn is reported for the merged model and every GGUF, and a model that does not
+   stop gets a loud warning. Report in ``RUN_DIR/export_report.json``.
+
+A run that trained embedding rows of turn tokens (:mod:`plug_lite.turn_tokens`) gets no adapter
+GGUF: llama.cpp's LoRA adapters hold LoRA pairs only, and an adapter without those rows would not
+stop. The report says so (``adapter_not_written``).
 
 Importance matrices are not computed: llama-cpp-python can *pass* an imatrix to the quantizer but
 has no API to *collect* one; that needs llama.cpp's ``llama-imatrix`` binary (build llama.cpp,
@@ -45,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from . import convert, languages, templates, toolchain
+from .engine import default_threads
 from .io import UserError, atomic_path, check_disk_space, run_cli, write_json
 
 __all__ = [
@@ -318,6 +326,33 @@ def read_gguf_metadata(path: str | os.PathLike) -> dict:
     return {k: v["value"] for k, v in info["kv"].items()}
 
 
+def read_gguf_rows(path: str | os.PathLike, tensor: str, rows: list[int]) -> list[list[float]]:
+    """Rows of a 2-D F32 or F16 tensor of a GGUF file (e.g. ``token_embd.weight``, one row per token)."""
+    import struct
+
+    sizes = {0: ("<f", 4), 1: ("<e", 2)}  # GGML_TYPE_F32, GGML_TYPE_F16
+    with open(path, "rb") as f:
+        info = _scan(f)
+        b = _Buf(f)
+        f.seek(info["ti"][0])
+        for _ in range(info["n_tensors"]):
+            name = b.string()
+            dims = [b.num("<Q") for _ in range(b.num("<I"))]
+            ggml_type, offset = b.num("<I"), b.num("<Q")
+            if name != tensor:
+                continue
+            if ggml_type not in sizes or len(dims) != 2:
+                raise UserError(f"{path}: tensor {tensor} is type {ggml_type} with {len(dims)} dims; only 2-D F32/F16 are read")
+            fmt, size = sizes[ggml_type]
+            width = dims[0]  # ne[0] varies fastest: a row of a [vocab, hidden] matrix is `width` values
+            out = []
+            for r in rows:
+                f.seek(info["data_start"] + offset + r * width * size)
+                out.append([v[0] for v in struct.iter_unpack(fmt, f.read(width * size))])
+            return out
+    raise UserError(f"{path}: no tensor {tensor!r}")
+
+
 def _encode_string_kv(key: str, value: str) -> bytes:
     import struct
 
@@ -388,14 +423,23 @@ def _open_llama(path: Path, *, lora: Path | None = None, n_ctx: int = 1024):
 
     gpu = -1 if llama_cpp.llama_supports_gpu_offload() else 0
     kw = {"lora_path": str(lora)} if lora else {}
-    return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_gpu_layers=gpu, seed=0, verbose=False, **kw)
+    n_threads, n_threads_batch = default_threads()
+    return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_gpu_layers=gpu, seed=0, verbose=False,
+                           n_threads=n_threads, n_threads_batch=n_threads_batch, **kw)
 
 
-def _llama_greedy(llm, ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+class Greedy(list):
+    """Greedy tokens before the end of turn; ``stopped`` is True when the model ended its turn."""
+
+    stopped: bool = False
+
+
+def _llama_greedy(llm, ids: list[int], max_new: int, stop: set[int]) -> Greedy:
     llm.reset()
-    out: list[int] = []
+    out = Greedy()
     for tok in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
         if tok in stop:
+            out.stopped = True
             break
         out.append(int(tok))
         if len(out) >= max_new:
@@ -403,7 +447,7 @@ def _llama_greedy(llm, ids: list[int], max_new: int, stop: set[int]) -> list[int
     return out
 
 
-def _hf_greedy(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: int) -> list[list[int]]:
+def _hf_greedy(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: int) -> list[Greedy]:
     import torch
 
     outs = []
@@ -412,11 +456,17 @@ def _hf_greedy(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: 
             x = torch.tensor([ids], device=model.device)
             y = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new,
                                eos_token_id=eos, pad_token_id=pad)
-            gen = y[0, len(ids):].tolist()
+            gen = Greedy(y[0, len(ids):].tolist())
             if eos in gen:
-                gen = gen[: gen.index(eos)]
+                del gen[gen.index(eos):]
+                gen.stopped = True
             outs.append(gen)
     return outs
+
+
+def _stops(outs: list[Greedy], budget: int) -> dict:
+    return {"stopped": sum(o.stopped for o in outs), "prompts": len(outs), "budget": budget,
+            "tokens": [len(o) for o in outs]}
 
 
 def _agree(a: list[int], b: list[int]) -> float:
@@ -432,14 +482,18 @@ def _agree(a: list[int], b: list[int]) -> float:
 
 
 def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf: Path | None = None,
-           base_gguf: Path | None = None, n_prompts: int = 3, max_new_tokens: int = 32) -> dict:
-    """Parity of the exported files with the merged transformers model (see the module doc).
+           base_gguf: Path | None = None, n_prompts: int = 3, max_new_tokens: int = 32,
+           stop_budget: int = 256) -> dict:
+    """Parity of the exported files with the merged transformers model, and whether each ends its
+    turn (see the module doc). Greedy answers to ``n_prompts`` held-out instructions run until the
+    end-of-turn token or ``stop_budget`` tokens; parity compares their first ``max_new_tokens``.
     Raises :class:`UserError` on a template, EOS or metadata mismatch."""
     import torch
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    report: dict[str, Any] = {"checks": {}, "greedy": {}, "warnings": []}
+    report: dict[str, Any] = {"checks": {}, "greedy": {}, "stops": {}, "warnings": []}
+    budget = max(stop_budget, max_new_tokens)
     tok = AutoTokenizer.from_pretrained(str(merged_dir))
     template = tok.chat_template
     eot_text = meta.get("eos_token") or templates.STOP.get(meta.get("chat_template_name") or "", None) or tok.eos_token
@@ -491,7 +545,7 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
             raise UserError(f"{ref.name}: llama.cpp does not stop generation at {eot_text!r}")
         report["checks"]["stops_at_eos"] = "ok"
         stop = {eot_id}
-        ref_out = [_llama_greedy(llm, ids, max_new_tokens, stop) for ids in hf_ids]
+        ref_out = [_llama_greedy(llm, ids, budget, stop) for ids in hf_ids]
     finally:
         llm.close()
 
@@ -501,7 +555,11 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
     hf_kw = {"dtype": "auto", "device_map": "cuda"} if gpu else {"dtype": torch.float32}
     model = AutoModelForCausalLM.from_pretrained(str(merged_dir), **hf_kw)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eot_id
-    merged_out = _hf_greedy(model, hf_ids, max_new_tokens, eot_id, pad)
+    merged_full = _hf_greedy(model, hf_ids, budget, eot_id, pad)
+    merged_out = [o[:max_new_tokens] for o in merged_full]
+    report["stops"]["merged"] = _stops(merged_full, budget)
+    report["stops"][ref_name] = _stops(ref_out, budget)
+    ref_out = [o[:max_new_tokens] for o in ref_out]
     del model
     base_out = None
     base_dir = resolve_base(meta)
@@ -525,9 +583,11 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
             continue
         llm = _open_llama(path)
         try:
-            outs = [_llama_greedy(llm, ids, max_new_tokens, {eot_id}) for ids in hf_ids]
+            full = [_llama_greedy(llm, ids, budget, {eot_id}) for ids in hf_ids]
         finally:
             llm.close()
+        report["stops"][name] = _stops(full, budget)
+        outs = [o[:max_new_tokens] for o in full]
         s = report["greedy"][name] = score(outs)
         if differs:
             like_base = sum(_agree(outs[i], base_out[i]) > _agree(outs[i], merged_out[i]) for i in differs)
@@ -541,14 +601,21 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
     if adapter_gguf and base_gguf:
         llm = _open_llama(base_gguf, lora=adapter_gguf)
         try:
-            outs = [_llama_greedy(llm, ids, max_new_tokens, {eot_id}) for ids in hf_ids]
+            full = [_llama_greedy(llm, ids, budget, {eot_id}) for ids in hf_ids]
         finally:
             llm.close()
-        report["greedy"]["adapter_on_base"] = score(outs)
+        report["stops"]["adapter_on_base"] = _stops(full, budget)
+        report["greedy"]["adapter_on_base"] = score([o[:max_new_tokens] for o in full])
         if meta.get("load_in_4bit"):
             report["adapter_note"] = ("QLoRA run: the adapter GGUF adds the LoRA to the unrounded base, the merged model "
                                       "to the NF4-rounded one; small differences between them are expected")
-    report["merged_text"] = tok.decode(merged_out[0], skip_special_tokens=False)
+    for name, st in report["stops"].items():
+        if st["stopped"] < st["prompts"]:
+            report["warnings"].append(
+                f"{name} did not end its turn within {budget} tokens on {st['prompts'] - st['stopped']}/{st['prompts']} "
+                f"held-out prompts: its answers will run to the token limit (train longer or with more rows; "
+                f"see 'turn_tokens' in plug_run.json)")
+    report["merged_text"] = tok.decode(merged_full[0], skip_special_tokens=False)
     ref_score = report["greedy"][ref_name]
     if ref_score["identical_to_merged"] < ref_score["prompts"]:
         report["warnings"].append(f"{ref_name}: greedy text differs from the merged transformers model on "
@@ -558,6 +625,26 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
 
 # --------------------------------------------------------------------------------------------
 # The command
+
+
+def adapter_refusal(adapter_dir: Path) -> str | None:
+    """Why the adapter cannot become a llama.cpp LoRA GGUF, or None when it can.
+
+    llama.cpp's adapter format holds LoRA A/B pairs only; the rows a run trains with PEFT's
+    trainable tokens (the turn tokens of a base model, see :mod:`plug_lite.turn_tokens`) are full
+    embedding rows, and its converter stops on them. An adapter without them would lose what made
+    the model stop, so none is written."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    rows = cfg.get("trainable_token_indices")
+    if not rows:
+        return None
+    ids = sorted({i for v in (rows.values() if isinstance(rows, dict) else [rows]) for i in v})
+    return (f"the run trained the embedding rows of tokens {ids} (turn tokens the base had not learned), which a "
+            "llama.cpp LoRA adapter cannot carry; use the merged GGUF files")
 
 
 def _check_quants(quants) -> list[str]:
@@ -583,6 +670,7 @@ def main(
     verify_parity: bool = True,
     n_prompts: int = 3,
     max_new_tokens: int = 32,
+    stop_budget: int = 256,
 ) -> dict:
     """Export a run; returns the report (also saved as ``RUN_DIR/export_report.json``)."""
     meta = load_run(run_dir)
@@ -640,6 +728,10 @@ def main(
             files[q] = dst
 
         adapter_path = base_path = None
+        refused = adapter_refusal(run / "adapter") if adapter else None
+        if refused:
+            print(f"adapter: not written: {refused}", file=sys.stderr)
+            adapter = with_base = False
         if adapter:
             adapter_path = stage / gguf_name(meta, "F16", kind="adapter")
             raw = stage / f".{adapter_path.name}.raw"
@@ -666,6 +758,7 @@ def main(
             "merge": json.loads((merged / "plug_merge.json").read_text())["stamp"]["mode"],
             "files": {k: {"path": str(out / v.name), "bytes": v.stat().st_size, "note": convert.QUANT_TYPES.get(k, "")} for k, v in files.items()},
             "adapter_gguf": str(out / adapter_path.name) if adapter_path else None,
+            "adapter_not_written": refused,
             "base_gguf": str(out / base_path.name) if base_path else None,
             "imatrix": "not computed: needs llama.cpp's llama-imatrix binary (no API in llama-cpp-python)",
             "timings": timings,
@@ -674,7 +767,7 @@ def main(
             t0 = time.time()
             try:
                 report["verify"] = verify(meta, merged, files, adapter_gguf=adapter_path, base_gguf=base_path,
-                                          n_prompts=n_prompts, max_new_tokens=max_new_tokens)
+                                          n_prompts=n_prompts, max_new_tokens=max_new_tokens, stop_budget=stop_budget)
             except UserError as e:
                 report["verify"] = {"error": str(e)}
                 write_json(run / "export_report.json", report)
@@ -722,6 +815,8 @@ def _print_report(report: dict) -> None:
         print(f"  {k:<7} {v['bytes'] / 2**20:8.1f} MiB  {v['path']}")
         if v["note"]:
             print(f"          {v['note']}")
+    if report.get("adapter_not_written"):
+        print(f"  adapter not written: {report['adapter_not_written']}")
     if report.get("adapter_gguf"):
         print(f"  adapter {Path(report['adapter_gguf']).stat().st_size / 2**20:8.1f} MiB  {report['adapter_gguf']}")
     v = report.get("verify")
@@ -731,8 +826,11 @@ def _print_report(report: dict) -> None:
             print(f"  {name:<16} greedy identical to merged on {s['identical_to_merged']}/{s['prompts']} prompts; "
                   f"agreement merged {s['agreement_with_merged']:.2f}, base {s['agreement_with_base']:.2f}")
         print(f"  fine-tune visible on {v['fine_tune_visible_on']}")
+        for name, st in v.get("stops", {}).items():
+            print(f"  {name:<16} ended its turn on {st['stopped']}/{st['prompts']} held-out prompts "
+                  f"within {st['budget']} tokens (answer lengths {st['tokens']})")
         for w in v["warnings"]:
-            print(f"warning: {w}", file=sys.stderr)
+            print(f"WARNING: {w}", file=sys.stderr)
     print(f"imatrix: {report['imatrix']}")
 
 
@@ -749,11 +847,14 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--verify", dest="verify", action="store_true", default=True, help="check parity (default)")
     ap.add_argument("--no-verify", dest="verify", action="store_false")
     ap.add_argument("--prompts", type=int, default=3, help="parity prompts (default 3)")
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=32, help="tokens compared by the parity check (default 32)")
+    ap.add_argument("--stop-budget", type=int, default=256,
+                    help="the stops check: each held-out answer must end its turn within this many tokens (default 256)")
     a = ap.parse_args(argv)
     return run_cli(lambda: main(a.run_dir, out_dir=a.out_dir, quants=a.quant or ["Q4_K_M"], outtype=a.outtype,
                                 plain_merge=a.plain_merge, adapter=not a.no_adapter, with_base=a.with_base,
-                                verify_parity=a.verify, n_prompts=a.prompts, max_new_tokens=a.max_new_tokens) and 0)
+                                verify_parity=a.verify, n_prompts=a.prompts, max_new_tokens=a.max_new_tokens,
+                                stop_budget=a.stop_budget) and 0)
 
 
 if __name__ == "__main__":

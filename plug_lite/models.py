@@ -52,14 +52,18 @@ def tiny_qwen2(
     kv_heads: int = 2,
     intermediate: int | None = None,
     seed: int = 0,
+    tied: bool = True,
 ) -> Path:
     """Save a random Qwen2 model with the Qwen2 tokenizer; returns its folder (cached by shape).
 
-    ``hidden=256`` gives tensor widths that real k-quants take without fallbacks.
+    ``hidden=256`` gives tensor widths that real k-quants take without fallbacks; ``tied=False``
+    gives the model an output head of its own.
     """
     name = f"qwen2-tiny-h{hidden}-l{layers}-a{heads}-kv{kv_heads}-s{seed}"
     if intermediate is not None and intermediate != hidden * 2:
         name += f"-i{intermediate}"  # the cache key must tell shapes apart
+    if not tied:
+        name += "-untied"
     dest = Path(out_dir) if out_dir else cache_dir() / "models" / name
     if (dest / "config.json").exists() and (dest / "model.safetensors").exists():
         return dest
@@ -77,7 +81,7 @@ def tiny_qwen2(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
         bos_token_id=None,
         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, formats, templates
+from . import __version__, formats, templates, turn_tokens
 from .io import JsonlAppender, UserError, read_records, run_cli, write_json, atomic_write_text
 
 __all__ = ["TrainConfig", "PRESETS", "BACKENDS", "Prepared", "prepare", "train", "main", "cli", "load_config", "choose_backend"]
@@ -111,6 +111,8 @@ class TrainConfig:
     logging_steps: int = _f(1, "log loss / tokens per second every N steps")
     preview_rows: int = _f(2, "rows whose loss mask is printed before training")
     chat_template: str = _f("chatml", "template (name in plug_lite.templates) for a model that has none")
+    turn_tokens: str = _f("auto", "train the embedding/output rows of the chat template's turn tokens: auto (those that "
+                                  "look untrained in the base, e.g. <end_of_turn> of a base Gemma), all, or none")
     resume: bool = _f(False, "continue from the last checkpoint in the run folder")
     trust_remote_code: bool = _f(False, "allow model code from the hub (off by default)")
 
@@ -386,10 +388,8 @@ def _lora_targets(spec: str) -> str | list[str]:
     return "all-linear" if spec == "all-linear" else [s.strip() for s in spec.split(",") if s.strip()]
 
 
-def load_model(cfg: TrainConfig, name: str, backend: str, dtype):
-    """(peft model, tokenizer) for the backend."""
-    import torch
-
+def load_base(cfg: TrainConfig, name: str, backend: str, dtype):
+    """(base model, tokenizer) for the backend, before any adapter is added."""
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
@@ -402,22 +402,8 @@ def load_model(cfg: TrainConfig, name: str, backend: str, dtype):
         )
         if _is_gemma3(model):
             model.base_model_prefix = "model"
-        targets = _lora_targets(cfg.target_modules)
-        if targets == "all-linear":  # unsloth wants names
-            targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        model = FastLanguageModel.get_peft_model(
-            model,
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=targets,
-            bias="none",
-            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
-            random_state=cfg.seed,
-        )
         return model, tokenizer
 
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     kwargs: dict[str, Any] = dict(trust_remote_code=cfg.trust_remote_code, use_safetensors=True, dtype=dtype)
@@ -435,6 +421,34 @@ def load_model(cfg: TrainConfig, name: str, backend: str, dtype):
     if _is_gemma3(model):
         # TRL + transformers 4.57: Gemma3ForCausalLM says "language_model" but its backbone is `model`.
         model.base_model_prefix = "model"
+    return model, tokenizer
+
+
+def add_lora(model, cfg: TrainConfig, backend: str, token_plan: turn_tokens.TokenPlan | None = None):
+    """The PEFT model: LoRA on ``cfg.target_modules``, plus the embedding / output rows of the
+    turn tokens in ``token_plan`` (PEFT trainable tokens)."""
+    trainable_tokens = turn_tokens.peft_indices(model, token_plan.ids) if token_plan else None
+    extra = {"trainable_token_indices": trainable_tokens} if trainable_tokens else {}
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        targets = _lora_targets(cfg.target_modules)
+        if targets == "all-linear":  # unsloth wants names
+            targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        return FastLanguageModel.get_peft_model(
+            model,
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=targets,
+            bias="none",
+            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
+            random_state=cfg.seed,
+            **extra,  # unsloth passes unknown keywords on to peft.LoraConfig
+        )
+
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
     if backend in ("qlora", "cpu-qlora"):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing))
     lora = LoraConfig(
@@ -444,8 +458,39 @@ def load_model(cfg: TrainConfig, name: str, backend: str, dtype):
         target_modules=_lora_targets(cfg.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
+        **extra,
     )
-    return get_peft_model(model, lora), tokenizer
+    return _expose_head_bias(get_peft_model(model, lora))
+
+
+def _own_loss_trainer(base):
+    """``base`` (TRL's SFTTrainer) computing the loss through the model's own forward.
+
+    TRL's fused LM head multiplies the hidden states by ``lm_head.weight`` itself; with trained
+    turn-token rows that weight is PEFT's full merged copy, so autograd would form the gradient of
+    the whole head. The model's own forward goes through :func:`turn_tokens.cheap_row_gradients`
+    instead (same loss; TRL's entropy / token-accuracy logs are not computed)."""
+    from transformers import Trainer
+
+    class OwnLossSFTTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {**inputs, "use_cache": False}
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return OwnLossSFTTrainer
+
+
+def _expose_head_bias(model):
+    """TRL's fused LM head reads ``lm_head.weight`` and ``lm_head.bias``. PEFT's trainable-tokens
+    wrapper answers ``.weight`` with the trained rows in place but has no ``.bias``: give it the
+    head's own (``None`` for every LM head here)."""
+    head = model.get_output_embeddings()
+    if head is not None and "bias" not in dir(head):
+        original = getattr(head, "original_module", None) or getattr(head, "base_layer", None)
+        if getattr(original, "bias", None) is None:
+            head.bias = None
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,6 +715,7 @@ class Prepared:
     dtype: Any
     four_bit: bool
     metrics_cb: Any
+    token_plan: Any = None
 
 
 def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
@@ -717,12 +763,15 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
 
     base_name, size_label, n_params, _ = _describe_model(name, cfg.trust_remote_code)
     print(f"model: {cfg.model} -> {base_name} {size_label} ({n_params:,} parameters); data: {data_summary['source']}, {len(rows)} rows")
-    model, tokenizer = load_model(cfg, name, backend, dtype)
+    model, tokenizer = load_base(cfg, name, backend, dtype)
     template_name = setup_chat_template(tokenizer, cfg.chat_template)
     eos = end_of_turn_token(tokenizer)
     eos_id = tokenizer.convert_tokens_to_ids(eos)
     if eos_id is None or eos_id == getattr(tokenizer, "unk_token_id", object()):
         raise UserError(f"the chat template's end-of-turn token {eos!r} is not in the vocabulary")
+    token_plan = turn_tokens.plan(model, tokenizer, eos, cfg.turn_tokens)
+    print(token_plan.summary())
+    model = add_lora(model, cfg, backend, token_plan)
     if tokenizer.pad_token is None or tokenizer.pad_token_id == eos_id:
         # Padding with the EOS is harmless here (labels come from the dataset) but a distinct pad is safer.
         for cand in ("<|endoftext|>", "<pad>", "<unk>"):
@@ -767,7 +816,11 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     rows_meta = {r["id"]: r for r in rows}
     ds = Dataset.from_list([{"id": r["id"], "prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     cbs = [_metrics_callback(run / "metrics.jsonl"), *(callbacks or [])]
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=cbs)
+    trainer_cls = SFTTrainer
+    if token_plan.ids:
+        turn_tokens.cheap_row_gradients(model)
+        trainer_cls = _own_loss_trainer(SFTTrainer)
+    trainer = trainer_cls(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=cbs)
     if not trainer.completion_only_loss:
         raise UserError("TRL did not enable completion-only loss for these prompt-completion rows; refusing to train on prompts")
 
@@ -799,7 +852,7 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     return Prepared(cfg=cfg, preset=preset, backend=backend, run=run, last_checkpoint=last, trainer=trainer,
                     tokenizer=tokenizer, eos=eos, template_name=template_name, base_name=base_name,
                     size_label=size_label, local=local, rows=rows, data_summary=data_summary, dtype=dtype,
-                    four_bit=four_bit, metrics_cb=cbs[0])
+                    four_bit=four_bit, metrics_cb=cbs[0], token_plan=token_plan)
 
 
 def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
@@ -855,6 +908,7 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
         "bnb_4bit": {"quant_type": "nf4", "double_quant": True, "compute_dtype": compute} if four_bit else None,
         "chat_template_name": prep.template_name,
         "eos_token": prep.eos,
+        "turn_tokens": prep.token_plan.to_dict() if prep.token_plan else None,
         "config": dataclasses.asdict(cfg),
         "versions": _versions(),
         "data_summary": data_summary,
