@@ -6,6 +6,7 @@ Each record's instruction and response go out together in ONE call, between deli
 model is asked to keep (``<<<INSTRUCTION>>>``, ``<<<RESPONSE>>>``, ``<<<END>>>``); the reply is
 split on them strictly (each exactly once, in order, both parts non-empty). Records that fail to
 split, or whose call fails, are listed in a rejects file with the reason, never silently dropped.
+Exit status: 0, or 1 when no call succeeded, 3 when some calls failed (a rerun retries them).
 
 The output JSONL ``{id, instruction, response}`` has the English file's ids, so
 ``plug_lite.data`` joins the two files into PLUG training rows (two-file mode). An Alpaca-style
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 from . import llm
-from .io import UserError, read_records, run_cli, write_jsonl
+from .io import UserError, read_records, redact, run_cli, write_jsonl
 from .languages import get as get_language
 
 __all__ = ["main", "cli", "build_messages", "split_reply", "MARKERS"]
@@ -183,6 +184,7 @@ def main(
     write_jsonl(out_p, good)
     write_jsonl(rej_p, bad)
     return {"translated": len(good), "rejected": len(bad), "calls_made": len(made), "cached": cached,
+            "calls_failed": len(errors), "first_error": next(iter(errors.values()), None),
             "out": str(out_p), "rejects": str(rej_p)}
 
 
@@ -219,10 +221,17 @@ def cli(argv: list[str] | None = None) -> int:
             print(f"dry run: {d['calls']} calls to make ({d['cached']} cached), about {d['est_input_tokens']} input + "
                   f"{d['est_output_tokens']} output tokens, estimated cost {cost}")
             return 0
+        rc, line = llm.run_outcome(made=res["calls_made"], failed=res["calls_failed"], what="translate",
+                                   first_error=res["first_error"])
+        if rc == llm.EXIT_ALL_FAILED:
+            print(f"error: {redact(line)}", file=sys.stderr)
+            return rc
         print(json.dumps(res, ensure_ascii=False))
         if res["rejected"]:
             print(f"{res['rejected']} records rejected: see {res['rejects']}", file=sys.stderr)
-        return 0
+        if line:
+            print(f"warning: {redact(line)}", file=sys.stderr)
+        return rc
 
     return run_cli(body)
 
