@@ -794,7 +794,7 @@ def cli(argv: list[str] | None = None) -> int:
                   f"output tokens, estimated cost {cost}")
             return 0
         calls = res["calls"]
-        rc, line = llm.run_outcome(made=calls["made"], failed=calls["failed"], what="judge",
+        rc, line = llm.run_outcome(made=calls["made"], failed=calls["failed"], what="judge calls",
                                    first_error=calls["first_error"])
         if rc == llm.EXIT_ALL_FAILED:
             print(f"error: {redact(line)}", file=sys.stderr)

@@ -174,17 +174,17 @@ EXIT_OK, EXIT_ALL_FAILED, EXIT_PARTIAL = 0, 1, 3
 
 
 def run_outcome(*, made: int, failed: int, what: str, first_error: str | None = None) -> tuple[int, str | None]:
-    """(exit status, one line for the user) for a run that made ``made`` successful calls and
-    had ``failed`` calls fail for good: 0 and no line when nothing failed; 1 when calls failed and
-    none succeeded; 3 when some failed and some succeeded. Failed calls are never cached, so a
-    rerun tries exactly those again."""
+    """(exit status, one line for the user) for a run where ``made`` of its ``what`` (a plural
+    noun: "judge calls", "answers") succeeded and ``failed`` failed for good: 0 and no line when
+    nothing failed; 1 when some failed and none succeeded; 3 when some failed and some succeeded.
+    Failures are never cached or written, so a rerun tries exactly those again."""
     if not failed:
         return EXIT_OK, None
     why = f" (first error: {first_error})" if first_error else ""
     if not made:
-        return EXIT_ALL_FAILED, f"no {what} call succeeded: {failed} failed{why}; rerun to try them again"
-    return EXIT_PARTIAL, (f"{failed} of {made + failed} {what} calls failed{why}; the results of the {made} "
-                          "that succeeded are kept, rerun to try the failed ones again")
+        return EXIT_ALL_FAILED, f"all {failed} {what} failed{why}; rerun to try them again"
+    return EXIT_PARTIAL, (f"{failed} of {made + failed} {what} failed{why}; the {made} that succeeded are "
+                          "kept, rerun to try the failed ones again")
 
 
 def _short(e: Exception, key: str | None = None) -> str:

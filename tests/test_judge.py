@@ -437,7 +437,7 @@ def test_every_call_failing_exits_1_with_one_line(tmp_path, capsys):
         assert srv.requests == 4 * 2  # 4 calls, each tried twice
     out, err = capsys.readouterr()
     assert rc == 1 and out == ""
-    assert err.count("\n") == 1 and err.startswith("error: no judge call succeeded: 4 failed")
+    assert err.count("\n") == 1 and err.startswith("error: all 4 judge calls failed (first error: HTTP 500")
     assert "HTTP 500 (after 1 retry)" in err and KEY not in err
 
 

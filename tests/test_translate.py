@@ -97,7 +97,7 @@ def test_exit_statuses_when_calls_fail(tmp_path, capsys):
         assert srv.requests == 6
     out, err = capsys.readouterr()
     assert rc == 1 and out == "" and err.count("\n") == 1
-    assert err.startswith("error: no translate call succeeded: 3 failed (first error: HTTP 502 (after 1 retry)")
+    assert err.startswith("error: all 3 translate calls failed (first error: HTTP 502 (after 1 retry)")
 
     def flaky(body):
         return {"status": 400, "content": "bad"} if "Say 1." in user_text(body) else fake_translator(body)
