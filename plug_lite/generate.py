@@ -354,29 +354,21 @@ def translate_test_record(backend, translator, rec: dict, *, system: str | None,
     gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     pivot_answer = gen["output"].strip()
     answer = translator(pivot_answer, source=pivot.code, target=target.code) if pivot_answer else ""
-    out = {
-        "id": rec["id"],
-        "instruction": rec["instruction"],
-        "category": rec.get("category"),
-        "dataset": rec.get("dataset"),
-        "output": gen["output"],
-        "answer": answer,
-        "status": "not_found" if not pivot_answer else "truncated" if gen["finish_reason"] == "length" else "ok",
-        "target": answer if pivot_answer else None,
-        "pivot_instruction": pivot_instruction,
-        "pivot_response": pivot_answer or None,
-        "format": TRANSLATE_TEST,
-        "lang": target.code,
-        "pivot": pivot.code,
-        "tokens": {"prompt": gen["prompt_tokens"], "completion": gen["completion_tokens"],
-                   "pivot": gen["completion_tokens"], "target": None},
-        "seconds": round(time.perf_counter() - t0, 3),
-        "finish_reason": gen["finish_reason"],
-        "generator": generator,
-        "decoding": decoding,
-    }
-    assert tuple(out) == FIELDS
-    return out
+    # The usual record (every field answer_record writes), with the three texts of this baseline.
+    row = answer_record(rec, gen, fmt="mono", target=target, pivot=pivot, seconds=0.0, generator=generator,
+                        decoding=decoding)
+    row.update(
+        answer=answer,
+        status="not_found" if not pivot_answer else "truncated" if gen["finish_reason"] == "length" else "ok",
+        target=answer if pivot_answer else None,
+        pivot_instruction=pivot_instruction,
+        pivot_response=pivot_answer or None,
+        format=TRANSLATE_TEST,
+        pivot=pivot.code,
+        tokens={**row["tokens"], "pivot": gen["completion_tokens"], "target": None},
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    return row
 
 
 def summarize(records: Iterable[dict]) -> dict:
