@@ -645,6 +645,9 @@ def main(
     show_pivot: bool = False,
     as_json: bool = False,
 ) -> int:
+    check_gguf(model)  # a bad path is the error to report, not an empty stdin
+    if lora:
+        check_gguf(lora)
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
         if not prompt.strip():

@@ -13,7 +13,9 @@ Sources, chosen by ``name_or_path``:
 * ``"x-alpacaeval"``, ``"x-truthfulqa"``, ``"x-svamp"`` (or the full hub names below) - a real
   ``datasets.load_dataset`` call; without the hub this is a one-line error saying how to pass a
   local file instead;
-* a path to a JSON / JSONL file in the same schema as the hub dataset (one language per file).
+* a path to a local file (one language per file): JSON or JSON lines (told apart by the content,
+  not the extension), CSV or TSV (with a header row, or without one: ``question<TAB>answer`` as
+  MGSM ships it), in the hub schema or in a publisher's own layout (below).
 
 Hub layout. X-AlpacaEval (``zhihz0535/X-AlpacaEval``) has one split per language named in
 English (``english``, ``chinese``, ``korean``, ``italian``, ``spanish``); records ``id``,
@@ -26,6 +28,26 @@ cards could not be read from here. What is known comes from the PLUG authors' ev
 (split named after the language) and then a per-language config, and accepts the original
 benchmarks' field names too (``question`` / ``Question`` + ``Body``, ``Answer``,
 ``best_answer``...), normalising them to the record above.
+
+Publishers' own layouts, read as they ship them:
+
+* ids: ``id``, ``ID`` (SVAMP), ``question_id`` (Vicuna-80) or ``idx``; a file where no record has
+  one (AlpacaEval's ``model_outputs.json``, TruthfulQA.csv, MSVAMP, MGSM) gets the record's
+  position, counted from 1, as its id (``"1"``, ``"2"``...). A file where only some records have
+  one is an error;
+* instruction: ``instruction``, ``m_query`` (MSVAMP's translated question), ``question`` /
+  ``Question``, ``query`` (LLMZoo), ``prompt``, ``text`` (Vicuna-80); SVAMP's ``Body`` and
+  ``Question`` are joined;
+* category: ``category`` / ``Category``, ``label`` (LLMZoo), ``Type`` / ``type`` (SVAMP);
+* TruthfulQA.csv: ``Best Answer``, and ``Correct Answers`` / ``Incorrect Answers`` split on ``;``
+  (stripped, empty parts dropped), which is how TruthfulQA's own code splits them;
+* answers (SVAMP-like tasks, chosen for file names holding ``svamp``, ``mgsm`` or ``gsm8k``):
+  ``answer``, ``Answer`` or ``response`` (MSVAMP).
+
+Every record also carries ``eval_set`` (the name it was loaded by: a short name, or the file's
+stem) and ``source_file`` (the file, or the hub dataset), beside ``lang`` and ``dataset`` (the
+record's own ``dataset`` field when it has one, such as AlpacaEval's ``helpful_base``, otherwise
+``eval_set``).
 
 Standard library only; ``datasets`` is imported inside :func:`hub_records`.
 """
@@ -53,7 +75,15 @@ _BY_HUB = {hub.lower(): short for short, (hub, _) in EVAL_SETS.items()}
 
 # Alternative field names seen in the original benchmarks, first match wins.
 _ID_FIELDS = ("id", "ID", "question_id", "idx")
-_INSTRUCTION_FIELDS = ("instruction", "question", "Question", "query", "prompt", "text")
+_INSTRUCTION_FIELDS = ("instruction", "m_query", "question", "Question", "query", "prompt", "text")
+_CATEGORY_FIELDS = ("category", "Category", "label", "Type", "type")
+_ANSWER_FIELDS = ("answer", "Answer", "response")
+#: Column names that mark a CSV/TSV first row as a header (compared without letter case).
+_HEADER_NAMES = _ID_FIELDS + _INSTRUCTION_FIELDS + _CATEGORY_FIELDS + _ANSWER_FIELDS + (
+    "Body", "dataset", "best_answer", "Best Answer", "correct_answers", "Correct Answers",
+    "incorrect_answers", "Incorrect Answers", "output", "lang")
+#: Columns of a CSV/TSV file without a header row (MGSM: question, then the numeric answer).
+_HEADERLESS_COLUMNS = ("question", "answer")
 
 
 def hub_records(name: str, *, split: str, config: str | None = None, data_files: str | None = None,
@@ -113,36 +143,54 @@ def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        # The original TruthfulQA CSV joins answers with "; ".
+        # TruthfulQA.csv joins answers with "; " (some rows end with a stray ";"); its own code
+        # splits on ";" and strips each part, and so does this.
         return [v.strip() for v in value.split(";") if v.strip()]
     return [str(v) for v in value]
 
 
-def normalise(rec: dict, *, lang: str, dataset: str, task: str, where: str) -> dict:
-    """One record in the common shape; ``where`` names it in errors."""
-    rid = _first(rec, _ID_FIELDS)
+def _first_key(rec: dict, names: tuple[str, ...]) -> str | None:
+    for n in names:
+        if n in rec and rec[n] is not None:
+            return n
+    return None
+
+
+def normalise(rec: dict, *, lang: str, dataset: str, task: str, where: str, row: int | None = None,
+              source_file: str | None = None) -> dict:
+    """One record in the common shape; ``where`` names it in errors. ``row`` (the record's
+    position from 1) is its id when the record has no id field."""
+    id_key = _first_key(rec, _ID_FIELDS)
+    rid = rec[id_key] if id_key else row
     if rid is None or str(rid).strip() == "":
         raise UserError(f"{where}: missing field 'id'")
-    instruction = _first(rec, _INSTRUCTION_FIELDS)
+    used = {id_key}
     if task == "svamp" and "Body" in rec and "Question" in rec and "instruction" not in rec:
         instruction = f"{str(rec['Body']).strip()} {str(rec['Question']).strip()}"
+        used |= {"Body", "Question"}
+    else:
+        ins_key = _first_key(rec, _INSTRUCTION_FIELDS)
+        instruction = rec[ins_key] if ins_key else None
+        used.add(ins_key)
     if not isinstance(instruction, str) or not instruction.strip():
         raise UserError(f"{where}: missing field 'instruction'")
+    cat_key = next((k for k in _CATEGORY_FIELDS if rec.get(k)), None)
+    used.add(cat_key)
     out: dict[str, Any] = {
         "id": str(rid),
         "instruction": instruction.strip(),
         "lang": lang,
         "dataset": str(rec.get("dataset") or dataset),
-        "category": str(rec.get("category") or rec.get("Category") or rec.get("Type") or rec.get("type") or ""),
+        "category": str(rec[cat_key]) if cat_key else "",
     }
-    skip = set(_ID_FIELDS + _INSTRUCTION_FIELDS) | {"_where", "dataset", "category", "lang"}
+    skip = used | {"_where", "dataset", "category", "lang", "eval_set", "source_file"}
     out.update((k, v) for k, v in rec.items() if k not in skip)
     if task == "svamp":
-        answer = _first(rec, ("answer", "Answer", "response"))
-        if answer is None:
+        ans_key = _first_key(rec, _ANSWER_FIELDS)
+        if ans_key is None or str(rec[ans_key]).strip() == "":
             raise UserError(f"{where}: missing field 'answer'")
-        out["answer"] = answer
-        out.pop("Answer", None)
+        out.pop(ans_key, None)
+        out["answer"] = rec[ans_key]
     elif task == "truthfulqa":
         for key, alts in (
             ("correct_answers", ("correct_answers", "Correct Answers")),
@@ -157,12 +205,14 @@ def normalise(rec: dict, *, lang: str, dataset: str, task: str, where: str) -> d
         if best is not None:
             out["best_answer"] = str(best)
         out.pop("Best Answer", None)
+    out["eval_set"] = dataset
+    out["source_file"] = source_file
     return out
 
 
 def _task_of(path: Path) -> str:
     name = path.name.lower()
-    if "svamp" in name:
+    if "svamp" in name or "mgsm" in name or "gsm8k" in name:
         return "svamp"
     if "truthful" in name:
         return "truthfulqa"
@@ -173,7 +223,8 @@ def load_eval_set(name_or_path: str | os.PathLike, lang: str, *, limit: int | No
     """Instructions of an evaluation set in language ``lang`` (see the module docstring).
 
     ``task`` ("alpacaeval", "truthfulqa", "svamp") says which task fields a local file must
-    carry; by default it is guessed from the file name (``*svamp*``, ``*truthful*``)."""
+    carry; by default it is guessed from the file name (``*svamp*``, ``*mgsm*``, ``*gsm8k*``,
+    ``*truthful*``)."""
     code = languages.get(lang).code
     key = str(name_or_path)
     if key == "sample":
@@ -183,6 +234,7 @@ def load_eval_set(name_or_path: str | os.PathLike, lang: str, *, limit: int | No
             raise UserError(f"no shipped sample evaluation set for {code!r}; available: {', '.join(have)}")
         raws = read_records(path)
         dataset, tsk = "plug_lite_sample", task or "alpacaeval"
+        source = f"plug_lite/resources/sample/{path.name}"
     elif key.lower() in EVAL_SETS or key.lower() in _BY_HUB:
         short = key.lower() if key.lower() in EVAL_SETS else _BY_HUB[key.lower()]
         hub, tsk = EVAL_SETS[short]
@@ -190,23 +242,27 @@ def load_eval_set(name_or_path: str | os.PathLike, lang: str, *, limit: int | No
         raws = _hub_eval(hub, code, tsk)
         for i, r in enumerate(raws):
             r["_where"] = f"{hub} [{code}] record {i}"
-        dataset = short
+        dataset, source = short, f"hf:{hub}"
     else:
         path = Path(key)
         if not path.exists():
             raise UserError(
                 f"{path}: evaluation set not found (expected 'sample', one of {', '.join(EVAL_SETS)}, "
-                "or a JSON/JSONL file)"
+                "or a JSON/JSONL/CSV/TSV file)"
             )
-        raws = read_records(path)
-        dataset, tsk = path.stem, task or _task_of(path)
+        raws = read_records(path, header_names=_HEADER_NAMES, columns=_HEADERLESS_COLUMNS)
+        dataset, tsk, source = path.stem, task or _task_of(path), str(path)
     if not raws:
         raise UserError(f"{key}: the evaluation set has no records")
+    # Ids: the publisher's own, or the record's position when no record has one.
+    with_id = [_first(r, _ID_FIELDS) is not None for r in raws]
+    positional = not any(with_id)
     out = []
     seen: set[str] = set()
-    for r in raws:
+    for i, r in enumerate(raws):
         where = r.get("_where", key)
-        rec = normalise(r, lang=code, dataset=dataset, task=tsk, where=where)
+        rec = normalise(r, lang=code, dataset=dataset, task=tsk, where=where,
+                        row=i + 1 if positional else None, source_file=source)
         if rec["id"] in seen:
             raise UserError(f"{where}: duplicate id {rec['id']!r}")
         seen.add(rec["id"])
@@ -235,7 +291,7 @@ def cli(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m plug_lite.evalsets", description="Load an evaluation set.")
-    ap.add_argument("name", help="sample, x-alpacaeval, x-truthfulqa, x-svamp, a hub name, or a JSON/JSONL file")
+    ap.add_argument("name", help="sample, x-alpacaeval, x-truthfulqa, x-svamp, a hub name, or a JSON/JSONL/CSV/TSV file")
     ap.add_argument("--lang", required=True)
     ap.add_argument("--limit", type=int)
     ap.add_argument("--out")

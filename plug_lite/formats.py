@@ -25,6 +25,9 @@ Parsing is lenient where models are sloppy and strict where meaning changes:
 * a header is recognised only at the start of a line (or of a section body), in any letter case,
   with a half- or full-width colon, spaces around it, markdown bold (``**...**``) or a markdown
   heading mark (``##``) around it;
+* one fallback: when no line starts with the target header, a target header written mid-line
+  in the pivot response (``... English answer. 中文回复：...``, not glued to a preceding Latin
+  letter or digit) starts the target section there;
 * a header repeated before its section has any text is dropped (``中文回复：中文回复：...``);
 * a section header that comes back after its section had text ends the useful part: what
   follows is kept only in ``extra`` (models that loop), never merged into an answer;
@@ -185,9 +188,46 @@ class PlugParse:
 _MARK = r"(?:\*\*|__)"
 
 
+@dataclass(frozen=True)
+class _Midline:
+    find: re.Pattern
+    match: re.Pattern
+    partial: re.Pattern
+
+    def search(self, text: str, lo: int, hi: int) -> re.Match | None:
+        """The first target header written mid-line in ``text[lo:hi]``. Each place the name
+        occurs is checked from where its header would start (an opening bold mark and spaces
+        before the name belong to it)."""
+        for hit in self.find.finditer(text, lo, hi):
+            b = hit.start()
+            while b > lo and text[b - 1] in " \t":
+                b -= 1
+            starts = ([b - 2] if b - 2 >= lo and text[b - 2:b] in ("**", "__") else []) + [b]
+            if b < hit.start():
+                starts.append(b + 1)
+            for st in starts:
+                m = self.match.match(text, st, hi)
+                if m:
+                    return m
+        return None
+
+    def tail_start(self, text: str, lo: int, end: int) -> int:
+        """A place at or before the start of any text in ``text[lo:end]`` that could still grow
+        into a header: back over trailing spaces and marks, the name's length, spaces, an
+        opening mark. Keeps the ``partial`` search to the end of the line."""
+        w = end
+        while w > lo and text[w - 1] in " \t*_":
+            w -= 1
+        w = max(lo, w - len(self.find.pattern))
+        while w > lo and text[w - 1] in " \t":
+            w -= 1
+        return max(lo, w - 2)
+
+
 @lru_cache(maxsize=256)
-def _header_table(pivot: str, target: str, fmt: str) -> tuple[re.Pattern, dict[str, str], tuple[str, ...]]:
-    """(regex, {lower-cased header name: section}, names) for one (pivot, target, format)."""
+def _header_table(pivot: str, target: str, fmt: str) -> tuple:
+    """(regex, {lower-cased header name: section}, names, :class:`_Midline` or None) for one
+    (pivot, target, format); the mid-line target header is looked for only in ``plug``."""
     p, t = languages.get(pivot), languages.get(target)
     names: dict[str, str] = {}
 
@@ -208,13 +248,38 @@ def _header_table(pivot: str, target: str, fmt: str) -> tuple[re.Pattern, dict[s
         r"(?(open)(?(close)|(?:[ \t]*" + _MARK + r")?))[ \t]*",
         re.IGNORECASE,
     )
-    return pattern, names, tuple(names)
+    midline = None
+    if fmt == "plug":
+        # The target header written mid-line ("... English answer. 中文回复：..."): same marks and
+        # colons, not glued to a preceding Latin letter or digit. ``find`` locates the name fast,
+        # ``match`` checks a header starting at a given place, and ``partial`` finds text at the
+        # end of the buffer that could still grow into one (for the streaming hold-back).
+        raw = t.response_header.rstrip().rstrip(":：").rstrip().lower()
+        name, glue = re.escape(raw), r"(?<![A-Za-z0-9])"
+        prefixes = ""
+        for ch in reversed(raw):  # "abc" -> a(?:b(?:c)?)?: any non-empty prefix of the name
+            prefixes = re.escape(ch) + (f"(?:{prefixes})?" if prefixes else "")
+        midline = _Midline(
+            find=re.compile(name, re.IGNORECASE),
+            match=re.compile(
+                glue + r"(?P<open>" + _MARK + r")?[ \t]*" + name + r"[ \t]*(?(open)(?P<close>" + _MARK + r")?)"
+                r"[ \t]*[:：](?(open)(?(close)|(?:[ \t]*" + _MARK + r")?))[ \t]*",
+                re.IGNORECASE,
+            ),
+            partial=re.compile(
+                glue + r"(?:(?:\*\*|__|\*|_)[ \t]*"
+                r"|(?:" + _MARK + r")?[ \t]*" + prefixes +
+                r"|(?:" + _MARK + r")?[ \t]*" + name + r"[ \t]*(?:\*\*|__|\*|_)?[ \t]*)\Z",
+                re.IGNORECASE,
+            ),
+        )
+    return pattern, names, tuple(names), midline
 
 
 def _could_become_header(fragment: str, table) -> bool:
     """True when ``fragment`` (text from a line start to the end of the buffer, no newline) is
     a header, or could still become one or grow its closing mark as more text arrives."""
-    pattern, _, names = table
+    pattern, _, names = table[:3]
     m = pattern.match(fragment)
     if m:
         # A complete header: it may still grow a closing bold mark, so hold while only
@@ -254,6 +319,7 @@ class _Segment:
     start: int  # body start in the text
     end: int
     header: bool = True  # False for text before the first header
+    midline: int | None = None  # where a target header found mid-line starts (the fallback)
 
 
 def _segments(text: str, table, fmt: str, think: bool | None) -> list[_Segment]:
@@ -274,7 +340,42 @@ def _segments(text: str, table, fmt: str, think: bool | None) -> list[_Segment]:
             segs.extend(_split_headers(text, close + len(THINK_CLOSE), n, table, default=_T))
         return segs
     default = _T if fmt == "mono" else "preamble"
-    return _split_headers(text, pos, n, table, default=default)
+    segs = _split_headers(text, pos, n, table, default=default)
+    return _midline_target(text, segs, table) if fmt == "plug" else segs
+
+
+def _midline_target(text: str, segs: list[_Segment], table) -> list[_Segment]:
+    """The fallback for a target header that no line starts with: when no target section was
+    found, the first target header written mid-line in a pivot-response body starts it."""
+    midline: _Midline | None = table[3]
+    if midline is None or any(s.section == _T for s in segs):
+        return segs
+    for i, seg in enumerate(segs):
+        if seg.section != _PR:
+            continue
+        m = midline.search(text, seg.start, seg.end)
+        if m:
+            cut = _Segment(_PR, seg.start, m.start())
+            return segs[:i] + [cut, _Segment(_T, m.end(), seg.end, midline=m.start())] + segs[i + 1:]
+    return segs
+
+
+def _midline_hold(text: str, end: int, segs: list[_Segment], table) -> int:
+    """Where streaming must stop showing text so that a mid-line target header is never shown
+    as pivot text: at a mid-line header found so far (until a line-start target header makes the
+    fallback moot, or the end), or at the tail of the last line when it could still become one."""
+    midline: _Midline | None = table[3]
+    if midline is None:
+        return end
+    for seg in segs:
+        if seg.section == _T:
+            return seg.midline if seg.midline is not None else end
+    last = segs[-1] if segs else None
+    if last is None or last.section != _PR:
+        return end
+    lo = max(last.start, text.rfind("\n", 0, end) + 1)  # a mid-line header has no line break
+    m = midline.partial.search(text, midline.tail_start(text, lo, end), end)
+    return m.start() if m else end
 
 
 def _split_headers(text: str, start: int, end: int, table, default: str) -> list[_Segment]:
@@ -464,10 +565,14 @@ class StreamParser:
         starts = {buf.rfind("\n", 0, end) + 1}
         if segs:
             starts.add(segs[-1].start)
+        cut = end
         for s in sorted(starts, reverse=True):
-            if s <= end and _could_become_header(buf[s:end], self._table):
-                end = s
-        return end
+            if s <= cut and _could_become_header(buf[s:cut], self._table):
+                cut = s
+        if cut != end:
+            segs = _segments(buf[:cut], self._table, self.fmt, self.think)
+        # Then the mid-line target header, judged on the text that would be shown.
+        return _midline_hold(buf, cut, segs, self._table)
 
     def _emit(self, text: str, final: bool, finished: bool = True) -> list[StreamEvent]:
         segs = _segments(text, self._table, self.fmt, self.think)

@@ -16,6 +16,13 @@ OpenAI-compatible endpoint via the official client: ``--base-url``, key from ``-
 
 ``tokens.pivot`` is the number of generated tokens before the target section began (what the
 pivot costs); the endpoint backend sees no tokens, so there it and ``tokens.target`` are null.
+
+``--translate-test`` is the translate-test baseline (format ``translate_test``): the instruction
+is translated into the pivot language by an LLM endpoint (the ``translate`` machinery: same
+client, on-disk call cache ``OUT.translate-cache.jsonl``) or by the model itself, the model
+answers in the pivot, and the answer is translated back; ``pivot_instruction``,
+``pivot_response`` and ``answer`` hold the three texts. An answer whose call fails is not
+written (a rerun retries it); the exit status is 0, 1 (no answer succeeded) or 3 (some failed).
 """
 
 from __future__ import annotations
@@ -28,11 +35,11 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import formats, languages
+from . import formats, languages, llm
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, run_cli
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
-           "make_backend", "generate", "summarize", "main", "cli"]
+           "make_backend", "generate", "summarize", "main", "cli", "SelfTranslator", "translate_test_record"]
 
 FIELDS = ("id", "instruction", "category", "dataset", "output", "answer", "status", "target",
           "pivot_instruction", "pivot_response", "format", "lang", "pivot", "tokens", "seconds",
@@ -207,11 +214,11 @@ class OpenAIBackend:
         except o.NotFoundError as e:
             raise UserError(f"{self.base_url}: HTTP 404: not found (check --base-url and --model-name; "
                             f"{redact(str(e), [self._secret])[:120]})") from None
-        except o.APIConnectionError:
-            raise UserError(f"{self.base_url}: cannot connect (after retries)") from None
+        except o.APIConnectionError as e:  # timeouts too; this answer fails, the run goes on
+            raise llm.CallError(f"{self.base_url}: cannot connect ({llm.retries_done(e)})") from None
         except o.APIStatusError as e:  # 429 / 5xx after the client's retries, 400, ...
-            msg = redact(str(e), [self._secret]).splitlines()[0][:160]
-            raise UserError(f"{self.base_url}: HTTP {e.status_code} (after retries where retryable): {msg}") from None
+            msg = redact(str(e), [self._secret]).split("\n")[0][:160]
+            raise llm.CallError(f"{self.base_url}: HTTP {e.status_code} ({llm.retries_done(e)}): {msg}") from None
 
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         r = self._call(lambda: self.client.chat.completions.create(
@@ -303,6 +310,67 @@ def answer_record(rec: dict, gen: dict, *, fmt: str, target, pivot, seconds: flo
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# The translate-test baseline: the instruction is translated into the pivot language, the model
+# answers it there, and its answer is translated back into the target language.
+
+TRANSLATE_TEST = "translate_test"
+#: After this many answers in a row fail (an endpoint down, a translator refusing), the run stops.
+GIVE_UP_AFTER = 5
+
+
+class SelfTranslator:
+    """The model under test as its own translator (``--translate-test self``), with the same
+    prompt as the endpoint translator (:func:`plug_lite.translate.build_text_messages`)."""
+
+    def __init__(self, backend, *, max_new_tokens: int, seed: int = 0) -> None:
+        self.backend, self.max_new_tokens, self.seed = backend, max_new_tokens, seed
+
+    def __call__(self, text: str, *, source: str, target: str) -> str:
+        from .translate import build_text_messages, split_text_reply
+
+        gen = self.backend.generate(build_text_messages(text, target, source), max_new_tokens=self.max_new_tokens,
+                                    temperature=0.0, seed=self.seed)
+        out, why = split_text_reply(gen["output"])
+        if out is None:
+            raise llm.CallError(f"the model gave no {languages.get(target).name} translation: {why}")
+        return out
+
+    def public(self) -> dict:
+        return {"kind": "self"}
+
+    def close(self) -> None:
+        pass
+
+
+def translate_test_record(backend, translator, rec: dict, *, system: str | None, target, pivot, max_new_tokens: int,
+                          temperature: float, seed: int, generator: str, decoding: dict) -> dict:
+    """One translate-test answer: ``pivot_instruction`` is the translated instruction,
+    ``pivot_response`` the model's answer in the pivot, ``answer`` / ``target`` that answer
+    translated back. Any failed call raises :class:`plug_lite.llm.CallError`."""
+    t0 = time.perf_counter()
+    pivot_instruction = translator(str(rec["instruction"]), source=target.code, target=pivot.code)
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": pivot_instruction}]
+    gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    pivot_answer = gen["output"].strip()
+    answer = translator(pivot_answer, source=pivot.code, target=target.code) if pivot_answer else ""
+    # The usual record (every field answer_record writes), with the three texts of this baseline.
+    row = answer_record(rec, gen, fmt="mono", target=target, pivot=pivot, seconds=0.0, generator=generator,
+                        decoding=decoding)
+    row.update(
+        answer=answer,
+        status="not_found" if not pivot_answer else "truncated" if gen["finish_reason"] == "length" else "ok",
+        target=answer if pivot_answer else None,
+        pivot_instruction=pivot_instruction,
+        pivot_response=pivot_answer or None,
+        format=TRANSLATE_TEST,
+        pivot=pivot.code,
+        tokens={**row["tokens"], "pivot": gen["completion_tokens"], "target": None},
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    return row
+
+
 def summarize(records: Iterable[dict]) -> dict:
     """Counts per parse status and mean pivot / target tokens."""
     recs = list(records)
@@ -320,15 +388,27 @@ def summarize(records: Iterable[dict]) -> dict:
 
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
-             generator: str | None = None, progress: bool = True, think: bool = False) -> dict:
+             generator: str | None = None, progress: bool = True, think: bool = False, translator=None) -> dict:
     """Answer ``records`` into ``out`` (appending; ids already there are skipped). Returns the
-    summary of the whole file."""
-    if fmt not in formats.FORMATS:
+    summary of the whole file, with this run's ``made`` and ``failed`` answers and the
+    ``first_error``. An answer whose call fails (an endpoint's error after its retries, an
+    unusable translation) is not written, so a rerun tries it again; after
+    :data:`GIVE_UP_AFTER` failures in a row the run stops (``stopped``).
+
+    ``translator`` (``text, source=, target= -> text``) makes it the translate-test baseline:
+    format ``translate_test``, the model answers the translated instruction in the pivot language
+    (system prompt: answer in the pivot) and its answer is translated back."""
+    if translator is not None:
+        fmt = TRANSLATE_TEST
+    elif fmt not in formats.FORMATS:
         raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(formats.FORMATS)}")
     t, p = languages.get(target), languages.get(pivot)
     generator = generator or backend.default_name
     decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
                 "greedy": temperature <= 0, "seed": seed}
+    if translator is not None:
+        decoding["translator"] = translator.public()
+        system = system if system is not None else languages.mono_system_prompt(p)
     system = system if system is not None else languages.system_prompt(fmt, t, p, think=think and fmt == "plug")
     done = read_jsonl_resumable(out)
     for d in done[:1]:
@@ -340,14 +420,29 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     todo = [r for r in records if str(r["id"]) not in done_ids]
     bar = _progress(len(records), len(records) - len(todo), progress)
     written: list[dict] = []
+    failed: list[str] = []
+    in_a_row = 0
     with JsonlAppender(out) as app:
         for rec in todo:
-            msgs = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": str(rec["instruction"])}]
-            t0 = time.perf_counter()
-            gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-            row = answer_record(rec, gen, fmt=fmt, target=t, pivot=p, seconds=time.perf_counter() - t0,
-                                generator=generator, decoding=decoding)
+            try:
+                if translator is not None:
+                    row = translate_test_record(backend, translator, rec, system=system, target=t, pivot=p,
+                                                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                                generator=generator, decoding=decoding)
+                else:
+                    msgs = ([{"role": "system", "content": system}] if system else []) + [
+                        {"role": "user", "content": str(rec["instruction"])}]
+                    t0 = time.perf_counter()
+                    gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+                    row = answer_record(rec, gen, fmt=fmt, target=t, pivot=p, seconds=time.perf_counter() - t0,
+                                        generator=generator, decoding=decoding)
+            except llm.CallError as e:
+                failed.append(f"id {rec['id']}: {e}")
+                in_a_row += 1
+                if in_a_row >= GIVE_UP_AFTER:
+                    break
+                continue
+            in_a_row = 0
             app.write(row)
             written.append(row)
             if bar:
@@ -356,7 +451,11 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     if bar:
         bar.close()
     wanted = {str(r["id"]) for r in records}
-    return summarize([d for d in done + written if str(d["id"]) in wanted])
+    summary = summarize([d for d in done + written if str(d["id"]) in wanted])
+    not_tried = len(todo) - len(written) - len(failed)
+    summary.update(made=len(written), failed=len(failed), first_error=failed[0] if failed else None,
+                   stopped=not_tried > 0, not_tried=not_tried)
+    return summary
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -394,19 +493,44 @@ def main(
     lora: str | None = None,
     max_retries: int = 5,
     progress: bool = True,
+    translate_test: str | None = None,
+    translator_model: str | None = None,
+    translator_base_url: str | None = None,
+    translator_api_key: str | None = None,
 ) -> dict:
+    """``translate_test``: ``"llm"`` (an OpenAI-compatible translator: ``translator_*``, else the
+    ``PLUG_LITE_JUDGE_*`` / ``OPENAI_*`` environment, as ``plug-lite translate``) or ``"self"``
+    (the model translates too) runs the translate-test baseline."""
     records = load_instructions(eval_set, lang, limit)
+    tt_cfg = None
+    if translate_test is not None:
+        if translate_test not in ("llm", "self"):
+            raise UserError(f"--translate-test must be 'llm' or 'self' (got {translate_test!r})")
+        if fmt:
+            raise UserError("--translate-test answers in its own format (translate_test): drop --format")
+        if translate_test == "llm":
+            tt_cfg = llm.settings(translator_model, translator_base_url, translator_api_key, max_retries=max_retries,
+                                  max_tokens=max(1024, 2 * max_new_tokens))
     be = make_backend(model, backend=backend, base_url=base_url, api_key=api_key, model_name=model_name,
                       base=base, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed,
                       max_retries=max_retries)
+    translator = None
     try:
         fmt = fmt or be.plug.get("format") or "plug"
         pivot = pivot or be.plug.get("pivot") or "en"
+        if tt_cfg is not None:
+            from .translate import TextTranslator
+
+            translator = TextTranslator(tt_cfg, Path(out).with_name(Path(out).stem + ".translate-cache.jsonl"))
+        elif translate_test == "self":
+            translator = SelfTranslator(be, max_new_tokens=2 * max_new_tokens, seed=seed)
         summary = generate(be, records, out, fmt=fmt, target=lang, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            generator=generator, progress=progress,
-                           think=str(be.plug.get("think", "")).lower() in ("true", "1", "yes"))
+                           think=str(be.plug.get("think", "")).lower() in ("true", "1", "yes"), translator=translator)
     finally:
+        if translator is not None:
+            translator.close()
         be.close()
     return summary
 
@@ -436,6 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lora", help="llama.cpp: an adapter GGUF over the base GGUF")
     ap.add_argument("--max-retries", type=int, default=5, help="endpoint retries with backoff")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
+    tt = ap.add_argument_group("translate-test baseline")
+    tt.add_argument("--translate-test", nargs="?", const="llm", choices=("llm", "self"),
+                    help="translate each instruction into the pivot, answer it there, translate the answer back; "
+                         "with an LLM endpoint (llm, the default) or the model itself (self)")
+    tt.add_argument("--translator-model", help="translator model (env PLUG_LITE_JUDGE_MODEL; default %s)" % llm.DEFAULT_MODEL)
+    tt.add_argument("--translator-base-url", help="translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)")
+    tt.add_argument("--translator-api-key", help="translator key (prefer env OPENAI_API_KEY); never printed")
     return ap
 
 
@@ -443,11 +574,23 @@ def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        s = main(**vars(args))
+        try:
+            s = main(**vars(args))
+        except llm.CallError as e:  # the endpoint failed before the first answer (listing its models)
+            print(f"error: {redact(str(e))}", file=sys.stderr)
+            return llm.EXIT_ALL_FAILED
+        rc, line = llm.run_outcome(made=s["made"], failed=s["failed"], what="answers", first_error=s["first_error"])
+        if line and s["stopped"]:
+            line += f"; stopped after {GIVE_UP_AFTER} failures in a row, {s['not_tried']} not tried"
+        if rc == llm.EXIT_ALL_FAILED:
+            print(f"error: {redact(line)}", file=sys.stderr)
+            return rc
         st = ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items()))
         print(f"{args.out}: {s['records']} answers ({st}); mean tokens: pivot {s['mean_pivot_tokens']}, "
               f"target {s['mean_target_tokens']}", file=sys.stderr)
-        return 0
+        if line:
+            print(f"warning: {redact(line)}", file=sys.stderr)
+        return rc
 
     return run_cli(body)
 

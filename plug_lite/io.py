@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 __all__ = [
     "UserError",
@@ -95,59 +96,33 @@ def read_records(
     *,
     required: Iterable[str] = (),
     nonempty: Iterable[str] = (),
+    header_names: Iterable[str] | None = None,
+    columns: Sequence[str] = (),
 ) -> list[dict]:
     """Records of a JSON (array, or an object with a ``data``/``rows``/``instances`` array),
-    JSONL or CSV file. Each record gets ``_where`` ("file:line" or "file: record i") for error
-    messages. Missing ``required`` fields and empty ``nonempty`` fields are one-line errors."""
+    JSONL, CSV or TSV file. Each record gets ``_where`` ("file:line" or "file: record i") for
+    error messages. Missing ``required`` fields and empty ``nonempty`` fields are one-line errors.
+
+    JSON or JSON lines is decided by the content, whatever the extension: text that parses as one
+    JSON value is JSON, text whose lines are JSON objects is JSONL. Lines are split on ``\\n``
+    only (never on U+2028, U+2029, U+0085 and the other characters ``str.splitlines`` treats as
+    line breaks: they are ordinary text inside a record). ``.csv`` and ``.tsv`` files are tables;
+    their first row is the header, unless ``header_names`` is given and the first row names none
+    of them: then the file has no header and its columns are named ``columns`` in order."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: file not found")
     if p.is_dir():
-        raise UserError(f"{p}: is a folder, expected a JSON, JSONL or CSV file")
+        raise UserError(f"{p}: is a folder, expected a JSON, JSONL, CSV or TSV file")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    out: list[dict] = []
     suffix = p.suffix.lower()
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        for i, row in enumerate(reader):
-            row = dict(row)
-            row["_where"] = f"{p}:{i + 2}"
-            out.append(row)
-    elif suffix == ".jsonl" or (suffix != ".json" and not text.lstrip().startswith(("[", "{\n"))):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}:{n}: bad JSON line ({e.msg}, column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
-            rec["_where"] = f"{p}:{n}"
-            out.append(rec)
+    if suffix in (".csv", ".tsv"):
+        out = _read_table(p, text, "\t" if suffix == ".tsv" else ",", header_names, columns)
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})") from None
-        if isinstance(data, dict):
-            for key in ("data", "rows", "instances", "examples"):
-                if isinstance(data.get(key), list):
-                    data = data[key]
-                    break
-            else:
-                data = [data]
-        if not isinstance(data, list):
-            raise UserError(f"{p}: expected a JSON array of records")
-        for i, rec in enumerate(data):
-            if not isinstance(rec, dict):
-                raise UserError(f"{p}: record {i}: expected a JSON object, got {type(rec).__name__}")
-            rec = dict(rec)
-            rec["_where"] = f"{p}: record {i}"
-            out.append(rec)
+        out = _read_json_or_jsonl(p, text)
     required, nonempty = tuple(required), tuple(nonempty)
     for rec in out:
         for f in required:
@@ -157,6 +132,105 @@ def read_records(
             v = rec.get(f)
             if v is None or (isinstance(v, str) and not v.strip()):
                 raise UserError(f"{rec['_where']}: field {f!r} is empty")
+    return out
+
+
+def _read_table(p: Path, text: str, delimiter: str, header_names: Iterable[str] | None,
+                columns: Sequence[str]) -> list[dict]:
+    # newline="" lets the csv module see quoted line breaks as part of their field.
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    # csv counts physical lines; keep each row's first line number for messages.
+    lines, n = [], 1
+    for row in rows:
+        lines.append(n)
+        n += 1 + sum(cell.count("\n") for cell in row)
+    items = [(ln, row) for ln, row in zip(lines, rows) if any(c.strip() for c in row)]
+    if not items:
+        return []
+    first = items[0][1]
+    headerless = False
+    if header_names is not None:
+        known = {h.strip().casefold() for h in header_names}
+        headerless = not any(c.strip().casefold() in known for c in first)
+    if headerless:
+        if not columns:
+            raise UserError(f"{p}: the first row is not a header (it names no known column)")
+        names, body = list(columns), items
+    else:
+        names, body = [c.strip() for c in first], items[1:]
+        if len(set(names)) != len(names) or not all(names):
+            raise UserError(f"{p}:{items[0][0]}: the header row has an empty or repeated column name")
+    out = []
+    for ln, row in body:
+        if len(row) > len(names):
+            what = "a file without a header row has the columns " if headerless else "the header names "
+            raise UserError(f"{p}:{ln}: {len(row)} columns, expected at most {len(names)} "
+                            f"({what}{', '.join(names)})")
+        rec: dict[str, Any] = dict(zip(names, row))
+        rec["_where"] = f"{p}:{ln}"
+        out.append(rec)
+    return out
+
+
+def _read_json_or_jsonl(p: Path, text: str) -> list[dict]:
+    body = text.strip()
+    data: Any = None
+    whole_error: json.JSONDecodeError | None = None
+    if body.startswith(("[", "{")):
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as e:
+            whole_error = e
+    if data is None and (body.startswith("[") or not _first_line_is_object(body)):
+        if whole_error is not None:
+            e = whole_error
+            raise UserError(f"{p}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})") from None
+        if body:
+            return _jsonl(p, text)  # reports the first bad line
+        return []
+    if data is None:
+        return _jsonl(p, text)
+    if isinstance(data, dict):
+        for key in ("data", "rows", "instances", "examples"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+        else:
+            if "\n" not in body:  # one record on one line: JSON lines, named by its line
+                return _jsonl(p, text)
+            data = [data]
+    if not isinstance(data, list):
+        raise UserError(f"{p}: expected a JSON array of records")
+    out = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise UserError(f"{p}: record {i}: expected a JSON object, got {type(rec).__name__}")
+        rec = dict(rec)
+        rec["_where"] = f"{p}: record {i}"
+        out.append(rec)
+    return out
+
+
+def _first_line_is_object(body: str) -> bool:
+    try:
+        return isinstance(json.loads(body.split("\n", 1)[0]), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _jsonl(p: Path, text: str) -> list[dict]:
+    out = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}:{n}: bad JSON line ({e.msg}, column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise UserError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
+        rec["_where"] = f"{p}:{n}"
+        out.append(rec)
     return out
 
 

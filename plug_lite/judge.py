@@ -9,6 +9,9 @@ Modes
   error -> error. Total wins = wins + slight wins. Also reported: the adjusted win rate
   (win + 0.5 tie) / n as in FastChat's MT-bench tables, a seeded bootstrap 95% interval, and
   breakdowns per category, source dataset, extraction status and answer-length ratio.
+  B may be any answers file, reference outputs included (AlpacaEval's ``model_outputs.json``:
+  instruction, output, generator, dataset, no ids): when either file has no ids, the pairs are
+  matched on the instruction text, and answers without a partner are counted, not judged.
 * ``single``: each answer graded 1-10 ("Rating: [[N]]").
 * ``truthful`` (X-TruthfulQA): each answer labelled truthful / not truthful / not enough info
   against the reference correct and incorrect answers, and informative / not informative.
@@ -21,7 +24,9 @@ test is neutralised before it reaches the judge (verdict brackets and the prompt
 lines are defused), and the verdict is the LAST one the judge wrote.
 
 Every call is cached on disk (``llm.CallCache``) keyed by judge model, prompt hash, instruction,
-both answers and order; a rerun after a crash repeats no finished call.
+both answers and order; a rerun after a crash repeats no finished call. The command's exit
+status says how the calls went (:func:`plug_lite.llm.run_outcome`): 0 all answered, 1 none
+succeeded, 3 some failed (their pairs are error rows; a rerun retries just those).
 """
 
 from __future__ import annotations
@@ -349,19 +354,25 @@ def aggregate(pairs: list[dict], *, bootstrap: int = 1000, seed: int = 0) -> dic
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def _read_answers(path: str) -> dict[str, dict]:
-    recs = read_records(path, required=("id",))
+def _read_answers(path: str) -> tuple[dict[str, dict], bool]:
+    """Answer records keyed by id, and whether the file has ids. A file where no record has an
+    ``id`` (AlpacaEval's ``model_outputs.json``: instruction, output, generator, dataset) is keyed
+    by position, counted from 1; one where only some records have one is an error."""
+    recs = read_records(path)
+    if not recs:
+        raise UserError(f"{path}: no records")
+    has_ids = [r.get("id") is not None for r in recs]
+    if any(has_ids) and not all(has_ids):
+        raise UserError(f"{recs[has_ids.index(False)]['_where']}: missing field 'id'")
     out: dict[str, dict] = {}
-    for r in recs:
-        key = str(r["id"])
+    for n, r in enumerate(recs, 1):
+        key = str(r["id"]) if has_ids[0] else str(n)
         if key in out:
             raise UserError(f"{r['_where']}: duplicate id {key!r} (first at {out[key]['_where']})")
         if "answer" not in r and "output" not in r:
             raise UserError(f"{r['_where']}: missing field 'answer'")
         out[key] = r
-    if not out:
-        raise UserError(f"{path}: no records")
-    return out
+    return out, has_ids[0]
 
 
 def _pair_ids(a: dict, b: dict, path_a: str, path_b: str, intersect: bool) -> list[str]:
@@ -379,6 +390,40 @@ def _pair_ids(a: dict, b: dict, path_a: str, path_b: str, intersect: bool) -> li
     if not ids:
         raise UserError(f"{path_a} and {path_b} share no ids")
     return ids
+
+
+def _instruction_key(text: Any) -> str:
+    return " ".join(str(text or "").split())
+
+
+def _pair_by_instruction(a: dict[str, dict], b: dict[str, dict], path_a: str, path_b: str,
+                         a_ids: bool, b_ids: bool) -> tuple[dict[str, dict], dict[str, dict], dict]:
+    """Pair two answer files on the instruction text (whitespace-normalised), for when one of
+    them has no ids. Returns A and B keyed alike (by A's id, else B's, else A's position) and the
+    pairing counts; records without a partner are left out and counted."""
+    def index(recs: dict[str, dict], path: str) -> dict[str, tuple[str, dict]]:
+        by: dict[str, tuple[str, dict]] = {}
+        for k, r in recs.items():
+            text = _instruction_key(r.get("instruction"))
+            if not text:
+                raise UserError(f"{r['_where']}: missing field 'instruction' (the two files are paired on "
+                                "the instruction text because one of them has no ids)")
+            if text in by:
+                raise UserError(f"{r['_where']}: the same instruction as {by[text][1]['_where']}: "
+                                "cannot pair the files on the instruction text")
+            by[text] = (k, r)
+        return by
+
+    ia, ib = index(a, path_a), index(b, path_b)
+    shared = [t for t in ia if t in ib]
+    if not shared:
+        raise UserError(f"{path_a} and {path_b} share no instruction (one of them has no ids, so they are "
+                        "paired on the instruction text)")
+    key = (lambda t: ia[t][0]) if a_ids or not b_ids else (lambda t: ib[t][0])
+    pa = {key(t): ia[t][1] for t in shared}
+    pb = {key(t): ib[t][1] for t in shared}
+    return pa, pb, {"by": "instruction", "paired": len(shared), "only_a": len(ia) - len(shared),
+                    "only_b": len(ib) - len(shared)}
 
 
 def _answer(r: dict) -> str:
@@ -509,9 +554,18 @@ def main(
     prompt = load_prompt_file(judge_prompts, mode, prompt_name) if judge_prompts else default_prompt(mode)
     out_dir = Path(out)
     cache_path = Path(cache) if cache else out_dir / "judge_cache.jsonl"
-    A = _read_answers(a)
-    B = _read_answers(b) if b else None
-    ids = _pair_ids(A, B, a, b, intersect) if B is not None else list(A)
+    A, a_ids = _read_answers(a)
+    B, b_ids = _read_answers(b) if b else (None, False)
+    files = {"a": _file_info(a, A), **({"b": _file_info(b, B)} if B else {})}
+    pairing = None
+    if B is None:
+        ids = list(A)
+    elif a_ids and b_ids:
+        ids = _pair_ids(A, B, a, b, intersect)
+        pairing = {"by": "id", "paired": len(ids), "only_a": len(A) - len(ids), "only_b": len(B) - len(ids)}
+    else:
+        A, B, pairing = _pair_by_instruction(A, B, a, b, a_ids, b_ids)
+        ids = list(A)
     if limit:
         ids = ids[:limit]
     lang = lang or next((r.get("lang") for r in A.values() if r.get("lang")), None)
@@ -607,9 +661,10 @@ def main(
         "settings": {"parallel": parallel, "limit": limit, "intersect": intersect, "bootstrap": bootstrap,
                      "seed": seed, "llm_extract": llm_extract, "eval_set": eval_set, "cache": str(cache_path)},
         "lang": lang,
-        "files": {"a": _file_info(a, A), **({"b": _file_info(b, B)} if B else {})},
+        "files": files,
+        **({"pairing": pairing} if pairing else {}),
         "calls": {"made": runner.stats["made"], "cached": cached, "failed": runner.stats["failed"],
-                  "usage": dict(runner.usage)},
+                  "first_error": next(iter(runner.errors.values()), None), "usage": dict(runner.usage)},
     })
     write_json(out_dir / "judge.json", results)
     if report:
@@ -694,7 +749,9 @@ def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="plug-lite judge", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="answer file A (JSONL from plug-lite generate)")
-    p.add_argument("b", nargs="?", help="answer file B (pairwise mode)")
+    p.add_argument("b", nargs="?", help="answer file B (pairwise mode): another answers file, or reference outputs "
+                                        "such as AlpacaEval's model_outputs.json (paired on the instruction when "
+                                        "either file has no ids)")
     p.add_argument("--out", required=True, help="output folder: judge.json, report.md/.json/.png, judge_cache.jsonl")
     p.add_argument("--mode", choices=MODES, default="pairwise")
     p.add_argument("--eval-set", help="evaluation set (name or file) for references (truthful, svamp)")
@@ -708,7 +765,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=4)
     p.add_argument("--limit", type=int)
     p.add_argument("--intersect", action="store_true", help="judge only the ids both files hold")
-    p.add_argument("--max-retries", type=int, default=5, help="client retries on 429/5xx/timeouts (exponential backoff)")
+    p.add_argument("--max-retries", type=int, default=5, help="client retries on 408/409/429/5xx/timeouts (exponential backoff)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; spend nothing")
@@ -736,11 +793,23 @@ def cli(argv: list[str] | None = None) -> int:
                   f"({d['cached']} cached), about {d['est_input_tokens']} input + {d['est_output_tokens']} "
                   f"output tokens, estimated cost {cost}")
             return 0
+        calls = res["calls"]
+        rc, line = llm.run_outcome(made=calls["made"], failed=calls["failed"], what="judge calls",
+                                   first_error=calls["first_error"])
+        if rc == llm.EXIT_ALL_FAILED:
+            print(f"error: {redact(line)}", file=sys.stderr)
+            return rc
         agg = res["aggregate"]["overall"]
         print(redact(json.dumps({k: v for k, v in agg.items()}, ensure_ascii=False)))
-        print(f"calls: {res['calls']['made']} made, {res['calls']['cached']} cached, {res['calls']['failed']} failed; "
+        pairing = res.get("pairing")
+        if pairing and (pairing["only_a"] or pairing["only_b"]):
+            print(f"paired {pairing['paired']} answers on the {pairing['by']}; not judged: {pairing['only_a']} "
+                  f"only in {args.a}, {pairing['only_b']} only in {args.b}", file=sys.stderr)
+        print(f"calls: {calls['made']} made, {calls['cached']} cached, {calls['failed']} failed; "
               f"results in {Path(args.out) / 'judge.json'}", file=sys.stderr)
-        return 0
+        if line:
+            print(f"warning: {redact(line)}", file=sys.stderr)
+        return rc
 
     return run_cli(body)
 

@@ -3,9 +3,12 @@
 
 * :func:`settings` resolves model, base URL and key from flags, then ``PLUG_LITE_JUDGE_*``, then
   ``OPENAI_*`` environment variables. The key is kept out of every repr, message and file.
-* :class:`Client` wraps the official ``openai`` client. Retries with exponential backoff on 429,
-  5xx, timeouts and dropped connections are the client's own (``max_retries``, ``timeout``);
-  401/403 raise :class:`FatalLLMError` at once (the client does not retry them).
+* :class:`Client` wraps the official ``openai`` client. Retries with exponential backoff on 408,
+  409, 429, 5xx, timeouts and dropped connections are the client's own (``max_retries``,
+  ``timeout``); other statuses (400, 422...) are not retried, and error texts say how many
+  retries actually happened; 401/403/404 raise :class:`FatalLLMError` at once.
+* :func:`run_outcome` turns a run's counts into its exit status: 0 all good, 1 no call
+  succeeded, 3 some calls failed (2 stays bad input).
 * :class:`CallCache` is an append-only JSONL file keyed by a hash of everything that determines an
   answer; each call is fsynced as soon as it returns, so a killed run repeats no call.
 * :func:`run_jobs` runs uncached calls on a thread pool; the first one runs alone, so a bad key or
@@ -36,6 +39,8 @@ __all__ = [
     "CallCache",
     "cache_key",
     "run_jobs",
+    "retries_done",
+    "run_outcome",
     "estimate_tokens",
     "PRICES",
     "price_for",
@@ -129,11 +134,11 @@ class Client:
                 f"check --model and --base-url ({_short(e, self.cfg.api_key)})"
             ) from None
         except oa.APIStatusError as e:
-            raise CallError(f"HTTP {e.status_code} after {self.cfg.max_retries} retries: {_short(e, self.cfg.api_key)}") from None
-        except oa.APITimeoutError:
-            raise CallError(f"timed out after {self.cfg.timeout:g} s ({self.cfg.max_retries} retries)") from None
+            raise CallError(f"HTTP {e.status_code} ({retries_done(e)}): {_short(e, self.cfg.api_key)}") from None
+        except oa.APITimeoutError as e:
+            raise CallError(f"timed out after {self.cfg.timeout:g} s ({retries_done(e)})") from None
         except oa.APIConnectionError as e:
-            raise CallError(f"connection failed after {self.cfg.max_retries} retries: {_short(e, self.cfg.api_key)}") from None
+            raise CallError(f"connection failed ({retries_done(e)}): {_short(e, self.cfg.api_key)}") from None
         except oa.APIError as e:  # malformed responses and the like
             raise CallError(f"bad response: {_short(e, self.cfg.api_key)}") from None
         try:
@@ -148,6 +153,38 @@ class Client:
 
 class CallError(Exception):
     """A call that failed for good; recorded as an error row, the run goes on."""
+
+
+def retries_done(e: Exception) -> str:
+    """How often the openai client retried the request that ended in ``e``, in words ("not
+    retried", "after 1 retry", "after 5 retries"). The client numbers its attempts in the
+    ``x-stainless-retry-count`` request header; a 400 or 422 is never retried."""
+    request = getattr(e, "request", None)
+    try:
+        n = int(request.headers.get("x-stainless-retry-count"))
+    except (AttributeError, TypeError, ValueError):
+        return "retries unknown"
+    if n == 0:
+        return "not retried"
+    return f"after {n} {'retry' if n == 1 else 'retries'}"
+
+
+#: Exit statuses of a run of calls (judge, translate, generate), beside 2 for bad input.
+EXIT_OK, EXIT_ALL_FAILED, EXIT_PARTIAL = 0, 1, 3
+
+
+def run_outcome(*, made: int, failed: int, what: str, first_error: str | None = None) -> tuple[int, str | None]:
+    """(exit status, one line for the user) for a run where ``made`` of its ``what`` (a plural
+    noun: "judge calls", "answers") succeeded and ``failed`` failed for good: 0 and no line when
+    nothing failed; 1 when some failed and none succeeded; 3 when some failed and some succeeded.
+    Failures are never cached or written, so a rerun tries exactly those again."""
+    if not failed:
+        return EXIT_OK, None
+    why = f" (first error: {first_error})" if first_error else ""
+    if not made:
+        return EXIT_ALL_FAILED, f"all {failed} {what} failed{why}; rerun to try them again"
+    return EXIT_PARTIAL, (f"{failed} of {made + failed} {what} failed{why}; the {made} that succeeded are "
+                          "kept, rerun to try the failed ones again")
 
 
 def _short(e: Exception, key: str | None = None) -> str:

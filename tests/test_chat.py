@@ -117,6 +117,22 @@ def test_bad_model_file_is_one_line_exit_2(plug_model, tmp_path, kind):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("kind", ["missing", "not_gguf", "missing_lora"])
+def test_bad_model_path_is_reported_before_stdin_is_read(plug_model, tmp_path, kind):
+    # stdin is a pipe here, not a terminal: the bad path is the error to report, whatever stdin holds
+    path = tmp_path / "m.gguf"
+    args = [path]
+    if kind == "not_gguf":
+        path.write_text("hello, not a model\n")
+    elif kind == "missing_lora":
+        args = [plug_model["plug"], "--lora", path]
+    for stdin in ("", "你好\n"):
+        r = run_chat(*args, input=stdin)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "stdin" not in lines[0] and str(path) in lines[0]
+
+
 def test_truncated_header_is_caught_before_llama_cpp(plug_model, tmp_path):
     from plug_lite.chat import check_gguf
 

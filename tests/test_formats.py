@@ -276,3 +276,76 @@ def test_errors():
     sp.close()
     with pytest.raises(RuntimeError):
         sp.feed("y")
+
+
+# ----------------------------------------------------------------------------------------------
+# The fallback for a target header written mid-line (issue 12)
+
+MIDLINE = "English instruction: Why is the sky blue?\n\nEnglish response: Rayleigh scattering. 中文回复：瑞利散射。"
+
+
+@pytest.mark.parametrize(
+    "text, target, want_pr, want_target",
+    [
+        (MIDLINE, "zh", "Rayleigh scattering.", "瑞利散射。"),
+        (MIDLINE.replace("中文回复：", "**中文回复**： "), "zh", "Rayleigh scattering.", "瑞利散射。"),
+        (MIDLINE.replace(" 中文回复：", "。中文回复: "), "zh", "Rayleigh scattering.。", "瑞利散射。"),
+        ("English response: Blue light scatters more. Risposta in italiano: La luce blu si diffonde di più.\n"
+         "Ne sono sicuro.", "it", "Blue light scatters more.", "La luce blu si diffonde di più.\nNe sono sicuro."),
+        ("English response: ok **respuesta en español:** vale", "es", "ok", "vale"),
+    ],
+)
+def test_target_header_mid_line_is_found_when_no_line_starts_with_one(text, target, want_pr, want_target):
+    got = parse(text, target=target)
+    assert (got.status, got.pivot_response, got.target, got.answer) == ("ok", want_pr, want_target, want_target)
+
+
+def test_mid_line_fallback_limits():
+    # A header at a line start wins: the mid-line one stays pivot text.
+    both = MIDLINE + "\n\n中文回复：真正的答案。"
+    got = parse(both, target="zh")
+    assert got.target == "真正的答案。" and got.pivot_response.endswith("中文回复：瑞利散射。")
+    # Glued to a Latin word it is not a header; nor is the target name without its colon.
+    assert parse("English response: okRisposta in italiano: ciao", target="it").status == "monolingual"
+    assert parse("English response: ok. 中文回复 is the header", target="zh").status == "monolingual"
+    # Only the pivot response is searched; other formats never fall back.
+    assert parse("English instruction: say 中文回复：hi", target="zh").target is None
+    assert parse("English response: a. 中文回复：b", target="zh", fmt="pivot_only").pivot_response == "a. 中文回复：b"
+    # After the answer, a model that starts over is cut off as usual.
+    loop = MIDLINE + "\nEnglish instruction: Why is the sky blue?"
+    got = parse(loop, target="zh")
+    assert got.target == "瑞利散射。" and got.extra.startswith("English instruction:")
+    # Cut by the token limit right after the header: truncated, as with a line-start header.
+    assert parse("English response: ok. 中文回复：", target="zh", finished=False).status == "truncated"
+
+
+def test_mid_line_header_is_never_streamed_as_pivot_text():
+    for text in (MIDLINE, MIDLINE.replace("中文回复：", "**中文回复** ："), MIDLINE + "\n\n中文回复：真正的答案。"):
+        _check_stream_equals_batch(text, list(range(len(text))), "zh", "en", "plug")
+        joined, result = _stream(text, list(text), target="zh")
+        assert "中文回" not in joined["pivot_response"] or result.target == "真正的答案。"
+
+
+_PR_WORDS = st.lists(st.sampled_from(list("ab .,。*_ \t") + ["中文", "回复", "Ris", "posta in italiano", "：", ":"]),
+                     max_size=12).map("".join)
+
+
+@st.composite
+def midline_case(draw):
+    target = draw(st.sampled_from(["zh", "it", "ko", "es"]))
+    header = languages.get(target).response_header.rstrip(":： ")
+    form = draw(st.sampled_from(["{h}：", "{h}: ", "**{h}**:", "** {h} **：", "__{h}:__", "{h} :", "{h}"]))
+    sep = draw(st.sampled_from([" ", "", ". ", "*", "x", "\t"]))
+    text = (f"English instruction: q\n\nEnglish response: {draw(_PR_WORDS)}{sep}"
+            f"{form.format(h=draw(st.sampled_from([header, header.upper(), header[:3]])))}{draw(_PR_WORDS)}")
+    if draw(st.booleans()):
+        text += draw(st.sampled_from(["\n", "\n\n"])) + draw(messy_text)
+    return target, text
+
+
+@SETTINGS
+@given(midline_case(), st.lists(st.integers(0, 200), max_size=12), st.booleans())
+def test_stream_equals_batch_on_mid_line_headers(case, cuts, finished):
+    target, text = case
+    _check_stream_equals_batch(text, cuts, target, "en", "plug", finished)
+    _check_stream_equals_batch(text, list(range(len(text))), target, "en", "plug", finished)

@@ -230,3 +230,119 @@ def test_endpoint_401_stops_with_one_line(tmp_path):
     assert len(lines) == 1 and "401" in lines[0] and lines[0].startswith("error:")
     assert secret not in r.stderr + r.stdout
     assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""
+
+
+# --- the translate-test baseline and exit statuses (issue 12) ---------------------------------------
+
+from scripted_openai import ScriptedOpenAI, user_text  # noqa: E402
+
+from plug_lite import judge  # noqa: E402
+
+
+def translating_server(fail_on: tuple[str, ...] = ()):
+    """Answers translation requests (the translate prompt) by tagging the text with the target
+    language, and everything else as the model under test: "Answer to: <user text>"."""
+    def reply(body):
+        system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" else ""
+        u = user_text(body)
+        if system.startswith("You are a professional translator"):
+            text = u.rsplit("<<<TEXT>>>\n", 1)[1].rsplit("\n<<<END>>>", 1)[0]
+            if any(f in text for f in fail_on):
+                return {"status": 500, "headers": {"retry-after-ms": "5"}}
+            into = u.split(" into ", 1)[1].split(".", 1)[0]
+            return f"Sure:\n<<<TEXT>>>\n[{into}] {text}\n<<<END>>>"
+        return f"Answer to: {u}"
+    return reply
+
+
+def tt_args(srv, ev, out, *extra):
+    return ["--base-url", srv.url, "--model-name", "answerer", "--api-key", "sk-test-0123456789", "--eval-set", str(ev),
+            "--lang", "zh", "--out", str(out), "--no-progress", "--max-retries", "0", "--translate-test",
+            "--translator-base-url", srv.url, "--translator-model", "tr-x", "--translator-api-key", "sk-test-0123456789",
+            *map(str, extra)]
+
+
+def test_translate_test_baseline_over_http(tmp_path, capsys):
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev)
+    out = tmp_path / "tt.jsonl"
+    with ScriptedOpenAI(translating_server()) as srv:
+        assert G.cli(tt_args(srv, ev, out)) == 0
+        assert srv.calls == 9  # per instruction: translate, answer, translate back
+        answering = [b for b in srv.bodies if b["model"] == "answerer"]
+        assert [b["messages"][0]["content"] for b in answering] == ["You are a helpful assistant. Answer the user's instruction in English."] * 3
+        assert G.cli(tt_args(srv, ev, out)) == 0 and srv.calls == 9  # resumed: nothing left to do
+    rows = [json.loads(l) for l in out.read_text(encoding="utf-8").split("\n") if l]
+    assert [r["id"] for r in rows] == [r["id"] for r in recs]
+    for r, rec in zip(rows, recs):
+        assert tuple(r) == G.FIELDS and r["format"] == "translate_test" and r["status"] == "ok"
+        assert r["instruction"] == rec["instruction"]
+        assert r["pivot_instruction"] == f"[English] {rec['instruction']}"
+        assert r["pivot_response"] == r["output"] == f"Answer to: [English] {rec['instruction']}"
+        assert r["answer"] == r["target"] == f"[Chinese] Answer to: [English] {rec['instruction']}"
+        assert (r["lang"], r["pivot"], r["generator"]) == ("zh", "en", "answerer")
+        assert r["decoding"]["translator"]["kind"] == "endpoint" and r["decoding"]["translator"]["model"] == "tr-x"
+        assert "sk-test" not in json.dumps(r)
+    assert (tmp_path / "tt.translate-cache.jsonl").exists()
+    # judgeable like any answers file
+    mono = tmp_path / "mono.jsonl"
+    mono.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"], "answer": "答案"},
+                                       ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    with ScriptedOpenAI("[[A]]") as srv:
+        res = judge.main(a=str(out), b=str(mono), out=str(tmp_path / "j"), base_url=srv.url, api_key="k", bootstrap=0)
+        assert srv.calls == 6 and "[Chinese] Answer to:" in user_text(srv.bodies[0])
+    assert res["aggregate"]["overall"]["n"] == 3 and res["aggregate"]["overall"]["error"] == 0
+    assert res["files"]["a"]["format"] == "translate_test"
+
+
+def test_translate_test_failures_give_exit_3_then_1(tmp_path, capsys):
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev, n_unknown=5)
+    out = tmp_path / "tt.jsonl"
+    with ScriptedOpenAI(translating_server(fail_on=(recs[1]["instruction"],))) as srv:
+        rc = G.cli(tt_args(srv, ev, out))
+    err = capsys.readouterr().err
+    assert rc == 3 and "8 answers (ok 7)" not in err and f"{out}: 7 answers (ok 7)" in err
+    assert "warning: 1 of 8 answers failed (first error: id k1: HTTP 500 (not retried)" in err
+    assert "k1" not in {json.loads(l)["id"] for l in out.read_text(encoding="utf-8").split("\n") if l}
+    with ScriptedOpenAI(translating_server()) as srv:  # the rerun answers only what failed
+        assert G.cli(tt_args(srv, ev, out)) == 0 and srv.calls == 3
+    assert "warning" not in capsys.readouterr().err
+    # an endpoint that fails everything: one line, exit 1, and the run gives up after 5 in a row
+    with ScriptedOpenAI(translating_server(fail_on=("",))) as srv:
+        rc = G.cli(tt_args(srv, ev, tmp_path / "none.jsonl"))
+        assert srv.requests == G.GIVE_UP_AFTER
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and err.startswith("error: all 5 answers failed (first error: id k0: HTTP 500")
+    assert err.rstrip().endswith("stopped after 5 failures in a row, 3 not tried")
+
+
+def test_endpoint_answer_failures_are_counted_not_fatal(tmp_path, capsys):
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev)
+
+    def reply(body):
+        return {"status": 400, "content": "prompt too long"} if recs[2]["instruction"] in user_text(body) else "好的"
+
+    with ScriptedOpenAI(reply) as srv:
+        rc = G.cli(["--base-url", srv.url, "--model-name", "m", "--eval-set", str(ev), "--lang", "zh",
+                    "--out", str(tmp_path / "a.jsonl"), "--no-progress", "--format", "mono"])
+        assert srv.requests == 3  # the 400 was not retried
+    err = capsys.readouterr().err
+    assert rc == 3 and "1 of 3 answers failed (first error: id k2:" in err and "HTTP 400 (not retried)" in err
+
+
+def test_translate_test_with_the_model_itself(plug_model, tmp_path):
+    ev = tmp_path / "eval.jsonl"
+    write_eval(ev)
+    out = tmp_path / "self.jsonl"
+    s = G.main(model=str(plug_model["plug"]), eval_set=str(ev), lang="zh", out=str(out), translate_test="self",
+               max_new_tokens=12, progress=False)
+    rows = [json.loads(l) for l in out.read_text(encoding="utf-8").split("\n") if l]
+    assert s["made"] == 3 and s["failed"] == 0 and len(rows) == 3  # greedy: the same every run
+    for r in rows:
+        assert r["format"] == "translate_test" and r["decoding"]["translator"] == {"kind": "self"}
+        assert r["pivot_instruction"] and r["decoding"]["backend"] == "llama.cpp"
+        assert r["tokens"]["pivot"] == r["tokens"]["completion"] <= 12
+    with pytest.raises(UserError, match="drop --format"):
+        G.main(model=str(plug_model["plug"]), eval_set=str(ev), lang="zh", out=str(out), translate_test="self", fmt="mono")

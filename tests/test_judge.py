@@ -423,3 +423,105 @@ def test_401_mid_run_stops_the_pool(tmp_path, capsys):
         assert rc == 2 and srv.requests <= 3 + 4 * 2  # 60 calls were planned
     assert "HTTP 401" in capsys.readouterr().err
     assert len((tmp_path / "o" / "judge_cache.jsonl").read_text().splitlines()) == 3  # the answered calls were kept
+
+
+# --- exit statuses: 0 all answered, 1 no call succeeded, 3 some failed (issue 12) ------------------
+
+
+def test_every_call_failing_exits_1_with_one_line(tmp_path, capsys):
+    a = write_answers(tmp_path / "a.jsonl", {"q1": "x", "q2": "x"})
+    b = write_answers(tmp_path / "b.jsonl", {"q1": "y", "q2": "y"})
+    with ScriptedOpenAI(lambda body: {"status": 500, "headers": {"retry-after-ms": "5"}}) as srv:
+        rc = judge.cli([str(a), str(b), "--out", str(tmp_path / "o"), "--base-url", srv.url, "--api-key", KEY,
+                        "--max-retries", "1", "--parallel", "2"])
+        assert srv.requests == 4 * 2  # 4 calls, each tried twice
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: all 4 judge calls failed (first error: HTTP 500")
+    assert "HTTP 500 (after 1 retry)" in err and KEY not in err
+
+
+def test_some_calls_failing_exits_3_with_counts(tmp_path, capsys):
+    ids = ["q1", "q2", "q3"]
+    a = write_answers(tmp_path / "a.jsonl", {i: f"GOOD {i}" for i in ids})
+    b = write_answers(tmp_path / "b.jsonl", {i: "meh" for i in ids})
+
+    def reply(body):
+        return {"status": 503, "headers": {"retry-after-ms": "5"}} if "问题 q2" in user_text(body) else good_judge(body)
+
+    with ScriptedOpenAI(reply) as srv:
+        rc = judge.cli([str(a), str(b), "--out", str(tmp_path / "o"), "--base-url", srv.url, "--api-key", KEY,
+                        "--max-retries", "0", "--bootstrap", "50"])
+    out, err = capsys.readouterr()
+    assert rc == 3 and json.loads(out)["a_win"] == 2 and json.loads(out)["error"] == 1
+    assert "calls: 4 made, 0 cached, 2 failed" in err
+    assert "warning: 2 of 6 judge calls failed (first error: HTTP 503 (not retried)" in err
+    res = json.loads((tmp_path / "o" / "judge.json").read_text())
+    assert res["calls"]["failed"] == 2 and res["calls"]["first_error"].startswith("HTTP 503")
+    with ScriptedOpenAI(good_judge) as srv:  # the rerun makes only the failed calls, and all is well
+        rc = judge.cli([str(a), str(b), "--out", str(tmp_path / "o"), "--base-url", srv.url, "--api-key", KEY])
+        assert rc == 0 and srv.calls == 2
+
+
+def test_a_400_is_not_retried_and_the_message_says_so(tmp_path):
+    a = write_answers(tmp_path / "a.jsonl", {"q1": "x"})
+    b = write_answers(tmp_path / "b.jsonl", {"q1": "y"})
+    with ScriptedOpenAI(lambda body: {"status": 400, "content": "context too long"}) as srv:
+        res = run(a, b, tmp_path / "o", srv, ("max_retries", 5), ("parallel", 1))
+        assert srv.requests == 2  # one per order: the client does not retry a 400
+    err = res["pairs"][0]["order_ab"]["error"]
+    assert err.startswith("HTTP 400 (not retried)") and "retries" not in err
+
+
+# --- judging against reference outputs (AlpacaEval's model_outputs.json) ----------------------------
+
+REF = Path(__file__).resolve().parent / "fixtures" / "public" / "alpacaeval_model_outputs.json"
+
+
+def write_plain(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_pairs_with_alpacaeval_outputs_on_the_instruction(tmp_path, capsys):
+    refs = json.loads(REF.read_text())
+    a = write_plain(tmp_path / "plug.jsonl", [
+        {"id": "e2", "instruction": refs[1]["instruction"], "answer": "GOOD haiku", "status": "ok", "generator": "plug"},
+        {"id": "e3", "instruction": "Convert 3 miles   to kilometres.", "answer": "GOOD 4.8 km", "generator": "plug"},
+        {"id": "e9", "instruction": "A question the reference never answered.", "answer": "GOOD"},
+    ])
+    out = tmp_path / "o"
+    with ScriptedOpenAI(good_judge) as srv:
+        rc = judge.cli([str(a), str(REF), "--out", str(out), "--base-url", srv.url, "--api-key", KEY,
+                        "--bootstrap", "50"])
+        assert srv.calls == 4  # two pairs, both orders
+        bodies = [user_text(b) for b in srv.bodies]
+    stdout, err = capsys.readouterr()
+    assert rc == 0
+    assert any("the hill gives back my own breath" in u for u in bodies)  # the reference's own output
+    assert "paired 2 answers on the instruction; not judged: 1 only in" in err and "1 only in" in err
+    res = json.loads((out / "judge.json").read_text())
+    assert res["pairing"] == {"by": "instruction", "paired": 2, "only_a": 1, "only_b": 1}
+    assert [p["id"] for p in res["pairs"]] == ["e2", "e3"] and all(p["outcome"] == "a_win" for p in res["pairs"])
+    assert res["files"]["b"]["generator"] == "reference_model" and res["files"]["b"]["n"] == 3
+    assert {p["status_b"] for p in res["pairs"]} == {"ok"}
+
+
+def test_pairing_on_instructions_when_neither_file_has_ids_and_its_errors(tmp_path):
+    a = write_plain(tmp_path / "a.jsonl", [{"instruction": "q one", "output": "GOOD"}, {"instruction": "q two", "output": "x"}])
+    b = write_plain(tmp_path / "b.jsonl", [{"instruction": "q two", "output": "GOOD"}, {"instruction": "q one", "output": "y"}])
+    with ScriptedOpenAI(good_judge) as srv:
+        res = run(a, b, tmp_path / "o", srv)
+    assert {p["id"]: p["outcome"] for p in res["pairs"]} == {"1": "a_win", "2": "b_win"}  # A's positions
+    assert res["pairing"]["only_a"] == res["pairing"]["only_b"] == 0
+    dup = write_plain(tmp_path / "dup.jsonl", [{"id": "d1", "instruction": "q one", "answer": "a"},
+                                               {"id": "d2", "instruction": " q  one", "answer": "b"}])
+    with pytest.raises(UserError, match=r"dup.jsonl:2: the same instruction as .*dup.jsonl:1"):
+        judge.main(a=str(dup), b=str(b), out=str(tmp_path / "o2"), base_url="http://127.0.0.1:9/v1", api_key=KEY)
+    other = write_plain(tmp_path / "other.jsonl", [{"instruction": "something else", "output": "z"}])
+    with pytest.raises(UserError, match="share no instruction"):
+        judge.main(a=str(a), b=str(other), out=str(tmp_path / "o3"), base_url="http://127.0.0.1:9/v1", api_key=KEY)
+    mixed = write_plain(tmp_path / "mixed.jsonl", [{"id": "m1", "instruction": "q", "answer": "a"},
+                                                   {"instruction": "r", "answer": "b"}])
+    with pytest.raises(UserError, match=r"mixed.jsonl:2: missing field 'id'"):
+        judge.main(a=str(mixed), b=str(b), out=str(tmp_path / "o4"), base_url="http://127.0.0.1:9/v1", api_key=KEY)

@@ -87,3 +87,26 @@ def test_translate_dry_run_and_cli_errors(tmp_path, capsys):
                             "--api-key", KEY])
         assert rc == 2 and srv.requests == 1
     assert KEY not in capsys.readouterr().err
+
+
+def test_exit_statuses_when_calls_fail(tmp_path, capsys):
+    en = _english(tmp_path, [{"id": str(i), "instruction": f"Say {i}.", "response": f"{i}."} for i in range(3)])
+    args = [str(en), "--target", "zh", "--out", str(tmp_path / "zh.jsonl"), "--api-key", KEY, "--max-retries", "1"]
+    with ScriptedOpenAI(lambda body: {"status": 502, "headers": {"retry-after-ms": "5"}}) as srv:
+        rc = translate.cli(args + ["--base-url", srv.url])
+        assert srv.requests == 6
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: all 3 translate calls failed (first error: HTTP 502 (after 1 retry)")
+
+    def flaky(body):
+        return {"status": 400, "content": "bad"} if "Say 1." in user_text(body) else fake_translator(body)
+
+    with ScriptedOpenAI(flaky) as srv:
+        rc = translate.cli(args + ["--base-url", srv.url])
+        assert srv.requests == 3  # the 400 is not retried
+    out, err = capsys.readouterr()
+    assert rc == 3 and json.loads(out)["translated"] == 2 and json.loads(out)["calls_failed"] == 1
+    assert "warning: 1 of 3 translate calls failed (first error: HTTP 400 (not retried)" in err
+    with ScriptedOpenAI(fake_translator) as srv:
+        assert translate.cli(args + ["--base-url", srv.url]) == 0 and srv.calls == 1
