@@ -10,10 +10,14 @@ On a machine with no GPU and no hub, in about a quarter of an hour on 2 cores:
 5. a one-shot chat with the PLUG model, pivot shown;
 6. answers of both models to the shipped evaluation set (llama.cpp, greedy; the first 20 of 40 by
    default, so that the run stays within 15 minutes on 2 cores);
-7. offline metrics (format compliance, target-language fidelity, pivot overhead);
+7. offline metrics (how many answers ended by themselves, format compliance, target-language
+   fidelity, pivot overhead), and the untuned base model's answers to the first three
+   instructions, for comparison;
 8. the pairwise judge, when a judge endpoint is configured (``OPENAI_API_KEY``, or
    ``PLUG_LITE_JUDGE_BASE_URL`` for a local llama-server / vLLM / Ollama);
-9. a short report.
+9. a report a person reads: the first three instructions answered by the base, the PLUG model
+   (pivot apart) and the mono model side by side, the table, time per step and both loss curves
+   in one plot (``report/loss.png``).
 
 Every step reuses what an earlier run already built (a finished run folder, an exported GGUF,
 answers already written), so a second ``make demo`` only redoes what is missing. A 270M model
@@ -34,8 +38,24 @@ from .io import UserError, read_jsonl_resumable, run_cli, write_json
 __all__ = ["main", "cli"]
 
 
-def _step(n: int, total: int, title: str, t0: float) -> None:
-    print(f"\n=== [{n}/{total}] {title}   (t = {time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+class _Steps:
+    """Prints each step's banner and keeps how long each step took."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.t0 = total, time.time()
+        self.seconds: dict[str, float] = {}
+        self._open: tuple[str, float] | None = None
+
+    def __call__(self, n: int, title: str, key: str) -> None:
+        self.close()
+        print(f"\n=== [{n}/{self.total}] {title}   (t = {time.time() - self.t0:.0f} s)", file=sys.stderr, flush=True)
+        self._open = (key, time.time())
+
+    def close(self) -> None:
+        if self._open:
+            key, start = self._open
+            self.seconds[key] = round(self.seconds.get(key, 0.0) + time.time() - start, 1)
+            self._open = None
 
 
 def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None, model: str, preset: str,
@@ -67,11 +87,27 @@ def _export(run: Path, quant: str, out_dir: Path) -> dict:
     return export.main(run, out_dir=out_dir, quants=[quant], adapter=True)
 
 
-def _generate(gguf: Path, lang: str, out: Path, limit: int | None, max_new_tokens: int) -> dict:
+def _generate(gguf: Path, lang: str, out: Path, limit: int | None, max_new_tokens: int, fmt: str | None = None) -> dict:
     from . import generate
 
     return generate.main(eval_set="sample", lang=lang, out=str(out), model=str(gguf), limit=limit,
-                         max_new_tokens=max_new_tokens)
+                         max_new_tokens=max_new_tokens, fmt=fmt)
+
+
+def _base_gguf(model: str, run: Path, gguf_dir: Path) -> Path:
+    """A GGUF of the untuned base: the shipped Q4_K_M for the embedded Gemma, else an F16 conversion
+    of the base folder (made once)."""
+    from . import convert, export
+
+    if model == "default":
+        from . import gemma
+
+        return Path(gemma.gguf_path())
+    meta = export.load_run(run)
+    path = gguf_dir / export.gguf_name(meta, "F16", kind="base")
+    if not path.exists():
+        convert.hf_to_gguf(export.resolve_base(meta), path, outtype="f16")
+    return path
 
 
 def _judge_configured() -> bool:
@@ -103,8 +139,8 @@ def main(
     """Run the demo for target language ``lang``; returns the summary it prints."""
     from . import chat, data, gemma, languages, metrics
 
-    t0 = time.time()
-    total = 9
+    step = _Steps(9)
+    t0 = step.t0
     target = languages.get(lang)
     if target.code not in ("zh", "ko", "it", "es"):
         raise UserError(f"the shipped sample covers zh, ko, it and es; got {lang!r}")
@@ -113,12 +149,12 @@ def main(
     out_gguf = Path(gguf_dir)
 
     if model == "default":
-        _step(1, total, "embedded default model: Gemma-3-270M (built once, then cached)", t0)
+        step(1, "embedded default model: Gemma-3-270M (built once, then cached)", "model")
         print(f"model: {gemma.default_model_dir()}", file=sys.stderr)
     else:
-        _step(1, total, f"base model: {model}", t0)
+        step(1, f"base model: {model}", "model")
 
-    _step(2, total, f"PLUG and mono training rows for {target.name} from the shipped sample", t0)
+    step(2, f"PLUG and mono training rows for {target.name} from the shipped sample", "data")
     rows_path = {}
     for fmt in ("plug", "mono"):
         path = root / "data" / f"{fmt}.{target.code}.jsonl"
@@ -130,10 +166,10 @@ def main(
 
     runs = {}
     for i, fmt in enumerate(("plug", "mono")):
-        _step(3 + i, total, f"LoRA fine-tune, {fmt} format (preset {preset})", t0)
+        step(3 + i, f"LoRA fine-tune, {fmt} format (preset {preset})", f"train_{fmt}")
         runs[fmt] = _train(rows_path[fmt], root / f"run-{fmt}", fmt, target.code, steps, model, preset, train_rows)
 
-    _step(5, total, f"export both runs to GGUF ({quant}) with the parity check", t0)
+    step(5, f"export both runs to GGUF ({quant}) with the parity and stops checks", "export")
     exports, ggufs = {}, {}
     for fmt in ("plug", "mono"):
         exports[fmt] = _export(runs[fmt], quant, out_gguf)
@@ -141,7 +177,7 @@ def main(
         for w in (exports[fmt].get("verify") or {}).get("warnings", []):
             print(f"parity warning ({fmt}): {w}", file=sys.stderr)
 
-    _step(6, total, "one-shot chat with the PLUG model (pivot shown)", t0)
+    step(6, "one-shot chat with the PLUG model (pivot shown)", "chat")
     from .evalsets import load_eval_set
 
     evalset = load_eval_set("sample", target.code)
@@ -150,13 +186,20 @@ def main(
     chat.main(model=str(ggufs["plug"]), prompt=question, show_pivot=True, max_new_tokens=max_new_tokens)
 
     answers = {}
-    _step(7, total, f"answers to the shipped evaluation set ({eval_limit or len(evalset)} instructions per model)", t0)
+    step(7, f"answers to the shipped evaluation set ({eval_limit or len(evalset)} instructions per model; "
+         f"the untuned base answers the first {min(SHOW, eval_limit or SHOW)}, for comparison)", "answers")
     for fmt in ("plug", "mono"):
         path = root / "answers" / f"{fmt}.{target.code}.jsonl"
         _generate(ggufs[fmt], target.code, path, eval_limit, max_new_tokens)
         answers[fmt] = path
 
-    _step(8, total, "offline metrics", t0)
+    base_path = root / "answers" / f"base.{target.code}.jsonl"
+    n_show = min(SHOW, eval_limit or SHOW)
+    _generate(_base_gguf(model, runs["plug"], out_gguf), target.code, base_path, n_show,
+              min(BASE_TOKENS, max_new_tokens), fmt="mono")
+    answers_base = read_jsonl_resumable(base_path)
+
+    step(8, "offline metrics", "metrics")
     offline = {}
     for fmt, path in answers.items():
         recs = read_jsonl_resumable(path)
@@ -164,7 +207,7 @@ def main(
         m["tokens_per_s"] = _tokens_per_s(recs)
         offline[fmt] = m
 
-    _step(9, total, "pairwise judge (PLUG vs mono) and report", t0)
+    step(9, "pairwise judge (PLUG vs mono) and report", "judge_report")
     judge_result = None
     results = []
     if _judge_configured():
@@ -180,12 +223,22 @@ def main(
               "to add the pairwise PLUG-vs-mono judgement", file=sys.stderr)
     from . import report as report_mod
 
-    report_mod.main(results=results, offline=[str(answers["plug"]), str(answers["mono"])], out=str(root / "report"),
+    report_dir = root / "report"
+    report_mod.main(results=results, offline=[str(answers["plug"]), str(answers["mono"])], out=str(report_dir),
                     lang=target.code)
+    recs = {fmt: read_jsonl_resumable(p) for fmt, p in answers.items()}
+    examples = _examples(answers_base, recs["plug"], recs["mono"], n_show)
+    loss_png = _loss_plot({fmt: runs[fmt] / "metrics.jsonl" for fmt in runs}, report_dir / "loss.png")
+    step.close()
 
     summary = {
         "lang": target.code,
         "seconds": round(time.time() - t0, 1),
+        "step_seconds": step.seconds,
+        "stopped": {fmt: offline[fmt].get("stopped") for fmt in offline},
+        "export_stops": {fmt: (exports[fmt].get("verify") or {}).get("stops") for fmt in exports},
+        "examples": examples,
+        "loss_plot": str(loss_png) if loss_png else None,
         "gguf": {fmt: str(p) for fmt, p in ggufs.items()},
         "runs": {fmt: str(p) for fmt, p in runs.items()},
         "answers": {fmt: str(p) for fmt, p in answers.items()},
@@ -195,12 +248,107 @@ def main(
         "report": str(root / "report" / "report.md"),
     }
     write_json(root / "demo_summary.json", summary)
+    _append_report(report_dir / "report.md", summary)
     print(_render(summary))
     return summary
 
 
+#: Instructions shown side by side (the first ones of the evaluation set, not picked by hand),
+#: and the token limit of the untuned base's answers (a base model does not stop).
+SHOW = 3
+BASE_TOKENS = 128
+
+
+def _examples(base: list[dict], plug: list[dict], mono: list[dict], n: int) -> list[dict]:
+    by_id = {"base": {r["id"]: r for r in base}, "plug": {r["id"]: r for r in plug}, "mono": {r["id"]: r for r in mono}}
+    out = []
+    for r in plug[:n]:
+        b, m = by_id["base"].get(r["id"], {}), by_id["mono"].get(r["id"], {})
+        out.append({
+            "id": r["id"], "instruction": r["instruction"],
+            "base": (b.get("output") or "").strip(), "base_finish": b.get("finish_reason"),
+            "plug_pivot_instruction": r.get("pivot_instruction"), "plug_pivot_response": r.get("pivot_response"),
+            "plug_answer": r.get("answer"), "plug_status": r.get("status"), "plug_finish": r.get("finish_reason"),
+            "mono": m.get("answer"), "mono_finish": m.get("finish_reason"),
+        })
+    return out
+
+
+def _loss_plot(metrics: dict[str, Path], out: Path) -> Path | None:
+    """Both runs' training loss against the step, in one PNG (None without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    for fmt, path in metrics.items():
+        rows = [r for r in read_jsonl_resumable(path) if r.get("loss") is not None] if path.exists() else []
+        if rows:
+            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker=".", label=f"{fmt} (LoRA)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (completion tokens)")
+    ax.set_title("PLUG vs mono fine-tune")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    from .io import atomic_path
+
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
+def _finish(reason: str | None) -> str:
+    return {"stop": "ended by itself", "length": "cut at the token limit"}.get(reason or "", reason or "-")
+
+
+def _cell(text: str | None) -> str:
+    return (text or "-").strip().replace("|", "\\|").replace("\n", "<br>") or "-"
+
+
+def _append_report(path: Path, s: dict) -> None:
+    """Add the demo's own sections to the report.md that plug-lite report wrote."""
+    from .io import atomic_write_text
+
+    md = [path.read_text(encoding="utf-8").rstrip(), "", "## The demo, step by step", "",
+          "| step | seconds |", "|---|---|"]
+    md += [f"| {k} | {v:.0f} |" for k, v in s["step_seconds"].items()]
+    md += [f"| **total** | **{s['seconds']:.0f}** |", ""]
+    md += ["## Did the models end their answers?", "",
+           "| model | answers that ended by themselves | export check (held-out prompts, merged / GGUF) |", "|---|---|---|"]
+    for fmt in ("plug", "mono"):
+        st = s["export_stops"].get(fmt) or {}
+        chk = ", ".join(f"{k} {v['stopped']}/{v['prompts']}" for k, v in st.items()) or "-"
+        md.append(f"| {fmt} | {_pct(s['stopped'].get(fmt))} | {chk} |")
+    md.append("")
+    if s.get("loss_plot"):
+        md += ["## Training loss", "", "![training loss of both runs](loss.png)", ""]
+    md += [f"## The first {len(s['examples'])} evaluation instructions, answered three ways", "",
+           f"The untuned base model (its first {BASE_TOKENS} tokens), the PLUG model (its English pivot, then its "
+           "answer) and the mono model, all greedy through llama.cpp.", ""]
+    for i, e in enumerate(s["examples"], 1):
+        md += [f"### {i}. {e['instruction']}", "",
+               "| base (untuned) | PLUG: English pivot | PLUG: answer | mono: answer |", "|---|---|---|---|",
+               f"| {_cell(e['base'])} | {_cell((e['plug_pivot_instruction'] or '') + chr(10) + chr(10) + (e['plug_pivot_response'] or ''))} "
+               f"| {_cell(e['plug_answer'])} | {_cell(e['mono'])} |",
+               f"| *{_finish(e['base_finish'])}* | | *{_finish(e['plug_finish'])}, {e['plug_status']}* | *{_finish(e['mono_finish'])}* |",
+               ""]
+    atomic_write_text(path, "\n".join(md) + "\n")
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _indent(text: str | None, width: int = 6, limit: int = 400) -> list[str]:
+    text = (text or "-").strip() or "-"
+    if len(text) > limit:
+        text = text[:limit] + " [...]"
+    return [" " * width + line for line in text.splitlines() if line.strip()] or [" " * width + "-"]
 
 
 def _render(s: dict) -> str:
@@ -212,19 +360,36 @@ def _render(s: dict) -> str:
         lines.append(f"  {fmt:<5} answers {s['answers'][fmt]}")
     lines.append(f"  report     {s['report']}")
     lines.append("")
-    lines.append(f"{'model':<6}{'n':>4}{'ok':>7}{'trunc':>7}{'mono':>7}{'none':>7}{'lang ok':>9}{'pivot tok':>11}{'tok/s':>8}")
+    lines.append(f"{'model':<6}{'n':>4}{'ended':>7}{'ok':>7}{'trunc':>7}{'mono':>7}{'none':>7}{'lang ok':>9}"
+                 f"{'pivot tok':>11}{'tok/s':>8}")
     for fmt in ("plug", "mono"):
         m = s["offline"][fmt]
         sh = m.get("status_share", {})
         tps = m.get("tokens_per_s")
         pivot_share = m.get("pivot_overhead")
         lines.append(
-            f"{fmt:<6}{m.get('n', 0):>4}{_pct(sh.get('ok')):>7}{_pct(sh.get('truncated')):>7}"
+            f"{fmt:<6}{m.get('n', 0):>4}{_pct(m.get('stopped')):>7}{_pct(sh.get('ok')):>7}{_pct(sh.get('truncated')):>7}"
             f"{_pct(sh.get('monolingual')):>7}{_pct(sh.get('not_found')):>7}{_pct(m.get('language_fidelity')):>9}"
             f"{_pct(pivot_share):>11}{(f'{tps:.1f}' if tps else '-'):>8}"
         )
-    lines.append("  (ok/trunc/mono/none: PLUG format status; lang ok: answers detected in the target language;")
-    lines.append("   pivot tok: share of generated tokens spent on the English pivot)")
+    lines.append("  (ended: answers that ended by themselves, not at the token limit; ok/trunc/mono/none: PLUG format")
+    lines.append("   status; lang ok: answers detected in the target language; pivot tok: share of generated tokens")
+    lines.append("   spent on the English pivot)")
+    lines.append("")
+    lines.append("time per step: " + ", ".join(f"{k} {v:.0f} s" for k, v in s.get("step_seconds", {}).items()))
+    if s.get("loss_plot"):
+        lines.append(f"loss curves of both runs: {s['loss_plot']}")
+    for i, e in enumerate(s.get("examples", []), 1):
+        lines += ["", f"[{i}] {e['instruction']}"]
+        lines.append(f"  base (untuned, {_finish(e['base_finish'])}):")
+        lines += _indent(e["base"])
+        lines.append(f"  PLUG, English pivot:")
+        lines += _indent(e["plug_pivot_instruction"])
+        lines += _indent(e["plug_pivot_response"])
+        lines.append(f"  PLUG, answer ({_finish(e['plug_finish'])}):")
+        lines += _indent(e["plug_answer"])
+        lines.append(f"  mono, answer ({_finish(e['mono_finish'])}):")
+        lines += _indent(e["mono"])
     if s.get("judge"):
         lines.append("")
         lines.append("pairwise judge, PLUG (A) vs mono (B), both orders:")

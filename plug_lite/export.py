@@ -731,7 +731,7 @@ def main(
         refused = adapter_refusal(run / "adapter") if adapter else None
         if refused:
             print(f"adapter: not written: {refused}", file=sys.stderr)
-            adapter = with_base = False
+            adapter = False
         if adapter:
             adapter_path = stage / gguf_name(meta, "F16", kind="adapter")
             raw = stage / f".{adapter_path.name}.raw"

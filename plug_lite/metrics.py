@@ -71,6 +71,8 @@ def offline_metrics(records: Iterable[dict], lang: str | None = None) -> dict:
     target_tokens = [int(t.get("target") or 0) for t in tok]
     completion = [int(t.get("completion") or 0) for t in tok]
     total_completion = sum(completion)
+    # why each answer ended (generate records finish_reason): "stop" = the model ended its turn
+    reasons = Counter(str(r.get("finish_reason")) for r in records if r.get("finish_reason"))
     return {
         "n": n,
         "lang": lang,
@@ -87,6 +89,8 @@ def offline_metrics(records: Iterable[dict], lang: str | None = None) -> dict:
         "completion_tokens_mean": statistics.fmean(completion) if completion else 0.0,
         "pivot_overhead": (sum(pivot_tokens) / total_completion) if total_completion else None,
         "seconds_mean": statistics.fmean([float(r.get("seconds") or 0) for r in records]) if records else 0.0,
+        "finish_reasons": dict(reasons),
+        "stopped": (reasons.get("stop", 0) / sum(reasons.values())) if reasons else None,
     }
 
 

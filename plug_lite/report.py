@@ -5,7 +5,8 @@
   orders agree), and win rates by answer-length ratio, category, source dataset and status;
 * single / truthful / svamp results: their rates per language and category;
 * offline metrics (:func:`plug_lite.metrics.offline_metrics`) of every answer file named by the
-  results or given with ``--offline``.
+  results or given with ``--offline``, including the share of answers that ended by themselves
+  (``finish_reason`` "stop") rather than at the token limit.
 
 Every file is written atomically. ``plug-lite report --offline FILE`` alone needs no judge.
 """
@@ -124,12 +125,13 @@ def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | 
             md.append("")
     if offline:
         md += ["## Offline metrics of answer files", "",
-               "| file | lang | n | format ok | truncated | monolingual | not found | target-language fidelity | "
-               "answer chars (mean) | pivot tokens (mean) | pivot share of completion tokens |",
-               "|---|---|---|---|---|---|---|---|---|---|---|"]
+               "| file | lang | n | ended by itself | format ok | truncated | monolingual | not found | "
+               "target-language fidelity | answer chars (mean) | pivot tokens (mean) | pivot share of completion tokens |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in offline.items():
             sh = m["status_share"]
-            md.append(f"| {name} | {m['lang'] or '-'} | {m['n']} | {_pct(sh.get('ok'))} | {_pct(sh.get('truncated'))} | "
+            md.append(f"| {name} | {m['lang'] or '-'} | {m['n']} | {_pct(m.get('stopped'))} | {_pct(sh.get('ok'))} | "
+                      f"{_pct(sh.get('truncated'))} | "
                       f"{_pct(sh.get('monolingual'))} | {_pct(sh.get('not_found'))} | {_pct(m['language_fidelity'])} | "
                       f"{m['answer_chars_mean']:.0f} | {m['pivot_tokens_mean']:.1f} | {_pct(m['pivot_overhead'])} |")
         md.append("")

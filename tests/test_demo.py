@@ -46,8 +46,21 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     assert summary["judge"]["a_win"] == summary["judge"]["b_win"] == 0
     report = Path(summary["report"]).read_text(encoding="utf-8")
     assert "plug.ko.jsonl" in report and "mono.ko.jsonl" in report
+    # The report a person reads: base / PLUG / mono side by side, stop rates, time per step, loss plot.
+    base = [json.loads(l) for l in (root / "answers" / "base.ko.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in base] == ["xa-01", "xa-02"] and {r["format"] for r in base} == {"mono"}
+    assert [e["id"] for e in summary["examples"]] == ["xa-01", "xa-02"]
+    first = summary["examples"][0]
+    assert first["base"] == base[0]["output"].strip() and first["plug_finish"] in ("stop", "length")
+    assert "## The first 2 evaluation instructions, answered three ways" in report
+    assert "| base (untuned) | PLUG: English pivot | PLUG: answer | mono: answer |" in report
+    assert set(summary["stopped"]) == {"plug", "mono"} and "Did the models end their answers?" in report
+    assert set(summary["step_seconds"]) >= {"train_plug", "train_mono", "export", "answers"}
+    assert (root / "report" / "loss.png").stat().st_size > 1000 and "![training loss" in report
+    assert set(summary["export_stops"]["plug"]) >= {"merged", "Q8_0"}
     out = capsys.readouterr()
     assert "PLUG demo (ko) finished" in out.out and "test-demo-SECRET" not in out.out + out.err
+    assert "[1] " + first["instruction"] in out.out and "base (untuned" in out.out and "time per step:" in out.out
     # Second run: nothing retrained, re-exported, re-answered or re-judged.
     assert second_calls == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())

@@ -64,3 +64,10 @@ def test_offline_metrics_hand_computed():
     # the language defaults to the records' own field
     assert offline_metrics(recs)["language_fidelity"] == m["language_fidelity"]
     assert offline_metrics(recs, "en")["language_fidelity"] == pytest.approx(1 / 3)
+
+
+def test_offline_metrics_count_answers_that_ended_by_themselves():
+    recs = [{"status": "ok", "answer": "好的。", "lang": "zh", "finish_reason": r} for r in ("stop", "stop", "length", "stop")]
+    m = offline_metrics(recs, "zh")
+    assert m["finish_reasons"] == {"stop": 3, "length": 1} and m["stopped"] == 0.75
+    assert offline_metrics([{"status": "ok", "answer": "x"}], "en")["stopped"] is None  # not recorded

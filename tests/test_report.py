@@ -44,7 +44,7 @@ def test_report_tables_chart_and_offline_metrics(tmp_path):
     assert "### Language: ko" in md and "| plug vs mono | 2 | 0 | 0 | 1 | 0 | 1 | 0 | 0 | 0 | 25.0%" in md
     assert "A longer (>1.5x)" in md and "A not_found / B ok" in md and "`p3`: no verdict" in md
     assert "position consistency" in md and "66.7%" in md  # zh: 2 of 3 valid pairs agree
-    assert "plug_zh.jsonl | zh | 3 | 100.0%" in md and "75.0%" in md  # pivot share 30/40
+    assert "plug_zh.jsonl | zh | 3 | - | 100.0%" in md and "75.0%" in md  # no finish_reason recorded; pivot share 30/40
     assert (out / "winrate.png").read_bytes()[:4] == b"\x89PNG"
     js = json.loads((out / "report.json").read_text())
     assert js["offline"]["plug_zh.jsonl"]["language_fidelity"] == 1.0
@@ -58,7 +58,7 @@ def test_offline_only_and_bad_input(tmp_path, capsys):
                                "lang": "it"}) + "\n")
     assert report.cli(["--offline", str(ans), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "| a.jsonl | it | 1 | 0.0% | 100.0% |" in md and not (tmp_path / "r" / "winrate.png").exists()
+    assert "| a.jsonl | it | 1 | - | 0.0% | 100.0% |" in md and not (tmp_path / "r" / "winrate.png").exists()
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert report.cli([str(bad), "--out", str(tmp_path / "r2")]) == 2
