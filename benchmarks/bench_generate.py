@@ -144,7 +144,7 @@ def main() -> int:
     rates = []
     for p in prompts:
         ids = tok.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": p}],
-                                      add_generation_prompt=True, return_tensors="pt")
+                                      add_generation_prompt=True, return_tensors="pt", return_dict=False)
         times = {}
         for n in (1, a.tokens):
             t = time.perf_counter()

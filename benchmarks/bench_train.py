@@ -44,6 +44,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="max steps (default: the preset's)")
     ap.add_argument("--rows", type=int, default=None, help="rows to use (default: the preset's)")
     ap.add_argument("--target", default="zh")
+    ap.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
+                    help="pack rows (default: the preset's choice)")
     ap.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     a = ap.parse_args()
 
@@ -57,7 +59,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = T.TrainConfig(model=model, data="sample", target=a.target, format="plug", preset=a.preset,
                             backend=a.backend, output_dir=str(Path(tmp) / "run"), max_steps=a.steps,
-                            max_train_samples=a.rows, drop_long_rows=True, preview_rows=0, save_steps=10**6)
+                            max_train_samples=a.rows, drop_long_rows=True, preview_rows=0, save_steps=10**6,
+                            packing=a.packing)
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         run = T.train(cfg)
@@ -65,26 +68,32 @@ def main() -> int:
         rec = json.loads((run / "plug_run.json").read_text())
     m, d = rec["metrics"], rec["data_summary"]
     share = d["trained_share"]
-    trained_tps = (m["tokens_per_s"] or 0) * share
+    batching = d.get("batching") or {}
+    reserved = m.get("peak_reserved_mib")
     line = (
-        f"| {rec['base_name']} {rec['size_label']} | {a.preset} | {rec['backend']} | {m['steps']} | "
+        f"| {rec['base_name']} {rec['size_label']} | {a.preset} | {rec['backend']} | "
+        f"{'packed' if batching.get('packed') else 'one row per slot'} | {m['steps']} | "
         f"{rec['config']['batch_size']}x{rec['config']['grad_accum']} | {rec['config']['max_length']} | "
-        f"{m['tokens_per_s']:.0f} | {trained_tps:.0f} | {share:.0%} | {m['peak_memory_mib']:.0f} | "
+        f"{m['tokens_per_s']:.0f} | {m['trained_tokens_per_s']:.0f} | {share:.0%} | {m['peak_memory_mib']:.0f} | "
+        f"{f'{reserved:.0f}' if reserved is not None else '-'} | "
         f"{m['first_loss']:.3f} -> {m['final_loss']:.3f} | {m['seconds']:.0f} | {wall:.0f} |"
     )
     v = rec["versions"]
     section = (
         f"\n## train: SFT speed (benchmarks/bench_train.py), {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-        f"Machine: {machine()}. Versions: torch {v['torch']}, transformers {v['transformers']}, trl {v['trl']}, "
+        f"Machine: {machine()} (recorded by the run: {m.get('device')}). Versions: torch {v['torch']}, "
+        f"transformers {v['transformers']}, trl {v['trl']}, "
         f"peft {v['peft']}, bitsandbytes {v['bitsandbytes']}, unsloth {v['unsloth']}, plug_lite {v['plug_lite']}.\n"
         f"Command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`; shipped sample rows "
         f"({a.target}, plug), {d['rows_used']} rows, {d.get('dropped_long_rows', 0)} dropped as too long.\n"
         f"Load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
         f"(above {os.cpu_count()} means other jobs shared the CPUs and the numbers are slower than an idle machine's).\n"
-        f"Tokens/s counts every input token (prompt + completion); trained tokens/s only the completion's.\n\n"
-        "| model | preset | backend | steps | batch x accum | max_length | tokens/s | trained tokens/s | "
-        "trained share | peak MiB | loss first -> last | train s | wall s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + line + "\n"
+        f"Tokens/s counts every input token (prompt + completion); trained tokens/s only the completion's "
+        f"(both counted by the trainer on every micro-batch). Peak MiB: GPU memory allocated by torch (CPU: the "
+        f"process's peak resident memory); reserved: what torch's allocator held (GPU only).\n\n"
+        "| model | preset | backend | batching | steps | batch x accum | max_length | tokens/s | trained tokens/s | "
+        "trained share | peak MiB | reserved MiB | loss first -> last | train s | wall s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + line + "\n"
     )
     print(section)
     if not a.no_append:

@@ -152,7 +152,7 @@ class TransformersBackend:
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         import torch
 
-        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt").to(self.device)
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False).to(self.device)
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
         eos_ids.discard(None)

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, formats, templates, turn_tokens
+from . import __version__, batching, formats, templates, turn_tokens
 from .io import JsonlAppender, UserError, read_records, run_cli, write_json, atomic_write_text
 
 __all__ = ["TrainConfig", "PRESETS", "BACKENDS", "Prepared", "prepare", "train", "main", "cli", "load_config", "choose_backend"]
@@ -103,6 +103,8 @@ class TrainConfig:
     gradient_checkpointing: bool | None = _f(None, "trade compute for memory")
     max_train_samples: int | None = _f(None, "use at most this many rows (the first ones)")
     drop_long_rows: bool | None = _f(None, "drop rows longer than --max-length instead of truncating them")
+    packing: bool | None = _f(None, "pack rows into padding-free sequences of --max-length tokens, so a micro-batch holds "
+                                    "about batch-size x max-length real tokens (presets: on for t4/ampere, off on CPU)")
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA alpha")
     lora_dropout: float = _f(0.05, "LoRA dropout")
@@ -119,20 +121,25 @@ class TrainConfig:
 
 #: Preset values for the fields a user left unset. ``load_in_4bit`` / ``dtype`` are read by the backend.
 PRESETS: dict[str, dict[str, Any]] = {
-    # 16 GB T4 (Colab free): fp16 compute, 4-bit base, long rows, checkpointing.
-    "t4": dict(lr=2e-4, max_length=2048, batch_size=2, grad_accum=8, gradient_checkpointing=True, max_steps=-1, save_steps=100),
-    # Ampere or newer (A100, L4, RTX 30xx/40xx, H100): bf16 compute, 4-bit base.
-    "ampere": dict(lr=2e-4, max_length=2048, batch_size=4, grad_accum=4, gradient_checkpointing=True, max_steps=-1, save_steps=100),
+    # 16 GB T4 (Colab free): fp16 compute, 4-bit base, checkpointing; rows packed into 2048-token
+    # sequences, 1 per micro-batch x 8: up to 16k tokens (~60 PLUG rows) per optimizer step.
+    "t4": dict(lr=2e-4, max_length=2048, batch_size=1, grad_accum=8, gradient_checkpointing=True, max_steps=-1,
+               save_steps=100, packing=True),
+    # Ampere or newer (A100, L4, RTX 30xx/40xx, H100): bf16 compute, 4-bit base; 4 packed sequences
+    # per micro-batch x 2: the same 16k tokens per optimizer step in fuller micro-batches.
+    "ampere": dict(lr=2e-4, max_length=2048, batch_size=4, grad_accum=2, gradient_checkpointing=True, max_steps=-1,
+                   save_steps=100, packing=True),
     # 2 CPU cores, embedded Gemma-3-270M, fp32 LoRA, short rows, ~40 steps (about 5 minutes of training).
     # lr 1e-3: with 2e-4 the loss barely moved in 40 steps and no answer stopped within 320 tokens;
     # with 1e-3 the loss falls clearly (see benchmarks/RESULTS.md), though stopping stays fragile.
     "cpu-demo": dict(model="default", lr=1e-3, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False,
-                     max_steps=40, save_steps=10, max_train_samples=80, drop_long_rows=True),
+                     max_steps=40, save_steps=10, max_train_samples=80, drop_long_rows=True, packing=False),
     # Tests: a tiny model, a few steps.
-    "cpu-tiny": dict(lr=2e-4, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False, max_steps=4, save_steps=2),
+    "cpu-tiny": dict(lr=2e-4, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False, max_steps=4, save_steps=2,
+                     packing=False),
 }
 #: The preset to suggest after a CUDA out-of-memory error.
-SMALLER = {"ampere": "t4", "t4": "t4 with --batch-size 1 --max-length 1024"}
+SMALLER = {"ampere": "t4", "t4": "t4 with --max-length 1024"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,22 +470,58 @@ def add_lora(model, cfg: TrainConfig, backend: str, token_plan: turn_tokens.Toke
     return _expose_head_bias(get_peft_model(model, lora))
 
 
-def _own_loss_trainer(base):
-    """``base`` (TRL's SFTTrainer) computing the loss through the model's own forward.
+def _counting_trainer(base, *, own_loss: bool):
+    """``base`` (TRL's SFTTrainer) that counts the tokens it sees and the tokens it trains (all
+    processes), for tokens/s and trained tokens/s in metrics.jsonl whatever the TRL version.
 
-    TRL's fused LM head multiplies the hidden states by ``lm_head.weight`` itself; with trained
-    turn-token rows that weight is PEFT's full merged copy, so autograd would form the gradient of
-    the whole head. The model's own forward goes through :func:`turn_tokens.cheap_row_gradients`
-    instead (same loss; TRL's entropy / token-accuracy logs are not computed)."""
+    ``own_loss``: compute the loss through the model's own forward. TRL's fused LM head multiplies
+    the hidden states by ``lm_head.weight`` itself; with trained turn-token rows that weight is
+    PEFT's full merged copy, so autograd would form the gradient of the whole head. The model's own
+    forward goes through :func:`turn_tokens.cheap_row_gradients` instead (same loss; TRL's entropy /
+    token-accuracy logs are then not computed)."""
+    import torch
     from transformers import Trainer
 
-    class OwnLossSFTTrainer(base):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs = {**inputs, "use_cache": False}
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+    class PlugSFTTrainer(base):
+        plug_tokens = 0
+        plug_trained_tokens = 0
 
-    return OwnLossSFTTrainer
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                if "attention_mask" in inputs:
+                    seen = inputs["attention_mask"].sum()
+                else:  # padding-free: one flat sequence
+                    seen = torch.tensor(inputs["input_ids"].numel(), device=inputs["input_ids"].device)
+                trained = (inputs["labels"][..., 1:] != -100).sum() if "labels" in inputs else seen * 0
+                counts = self.accelerator.gather(torch.stack([seen, trained]).reshape(1, 2)).sum(0)
+                self.plug_tokens += int(counts[0])
+                self.plug_trained_tokens += int(counts[1])
+            if own_loss:
+                inputs = {**inputs, "use_cache": False}
+                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    return PlugSFTTrainer
+
+
+def _sft_config(cls, **kw):
+    """``cls(**kw)`` (TRL's SFTConfig) with the arguments this transformers / TRL accepts.
+
+    transformers 5 removed ``warmup_ratio``: there a float ``warmup_steps`` below 1 is the ratio.
+    ``group_by_length`` is passed only when true. Anything else unknown is an error naming the versions."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    ratio = kw.pop("warmup_ratio", None)
+    if ratio is not None:
+        kw["warmup_ratio" if "warmup_ratio" in names else "warmup_steps"] = ratio
+    if not kw.get("group_by_length"):
+        kw.pop("group_by_length", None)
+    unknown = sorted(k for k in kw if k not in names)
+    if unknown:
+        v = _versions()
+        raise UserError(f"TRL {v['trl']} / transformers {v['transformers']}: SFTConfig has no {', '.join(unknown)}; "
+                        "use the versions in constraints.txt")
+    return cls(**kw)
 
 
 def _expose_head_bias(model):
@@ -601,6 +644,30 @@ def check_mask(dataset, tokenizer, *, eos_id: int, eos: str, max_length: int, ro
     return {"rows": len(dataset), "truncated": truncated, "trained_tokens": trained_total, "tokens": tokens_total}
 
 
+def check_packed(trainer, tokenizer, *, preview: bool, color: bool, n: int = 8) -> None:
+    """Collate packed sequences the way training will (padding-free): every trained label of the
+    rows, end-of-turn tokens included, must still be trained. With ``preview``, print the first
+    rows of the first packed sequence with their boundaries."""
+    ds = trainer.train_dataset
+    for i in range(min(n, len(ds))):
+        ex = ds[i]
+        batch = trainer.data_collator([ex])
+        got = [int(t) for t in batch["labels"][0].tolist() if t != -100]
+        want = [t for t in ex["labels"] if t != -100]
+        if got != want:  # the end-of-turn tokens included
+            raise UserError(f"packed sequence {i}: the padding-free collator changed the trained tokens "
+                            f"({len(got)} trained, expected {len(want)}); train with --no-packing")
+    if preview and len(ds):
+        ex = ds[0]
+        spans = batching.packed_layout(ex)
+        print(f"--- packed sequence 1 of {len(ds)}: {len(spans)} rows, {len(ex['input_ids'])} tokens; "
+              f"the first {min(2, len(spans))} rows, each starting at position 0 ---")
+        for k, (a, b) in enumerate(spans[:2]):
+            if k:
+                print("~~~~ (row boundary: attention does not cross it) ~~~~")
+            print(mask_preview(tokenizer, ex["input_ids"][a:b], ex["labels"][a:b], color=color))
+
+
 def check_collated(trainer, dataset, *, eos_id: int, n: int = 16) -> None:
     """Collate a few rows with the trainer's collator: padding must not mask the trained EOS."""
     n = min(n, len(dataset))
@@ -625,6 +692,7 @@ def check_collated(trainer, dataset, *, eos_id: int, n: int = 16) -> None:
 
 
 def _peak_memory_mib() -> float:
+    """Peak GPU memory allocated by torch (CUDA), else the process's peak resident memory."""
     import torch
 
     if torch.cuda.is_available():
@@ -634,41 +702,60 @@ def _peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _peak_reserved_mib() -> float | None:
+    """Peak GPU memory reserved by torch's caching allocator (what nvidia-smi sees), or None on CPU."""
+    import torch
+
+    return torch.cuda.max_memory_reserved() / 2**20 if torch.cuda.is_available() else None
+
+
 def _metrics_callback(path: Path):
     from transformers import TrainerCallback
 
     class MetricsLogger(TrainerCallback):
-        """Appends loss, tokens/s and peak memory to metrics.jsonl at every logging step."""
+        """Appends loss, tokens/s (all and trained), peak memory to metrics.jsonl at every logging
+        step (rank 0). Token counts come from the trainer (:func:`_counting_trainer`), all processes."""
+
+        trainer = None
 
         def __init__(self) -> None:
             self.t0 = time.perf_counter()
-            self.last_t, self.last_tokens = self.t0, None
-            self.out = JsonlAppender(path)
+            self.last_t, self.last = self.t0, (0, 0)
+            self.out: JsonlAppender | None = None
             self.tokens_per_s: float | None = None
+            self.trained_tokens_per_s: float | None = None
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
-            if "loss" not in logs:
+            if "loss" not in logs or not state.is_world_process_zero:
                 return
             now = time.perf_counter()
-            tokens = logs.get("num_tokens")
-            tps = None
-            if tokens is not None:
-                base = self.last_tokens if self.last_tokens is not None else 0.0
-                dt = now - self.last_t
-                tps = (tokens - base) / dt if dt > 0 else None
-                self.last_tokens = tokens
-            self.last_t = now
-            self.tokens_per_s = tps
+            tokens = getattr(self.trainer, "plug_tokens", 0)
+            trained = getattr(self.trainer, "plug_trained_tokens", 0)
+            dt = now - self.last_t
+            tps = (tokens - self.last[0]) / dt if dt > 0 else None
+            ttps = (trained - self.last[1]) / dt if dt > 0 else None
+            self.last_t, self.last = now, (tokens, trained)
+            self.tokens_per_s, self.trained_tokens_per_s = tps, ttps
+            if self.out is None:
+                self.out = JsonlAppender(path)
+            reserved = _peak_reserved_mib()
             self.out.write(
                 {"step": state.global_step, "epoch": state.epoch, "loss": logs.get("loss"),
-                 "lr": logs.get("learning_rate"), "tokens": tokens, "tokens_per_s": tps,
-                 "peak_memory_mib": round(_peak_memory_mib(), 1), "seconds": round(now - self.t0, 3)}
+                 "lr": logs.get("learning_rate"), "tokens": tokens, "trained_tokens": trained,
+                 "tokens_per_s": tps, "trained_tokens_per_s": ttps,
+                 "peak_memory_mib": round(_peak_memory_mib(), 1),
+                 "peak_reserved_mib": round(reserved, 1) if reserved is not None else None,
+                 "seconds": round(now - self.t0, 3)}
             )
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = self.last_t = time.perf_counter()
-            self.last_tokens = None
+            self.last = (getattr(self.trainer, "plug_tokens", 0), getattr(self.trainer, "plug_trained_tokens", 0))
+
+        def close(self) -> None:
+            if self.out is not None:
+                self.out.close()
 
     return MetricsLogger()
 
@@ -759,7 +846,8 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
         raise UserError(f"{run}: holds checkpoints of an interrupted run; pass --resume to continue it, or remove the folder")
     run.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, output_dir=str(run))
-    _write_yaml(run / "config.yaml", dataclasses.asdict(cfg))
+    if int(os.environ.get("RANK", "0")) == 0:
+        _write_yaml(run / "config.yaml", dataclasses.asdict(cfg))
 
     base_name, size_label, n_params, _ = _describe_model(name, cfg.trust_remote_code)
     print(f"model: {cfg.model} -> {base_name} {size_label} ({n_params:,} parameters); data: {data_summary['source']}, {len(rows)} rows")
@@ -783,15 +871,24 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    packed, why = False, "off for this preset" if not cfg.packing else ""
+    if cfg.packing:
+        probe = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False)
+                 for r in rows[:2]]
+        packed, why = batching.packed_attention_ok(model, probe, tokenizer.pad_token_id)
+        if not packed:
+            why = f"not packed: {why}; rows grouped by length instead"
     bf16 = dtype == torch.bfloat16
     fp16 = dtype == torch.float16
-    args = SFTConfig(
+    args = _sft_config(
+        SFTConfig,
         output_dir=str(ckpt_dir),
         max_steps=cfg.max_steps,
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
         lr_scheduler_type="linear",
         warmup_ratio=0.05,
+        group_by_length=bool(cfg.packing and not packed),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         gradient_checkpointing=bool(cfg.gradient_checkpointing) and backend != "unsloth",
@@ -816,11 +913,11 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     rows_meta = {r["id"]: r for r in rows}
     ds = Dataset.from_list([{"id": r["id"], "prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     cbs = [_metrics_callback(run / "metrics.jsonl"), *(callbacks or [])]
-    trainer_cls = SFTTrainer
     if token_plan.ids:
         turn_tokens.cheap_row_gradients(model)
-        trainer_cls = _own_loss_trainer(SFTTrainer)
+    trainer_cls = _counting_trainer(SFTTrainer, own_loss=bool(token_plan.ids))
     trainer = trainer_cls(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=cbs)
+    cbs[0].trainer = trainer
     if not trainer.completion_only_loss:
         raise UserError("TRL did not enable completion-only loss for these prompt-completion rows; refusing to train on prompts")
 
@@ -847,8 +944,21 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     )
     L = cfg.max_length
     trainer.train_dataset = processed.map(lambda ex: {"input_ids": ex["input_ids"][:L], "labels": ex["labels"][:L]})
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    sequences = None
+    if packed and not batching.collator_can_go_padding_free(trainer.data_collator):
+        packed, why = False, f"not packed: the trainer's collator ({type(trainer.data_collator).__name__}) is not TRL's"
+    if packed:
+        trainer.train_dataset = batching.pack(trainer.train_dataset, L)
+        sequences = len(trainer.train_dataset)
+        trainer.data_collator.padding_free = True
+        trainer.padding_free = True
+        check_packed(trainer, tokenizer, preview=cfg.preview_rows > 0, color=color)
+    layout = batching.describe(packed=packed, rows=len(processed), sequences=sequences, batch_size=cfg.batch_size,
+                               grad_accum=cfg.grad_accum, max_length=L, world=world, why=why)
+    print(layout.pop("text"))
     data_summary.update(truncated_rows=stats["truncated"], trained_tokens=stats["trained_tokens"],
-                        tokens=stats["tokens"], trained_share=round(share, 4))
+                        tokens=stats["tokens"], trained_share=round(share, 4), batching=layout)
     return Prepared(cfg=cfg, preset=preset, backend=backend, run=run, last_checkpoint=last, trainer=trainer,
                     tokenizer=tokenizer, eos=eos, template_name=template_name, base_name=base_name,
                     size_label=size_label, local=local, rows=rows, data_summary=data_summary, dtype=dtype,
@@ -873,23 +983,32 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
         nxt = SMALLER.get(preset, "a smaller model or --batch-size 1 --max-length 1024")
         raise UserError(f"CUDA out of memory with preset {preset}; try --preset {nxt} (then --resume continues)") from None
     seconds = time.perf_counter() - t0
+    mcb = prep.metrics_cb
+    state = trainer.state
+    if not trainer.is_world_process_zero():
+        # One run folder: under torchrun / accelerate launch only rank 0 writes the adapter and the record.
+        return run
 
     _save_dir(trainer.model.save_pretrained, run / "adapter")
     tokenizer.chat_template = _strip_generation_markers(tokenizer.chat_template)
     _save_dir(tokenizer.save_pretrained, run / "tokenizer")
 
-    mcb = prep.metrics_cb
-    state = trainer.state
-    num_tokens = next((h["num_tokens"] for h in reversed(state.log_history) if "num_tokens" in h), None)
+    tokens, trained = trainer.plug_tokens, trainer.plug_trained_tokens
+    reserved = _peak_reserved_mib()
     metrics = {
         "train_loss": out.training_loss,
         "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
         "first_loss": next((h["loss"] for h in state.log_history if "loss" in h), None),
         "steps": state.global_step,
         "seconds": round(seconds, 2),
-        "tokens": num_tokens,
-        "tokens_per_s": out.metrics.get("train_tokens_per_second") or (num_tokens / seconds if num_tokens else mcb.tokens_per_s),
+        "tokens": tokens,
+        "trained_tokens": trained,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        "trained_tokens_per_s": trained / seconds if seconds > 0 else None,
         "peak_memory_mib": round(_peak_memory_mib(), 1),
+        "peak_reserved_mib": round(reserved, 1) if reserved is not None else None,
+        "world_size": trainer.args.world_size,
+        "device": _device_name(),
     }
     fmt_, tgt, piv = _row_meta(rows, cfg)
     compute = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}.get(dtype, str(dtype))
@@ -914,10 +1033,20 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
         "data_summary": data_summary,
         "metrics": metrics,
     }
-    mcb.out.close()
+    mcb.close()
     write_json(run / "plug_run.json", record)
     print(f"done: {run} (loss {metrics['first_loss']} -> {metrics['final_loss']}, {state.global_step} steps, {seconds:.0f} s)")
     return run
+
+
+def _device_name() -> str:
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
 def _row_meta(rows: list[dict], cfg: TrainConfig) -> tuple[str, str, str]:

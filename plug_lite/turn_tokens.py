@@ -85,9 +85,7 @@ def template_tokens(tokenizer, eos: str) -> list[tuple[str, int]]:
     """The special tokens the chat template writes around turns, end-of-turn first:
     ``[(text, id), ...]`` (BOS and padding are not turn tokens)."""
     msgs = [{"role": "user", "content": _PROBE}, {"role": "assistant", "content": _PROBE}]
-    ids = tokenizer.apply_chat_template(msgs, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding on some versions
-        ids = ids["input_ids"]
+    ids = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=False)  # transformers 5 defaults to a dict
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     special |= set((getattr(tokenizer, "added_tokens_decoder", None) or {}).keys())
     skip = {tokenizer.bos_token_id, tokenizer.pad_token_id}

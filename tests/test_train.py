@@ -104,8 +104,8 @@ def test_labels_are_exactly_the_completion_and_eos(tiny_model, rows_file, tmp_pa
     assert len(ds) == len(rows)
     for ex in ds:
         r = rows[ex["id"]]
-        p_ids = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True)
-        full = tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True)
+        p_ids = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)
+        full = tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False)
         assert full[: len(p_ids)] == p_ids
         assert ex["input_ids"] == full
         assert ex["labels"] == [-100] * len(p_ids) + full[len(p_ids):]
@@ -147,11 +147,11 @@ def _lengths(tiny_model, row):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
-    full = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=True)
+    full = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=False)
     head = formats.render_plug("x", "y", "z", target="zh").split("\n\n")[-1][:-1]  # the target header, via formats
     comp = row["completion"][0]["content"]
     before_target = comp[: comp.index(head)]
-    p_ids = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+    p_ids = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)
     return len(full), len(p_ids) + len(tok(before_target)["input_ids"])
 
 
