@@ -10,7 +10,9 @@ Steps (``python benchmarks/gpu_check.py STEP ...``):
   trained tokens, and the steady-state speed (steps after the first);
 * ``e2e``    a short Unsloth run of a tiny model, then ``export.merge`` (NF4-aware), the GGUF
   (Q8_0, llama.cpp's converter) with the PLUG keys, and the merged model's greedy token ids on two
-  prompts (float32, CPU) so that llama.cpp's output on the GGUF can be compared on another machine.
+  prompts (float32, CPU) so that llama.cpp's output on the GGUF can be compared on another machine;
+* ``compare`` (back on a machine with llama-cpp-python) that comparison, and ``plug-lite chat`` on
+  the GGUF.
 
 Every step writes ``$OUT/<name>.json`` (rewritten as it goes) and never raises: a failure is recorded.
 """
@@ -140,6 +142,8 @@ def cmd_train(a, rec: Record) -> None:
         kw["grad_accum"] = a.grad_accum
     if a.max_length:
         kw["max_length"] = a.max_length
+    if a.gradient_checkpointing is not None:
+        kw["gradient_checkpointing"] = a.gradient_checkpointing
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     T.train(T.TrainConfig(**kw))
@@ -202,9 +206,36 @@ def cmd_e2e(a, rec: Record) -> None:
     rec.set(gguf=gguf.name, gguf_bytes=gguf.stat().st_size, hf_greedy=greedy)
 
 
+def cmd_compare(a, rec: Record) -> None:
+    """Back on a machine with llama-cpp-python: the e2e GGUF's greedy ids against the merged model's
+    (``--model``: the folder holding e2e.json and the GGUF), and a one-shot ``plug-lite chat``."""
+    import llama_cpp
+
+    from plug_lite import chat
+    from plug_lite.export import _llama_greedy, read_gguf_metadata
+
+    folder = Path(a.model)
+    e2e = json.loads((folder / "e2e.json").read_text())
+    gguf = folder / e2e["gguf"]
+    md = read_gguf_metadata(gguf)
+    llm = llama_cpp.Llama(str(gguf), n_ctx=1024, n_gpu_layers=0, seed=0, verbose=False)
+    try:
+        eos = llm._model.token_eos()
+        rows = []
+        for g in e2e["hf_greedy"]:
+            ids = _llama_greedy(llm, g["prompt_ids"], len(g["ids"]), {eos})
+            rows.append({"prompt": g["prompt"], "hf": g["ids"], "llama_cpp": list(ids), "identical": list(ids) == g["ids"]})
+    finally:
+        llm.close()
+    turn = chat.one_shot(str(gguf), PROMPTS[0], max_new_tokens=24)
+    rec.set(gguf=gguf.name, plug_keys={k: md.get(k) for k in ("plug.format", "plug.target", "plug.pivot")},
+            template=bool(md.get("tokenizer.chat_template")), greedy=rows,
+            identical=sum(r["identical"] for r in rows), chat={k: turn.get(k) for k in ("status", "output", "stats")})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("build", "train", "e2e"))
+    ap.add_argument("step", choices=("build", "train", "e2e", "compare"))
     ap.add_argument("--name", required=True)
     ap.add_argument("--shape", default="1.5b")
     ap.add_argument("--out")
@@ -216,10 +247,11 @@ def main() -> int:
     ap.add_argument("--grad-accum", type=int)
     ap.add_argument("--max-length", type=int)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     a = ap.parse_args()
     rec = Record(a.name)
     try:
-        {"build": cmd_build, "train": cmd_train, "e2e": cmd_e2e}[a.step](a, rec)
+        {"build": cmd_build, "train": cmd_train, "e2e": cmd_e2e, "compare": cmd_compare}[a.step](a, rec)
         rec.finish("ok")
         return 0
     except BaseException as e:  # noqa: BLE001 - everything goes into the record

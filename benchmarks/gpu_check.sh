@@ -55,7 +55,7 @@ step() {  # NAME TIMEOUT MIN_LEFT PYTHONPATH ARGS...
   return $rc
 }
 
-if [ "$SMOKE" != 1 ]; then
+if [ "$SMOKE" != 1 ] && [ -z "${GPU_CHECK_ONLY:-}" ]; then
   log "env"
   PYTHONPATH=$QL_PP timeout 120 python3 -c "import torch, transformers, trl, peft, bitsandbytes, datasets; \
 print('qlora env:', torch.__version__, transformers.__version__, trl.__version__, peft.__version__, bitsandbytes.__version__, datasets.__version__)"
@@ -65,6 +65,19 @@ print('unsloth env:', unsloth.__version__, trl.__version__, transformers.__versi
 fi
 
 M=$GC_WORK/model-$SHAPE; TINY=$GC_WORK/model-tiny; [ "$SHAPE" = tiny ] && TINY=$M
+if [ -n "${GPU_CHECK_ONLY:-}" ]; then  # a second, shorter call: the steps named here, in this order
+  for s in $GPU_CHECK_ONLY; do
+    case $s in
+      build) step build 120 40 "$QL_PP" build --shape "$SHAPE" --out "$M" ;;
+      build_tiny) step build_tiny 60 30 "$QL_PP" build --shape tiny --out "$TINY" ;;
+      unsloth_packed) step unsloth_packed 150 90 "$US_PP" train --model "$M" --backend unsloth --packing --steps "$STEPS" ;;
+      e2e) step e2e 150 70 "${US_PP:-$QL_PP}" e2e --model "$TINY" --backend "$E2E_BACKEND" --steps 5 $SMALL ;;
+      packed_nockpt) step packed_nockpt 100 50 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" \
+                       --no-gradient-checkpointing $SMALL ;;
+    esac
+  done
+  log "done in $((SECONDS - T0)) s"; exit 0
+fi
 step build 120 60 "$QL_PP" build --shape "$SHAPE" --out "$M"
 [ "$SHAPE" != tiny ] && step build_tiny 60 40 "$QL_PP" build --shape tiny --out "$TINY"
 # the new default (ampere: 4 packed 2048-token sequences per micro-batch x 2) against main's (4 rows x 4)

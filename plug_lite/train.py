@@ -675,6 +675,14 @@ def check_collated(trainer, dataset, *, eos_id: int, n: int = 16) -> None:
         return
     feats = [{"input_ids": dataset[i]["input_ids"], "labels": dataset[i]["labels"]} for i in range(n)]
     batch = trainer.data_collator(feats)
+    if n > 1 and batch["labels"].shape[0] == 1:
+        # a padding-free collator (TRL's with padding_free, Unsloth's auto mode) flattened the rows
+        got = [t for t in batch["labels"][0].tolist() if t != -100]
+        want = [t for f in feats for t in f["labels"] if t != -100]
+        if got != want:
+            raise UserError(f"the padding-free collator ({type(trainer.data_collator).__name__}) changed the trained "
+                            f"tokens of the first {n} rows ({len(got)} trained, expected {len(want)})")
+        return
     for i, f in enumerate(feats):
         want = sum(1 for t in f["labels"] if t != -100)
         got_labels = batch["labels"][i].tolist()
