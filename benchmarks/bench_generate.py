@@ -14,6 +14,8 @@ intermediate 4864, vocabulary 151,936), random weights (speed only). Appends a s
 benchmarks/RESULTS.md::
 
     python benchmarks/bench_generate.py --tokens 48     # about 5-8 minutes on 2 cores
+    python benchmarks/bench_generate.py --gguf gguf/Gemma-3-270M-PLUG-zh-Q8_0.gguf --tokens 96
+        # only: plug_lite's default thread count against every explicit --threads on one GGUF
 
 Run it on an otherwise idle machine: a concurrent job moved the wrapper ratio by 10% here,
 while an idle A/B of 8 runs each gave 1.00.
@@ -72,13 +74,43 @@ def chat_path(session, prompt: str) -> tuple[int, float]:
     return st.completion_tokens, (st.completion_tokens - 1) / st.decode_tokens_per_s
 
 
+def thread_sweep(gguf: Path, prompts: list[str], tokens: int, repeats: int = 2) -> tuple[list[tuple[str, float]], str]:
+    """Decode tokens/s of chat's streaming path on ``gguf`` with plug_lite's default threads and with
+    each explicit count from 1 to the usable CPUs; runs interleaved so load drift hurts all alike."""
+    from plug_lite.chat import ChatSession, LlamaEngine
+    from plug_lite.engine import default_threads, usable_cpus
+
+    settings: list[int | None] = [None, *range(1, len(usable_cpus()) + 1)]
+    engines = {t: LlamaEngine(gguf, threads=t) for t in settings}
+    rates: dict[int | None, list[float]] = {t: [] for t in settings}
+    try:
+        for _ in range(repeats):
+            for p in prompts:
+                for t in settings:
+                    s = ChatSession(engine=engines[t], max_new_tokens=tokens)
+                    n, secs = chat_path(s, p)
+                    if n > 1:
+                        rates[t].append((n - 1) / secs)
+    finally:
+        for e in engines.values():
+            e.close()
+    d, b = default_threads()
+    rows = [(f"default (decode {d}, prompt {b})" if t is None else f"--threads {t}", statistics.median(r))
+            for t, r in rates.items() if r]
+    return rows, f"{d}/{b}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gguf", help="only compare thread counts on this GGUF (e.g. the demo's Q8_0)")
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per prompt")
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-append", action="store_true")
     a = ap.parse_args()
+
+    if a.gguf:
+        return threads_main(Path(a.gguf), a)
 
     import llama_cpp
     import torch
@@ -191,6 +223,37 @@ def main() -> int:
     if not a.no_append:
         if not RESULTS.exists():
             RESULTS.write_text(HEADER + "\n", encoding="utf-8")
+        with open(RESULTS, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+    return 0
+
+
+def threads_main(gguf: Path, a) -> int:
+    import llama_cpp
+
+    prompts = PROMPTS[: a.prompts]
+    rows, default = thread_sweep(gguf, prompts, a.tokens)
+    best_name, best = max(rows, key=lambda r: r[1])
+    dflt = rows[0][1]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## chat decode speed by thread count (benchmarks/bench_generate.py --gguf), {stamp}",
+        "",
+        f"Machine: CPU only, {os.cpu_count()} CPUs ({platform.machine()}), load average {load:.1f} at the end; "
+        f"llama-cpp-python {llama_cpp.__version__}. File: `{gguf.name}` ({gguf.stat().st_size / 2**20:.0f} MiB).",
+        f"Command: `python benchmarks/bench_generate.py --gguf {gguf.name} --tokens {a.tokens} --prompts {a.prompts}`; "
+        "chat's streaming path (ChatSession.ask), greedy, decode tokens/s after the first token, median over "
+        f"{len(prompts)} prompts x 2 runs, the settings interleaved.",
+        "",
+        "| threads | decode tokens/s | ratio to the best |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {tps:.1f} | {tps / best:.3f} |" for name, tps in rows]
+    lines += ["", f"Default / best ({best_name}): **{dflt / best:.3f}**.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if not a.no_append:
         with open(RESULTS, "a", encoding="utf-8") as f:
             f.write("\n" + text)
     return 0

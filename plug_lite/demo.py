@@ -410,7 +410,7 @@ def cli(argv: list[str] | None = None) -> int:
                     help="answer the first N evaluation instructions (default 20 of 40, to stay within 15 minutes on 2 cores)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--train-rows", type=int, default=48,
-                    help="training rows per model (default 48: 40 steps of batch 2 see them almost twice)")
+                    help="training rows per model (default 48: 60 steps of batch 2 see each 2.5 times)")
     ap.add_argument("--judge-model", help="judge model name (default: $PLUG_LITE_JUDGE_MODEL or the built-in default)")
     ap.add_argument("--model", default="default", help='base model (default: "default", the embedded Gemma-3-270M)')
     ap.add_argument("--preset", default="cpu-demo", help="training preset (default cpu-demo)")

@@ -129,11 +129,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # per micro-batch x 2: the same 16k tokens per optimizer step in fuller micro-batches.
     "ampere": dict(lr=2e-4, max_length=2048, batch_size=4, grad_accum=2, gradient_checkpointing=True, max_steps=-1,
                    save_steps=100, packing=True),
-    # 2 CPU cores, embedded Gemma-3-270M, fp32 LoRA, short rows, ~40 steps (about 5 minutes of training).
-    # lr 1e-3: with 2e-4 the loss barely moved in 40 steps and no answer stopped within 320 tokens;
-    # with 1e-3 the loss falls clearly (see benchmarks/RESULTS.md), though stopping stays fragile.
+    # 2 CPU cores, embedded Gemma-3-270M, fp32 LoRA (+ its untrained turn-token rows), short rows,
+    # 60 steps (2-4 minutes of training). lr 1e-3: with 2e-4 the loss barely moved in 40 steps.
+    # 60 steps over the demo's 48 rows (2.5 epochs): the mono model ended 19 of 20 zh answers by
+    # itself, against 15 of 20 after 40 steps and 10 of 20 after 40 steps over 80 rows (RESULTS.md).
     "cpu-demo": dict(model="default", lr=1e-3, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False,
-                     max_steps=40, save_steps=10, max_train_samples=80, drop_long_rows=True, packing=False),
+                     max_steps=60, save_steps=20, max_train_samples=80, drop_long_rows=True, packing=False),
     # Tests: a tiny model, a few steps.
     "cpu-tiny": dict(lr=2e-4, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False, max_steps=4, save_steps=2,
                      packing=False),
