@@ -67,6 +67,20 @@ def raw_loop(llm, tokens: list[int], n: int) -> tuple[int, float]:
     return count, time.perf_counter() - t_first
 
 
+def _when_and_load() -> tuple[str, float]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), load
+
+
+def _publish(text: str, append: bool) -> None:
+    print(text)
+    if append:
+        if not RESULTS.exists():
+            RESULTS.write_text(HEADER + "\n", encoding="utf-8")
+        with open(RESULTS, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+
+
 def chat_path(session, prompt: str) -> tuple[int, float]:
     for _ in session.ask(prompt):
         pass
@@ -74,7 +88,7 @@ def chat_path(session, prompt: str) -> tuple[int, float]:
     return st.completion_tokens, (st.completion_tokens - 1) / st.decode_tokens_per_s
 
 
-def thread_sweep(gguf: Path, prompts: list[str], tokens: int, repeats: int = 2) -> tuple[list[tuple[str, float]], str]:
+def thread_sweep(gguf: Path, prompts: list[str], tokens: int, repeats: int = 2) -> list[tuple[str, float]]:
     """Decode tokens/s of chat's streaming path on ``gguf`` with plug_lite's default threads and with
     each explicit count from 1 to the usable CPUs; runs interleaved so load drift hurts all alike."""
     from plug_lite.chat import ChatSession, LlamaEngine
@@ -95,9 +109,8 @@ def thread_sweep(gguf: Path, prompts: list[str], tokens: int, repeats: int = 2) 
         for e in engines.values():
             e.close()
     d, b = default_threads()
-    rows = [(f"default (decode {d}, prompt {b})" if t is None else f"--threads {t}", statistics.median(r))
+    return [(f"default (decode {d}, prompt {b})" if t is None else f"--threads {t}", statistics.median(r))
             for t, r in rates.items() if r]
-    return rows, f"{d}/{b}"
 
 
 def main() -> int:
@@ -190,8 +203,7 @@ def main() -> int:
     total_s = time.time() - t0
 
     hf = engines["transformers fp32"]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp, load = _when_and_load()
     lines = [
         f"## generate/chat decode speed (benchmarks/bench_generate.py), {stamp}",
         "",
@@ -218,13 +230,7 @@ def main() -> int:
         lines.append(f"| {name} | {sizes[name]:.0f} | {tps:.1f} | {tps / hf:.2f} |")
     lines += ["", f"Preparation (random model, GGUF F16, two quantizations) {prep_s:.0f} s; whole run {total_s:.0f} s.", ""]
     shutil.rmtree(work, ignore_errors=True)
-    text = "\n".join(lines)
-    print(text)
-    if not a.no_append:
-        if not RESULTS.exists():
-            RESULTS.write_text(HEADER + "\n", encoding="utf-8")
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    _publish("\n".join(lines), not a.no_append)
     return 0
 
 
@@ -232,11 +238,10 @@ def threads_main(gguf: Path, a) -> int:
     import llama_cpp
 
     prompts = PROMPTS[: a.prompts]
-    rows, default = thread_sweep(gguf, prompts, a.tokens)
+    rows = thread_sweep(gguf, prompts, a.tokens)
     best_name, best = max(rows, key=lambda r: r[1])
     dflt = rows[0][1]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp, load = _when_and_load()
     lines = [
         f"## chat decode speed by thread count (benchmarks/bench_generate.py --gguf), {stamp}",
         "",
@@ -251,11 +256,7 @@ def threads_main(gguf: Path, a) -> int:
     ]
     lines += [f"| {name} | {tps:.1f} | {tps / best:.3f} |" for name, tps in rows]
     lines += ["", f"Default / best ({best_name}): **{dflt / best:.3f}**.", ""]
-    text = "\n".join(lines)
-    print(text)
-    if not a.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    _publish("\n".join(lines), not a.no_append)
     return 0
 
 
