@@ -91,8 +91,8 @@ def chat_path(session, prompt: str) -> tuple[int, float]:
 def thread_sweep(gguf: Path, prompts: list[str], tokens: int, repeats: int = 2) -> list[tuple[str, float]]:
     """Decode tokens/s of chat's streaming path on ``gguf`` with plug_lite's default threads and with
     each explicit count from 1 to the usable CPUs; runs interleaved so load drift hurts all alike."""
-    from plug_lite.chat import ChatSession, LlamaEngine
-    from plug_lite.engine import default_threads, usable_cpus
+    from plug_lite.chat import ChatSession
+    from plug_lite.engine import LlamaEngine, default_threads, usable_cpus
 
     settings: list[int | None] = [None, *range(1, len(usable_cpus()) + 1)]
     engines = {t: LlamaEngine(gguf, threads=t) for t in settings}
@@ -130,7 +130,8 @@ def main() -> int:
     import transformers
 
     from plug_lite import convert
-    from plug_lite.chat import ChatSession, LlamaEngine
+    from plug_lite.chat import ChatSession
+    from plug_lite.engine import LlamaEngine
     from plug_lite.models import tiny_qwen2
 
     prompts = PROMPTS[: a.prompts]
@@ -166,9 +167,9 @@ def main() -> int:
 
     # 2. Engines: llama.cpp quants (raw loop) and transformers fp32, same prompts and token count.
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from plug_lite import languages
+    from plug_lite import spec
 
-    system = languages.system_prompt("plug", "zh", "en")
+    system = spec.system_prompt("plug", "zh", "en")
     engines: dict[str, float] = {}
     sizes: dict[str, float] = {}
     for name, path in ggufs.items():

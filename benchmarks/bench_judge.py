@@ -39,7 +39,7 @@ def one(pairs: int, latency: float, parallel: int) -> dict:
             with open(t / f"{name}.jsonl", "w") as f:
                 for i in range(pairs):
                     f.write(json.dumps({"id": f"q{i}", "instruction": f"question {i}", "answer": f"{word} {i}",
-                                        "status": "ok", "lang": "en"}) + "\n")
+                                        "status": "ok", "target": "en"}) + "\n")
         with ScriptedOpenAI("Fine. [[C]]", latency=latency) as srv:
             t0 = time.perf_counter()
             res = judge.main(a=str(t / "a.jsonl"), b=str(t / "b.jsonl"), out=str(t / "out"), base_url=srv.url,

@@ -168,7 +168,7 @@ def cmd_e2e(a, rec: Record) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from plug_lite import convert, export, languages
+    from plug_lite import convert, export, gguf_meta, runs, spec
     from plug_lite import train as T
 
     run = WORK / a.name
@@ -178,7 +178,7 @@ def cmd_e2e(a, rec: Record) -> None:
     T.train(T.TrainConfig(model=a.model, data="sample", target="zh", format="plug", preset=a.preset,
                           backend=a.backend, output_dir=str(run), max_steps=a.steps, save_steps=10**6, preview_rows=0,
                           lr=1e-3, **extra))
-    meta = export.load_run(run)
+    meta = runs.load_run(run)
     rec.set(train_metrics=meta["metrics"], backend=meta["backend"], load_in_4bit=meta.get("load_in_4bit"),
             adapter_files=sorted(p.name for p in (run / "adapter").iterdir()))
     t = time.perf_counter()
@@ -188,11 +188,10 @@ def cmd_e2e(a, rec: Record) -> None:
     gguf = OUT / f"{a.name}-Q8_0.gguf"
     template = AutoTokenizer.from_pretrained(str(merged)).chat_template
     convert.hf_to_gguf(merged, raw, outtype="q8_0", model_name=gguf.stem)
-    export.write_plug_metadata(raw, gguf, fmt=meta["format"], target=meta["target"], pivot=meta.get("pivot") or "",
-                               think=False, chat_template=template)
+    gguf_meta.write_plug_metadata(raw, gguf, runs.run_spec(meta), chat_template=template)
     tok = AutoTokenizer.from_pretrained(str(merged))
     model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32)
-    system = languages.system_prompt("plug", "zh", "en")
+    system = spec.system_prompt("plug", "zh", "en")
     greedy = []
     for p in PROMPTS:
         text = tok.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": p}],
@@ -209,24 +208,23 @@ def cmd_e2e(a, rec: Record) -> None:
 def cmd_compare(a, rec: Record) -> None:
     """Back on a machine with llama-cpp-python: the e2e GGUF's greedy ids against the merged model's
     (``--model``: the folder holding e2e.json and the GGUF), and a one-shot ``plug-lite chat``."""
-    import llama_cpp
-
     from plug_lite import chat
-    from plug_lite.export import _llama_greedy, read_gguf_metadata
+    from plug_lite.engine import LlamaEngine
+    from plug_lite.gguf_meta import read_metadata
 
     folder = Path(a.model)
     e2e = json.loads((folder / "e2e.json").read_text())
     gguf = folder / e2e["gguf"]
-    md = read_gguf_metadata(gguf)
-    llm = llama_cpp.Llama(str(gguf), n_ctx=1024, n_gpu_layers=0, seed=0, verbose=False)
+    md = read_metadata(gguf)
+    eng = LlamaEngine(gguf, ctx=1024, gpu_layers=0)
     try:
-        eos = llm._model.token_eos()
+        eos = eng.llm._model.token_eos()
         rows = []
         for g in e2e["hf_greedy"]:
-            ids = _llama_greedy(llm, g["prompt_ids"], len(g["ids"]), {eos})
+            ids = eng.greedy(g["prompt_ids"], len(g["ids"]), {eos})
             rows.append({"prompt": g["prompt"], "hf": g["ids"], "llama_cpp": list(ids), "identical": list(ids) == g["ids"]})
     finally:
-        llm.close()
+        eng.close()
     turn = chat.one_shot(str(gguf), PROMPTS[0], max_new_tokens=24)
     rec.set(gguf=gguf.name, plug_keys={k: md.get(k) for k in ("plug.format", "plug.target", "plug.pivot")},
             template=bool(md.get("tokenizer.chat_template")), greedy=rows,

@@ -66,10 +66,9 @@ OVERWRITE = False  # rebuild files that exist already
 
 # %%
 from pathlib import Path
-from plug_lite import data, languages
+from plug_lite import data, languages, runs
 
-work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
-(work / "data").mkdir(parents=True, exist_ok=True)
+work = runs.WorkFolder(nb.work_dir(WORK_DIR, drive=USE_DRIVE))
 print("target:", languages.get(TARGET).name, "| pivot:", languages.get(PIVOT).name)
 print(nb.environment().describe())
 
@@ -83,7 +82,7 @@ import json
 
 built = {}
 for fmt in FORMATS:
-    out = work / "data" / f"train.{fmt}.{TARGET}.jsonl"
+    out = work.data_file(fmt, TARGET)
     summary_file = Path(f"{out}.summary.json")
     if out.exists() and summary_file.exists() and not OVERWRITE:
         built[fmt] = json.loads(summary_file.read_text(encoding="utf-8"))
@@ -107,4 +106,4 @@ nb.show_markdown(nb.markdown_table([
 # %%
 for fmt in FORMATS:
     nb.show_markdown(f"### {fmt}")
-    nb.show_rows(work / "data" / f"train.{fmt}.{TARGET}.jsonl", n=SHOW)
+    nb.show_rows(work.data_file(fmt, TARGET), n=SHOW)

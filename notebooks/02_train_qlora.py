@@ -68,9 +68,9 @@ OVERWRITE = False  # retrain a run that finished (its folder is removed first)
 import importlib.util
 import shutil
 from pathlib import Path
-from plug_lite import train
+from plug_lite import runs, train
 
-work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
+work = runs.WorkFolder(nb.work_dir(WORK_DIR, drive=USE_DRIVE))
 print(nb.environment().describe())
 print("Unsloth installed:", importlib.util.find_spec("unsloth") is not None)
 
@@ -79,25 +79,25 @@ print("Unsloth installed:", importlib.util.find_spec("unsloth") is not None)
 # A finished run (its `plug_run.json` exists) is kept; an interrupted one resumes.
 
 # %%
-runs = {}
+run_dirs = {}
 for fmt in FORMATS:
-    run = work / "runs" / f"{fmt}-{TARGET}"
+    run = work.run_dir(fmt, TARGET)
     if OVERWRITE and run.exists():
         shutil.rmtree(run)
-    if (run / "plug_run.json").exists():
+    if runs.is_finished(run):
         print(f"{fmt}: finished already ({run})")
     else:
         train.train(train.TrainConfig(
-            model=MODEL, data=str(work / "data" / f"train.{fmt}.{TARGET}.jsonl"), format=fmt, target=TARGET,
+            model=MODEL, data=str(work.data_file(fmt, TARGET)), format=fmt, target=TARGET,
             pivot=PIVOT, preset=PRESET, backend=BACKEND, max_steps=MAX_STEPS, epochs=EPOCHS, lr=LR,
             output_dir=str(run), resume=True))
-    runs[fmt] = run
+    run_dirs[fmt] = run
 
 # %% [markdown]
 # ## Loss
 
 # %%
-fig = nb.plot_loss(list(runs.values()), labels=list(runs), out=work / "runs" / f"loss-{TARGET}.png")
+fig = nb.plot_loss(list(run_dirs.values()), labels=list(run_dirs), out=work.root / "runs" / f"loss-{TARGET}.png")
 
 # %% [markdown]
 # ## The runs
@@ -105,4 +105,4 @@ fig = nb.plot_loss(list(runs.values()), labels=list(runs), out=work / "runs" / f
 # `plug_run.json` (written last: a run without it has not finished).
 
 # %%
-nb.show_markdown(nb.markdown_table([nb.run_summary(run) for run in runs.values()]))
+nb.show_markdown(nb.markdown_table([nb.run_summary(run) for run in run_dirs.values()]))

@@ -63,10 +63,10 @@ PRIVATE = True
 
 # %%
 from pathlib import Path
-from plug_lite import export, share
+from plug_lite import export, runs, share
 
-work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
-runs = {fmt: work / "runs" / f"{fmt}-{TARGET}" for fmt in FORMATS}
+work = runs.WorkFolder(nb.work_dir(WORK_DIR, drive=USE_DRIVE))
+run_dirs = {fmt: work.run_dir(fmt, TARGET) for fmt in FORMATS}
 
 # %% [markdown]
 # ## Merge, convert, quantize, verify
@@ -75,12 +75,12 @@ runs = {fmt: work / "runs" / f"{fmt}-{TARGET}" for fmt in FORMATS}
 
 # %%
 reports = {}
-for fmt, run in runs.items():
-    reports[fmt] = None if OVERWRITE else nb.export_report(run)
+for fmt, run in run_dirs.items():
+    reports[fmt] = None if OVERWRITE else runs.export_report(run)
     if reports[fmt]:
         print(f"{fmt}: exported already ({run / 'export_report.json'})")
         continue
-    reports[fmt] = export.main(run, out_dir=work / "gguf", quants=QUANTS, adapter=ADAPTER_GGUF,
+    reports[fmt] = export.main(run, out_dir=work.gguf_dir, quants=QUANTS, adapter=ADAPTER_GGUF,
                                n_prompts=PARITY_PROMPTS)
 
 # %% [markdown]
@@ -99,7 +99,7 @@ for fmt, rep in reports.items():
 # Written into each run's `share/` folder; nothing is uploaded here.
 
 # %%
-shared = {fmt: share.main(run, push=HF_REPO if fmt == "plug" else None, dry_run=True) for fmt, run in runs.items()}
+shared = {fmt: share.main(run, push=HF_REPO if fmt == "plug" else None, dry_run=True) for fmt, run in run_dirs.items()}
 card = shared[FORMATS[0]]["written"]
 nb.show_markdown(Path(card["README.md"]).read_text(encoding="utf-8")[:4000])
 print(Path(card["Modelfile"]).read_text(encoding="utf-8"))
@@ -111,10 +111,10 @@ print(Path(card["Modelfile"]).read_text(encoding="utf-8"))
 
 # %%
 if PUSH:
-    if not HF_REPO or "plug" not in runs:
+    if not HF_REPO or "plug" not in run_dirs:
         raise SystemExit("set HF_REPO = '<your-hf-name>/<repo>' and keep 'plug' in FORMATS")
     if not nb.use_secret("HF_TOKEN", env_names=("HUGGING_FACE_HUB_TOKEN",)):
         raise SystemExit("no HF_TOKEN secret or environment variable: add one, or set PUSH = False")
-    share.main(runs["plug"], push=HF_REPO, private=PRIVATE)
+    share.main(run_dirs["plug"], push=HF_REPO, private=PRIVATE)
 else:
     print("PUSH = False: nothing uploaded")

@@ -76,27 +76,26 @@ SVAMP_SET = "x-svamp"  # or a local JSON/JSONL file named *svamp*
 
 # %%
 from pathlib import Path
-from plug_lite import generate, judge, metrics, report
+from plug_lite import generate, judge, metrics, report, runs
 from plug_lite.io import read_records
 
-work = nb.work_dir(WORK_DIR, drive=USE_DRIVE)
-out = work / "eval" / TARGET
-models = {fmt: nb.exported_gguf(work / "runs" / f"{fmt}-{TARGET}", QUANT) for fmt in ("plug", "mono")}
+work = runs.WorkFolder(nb.work_dir(WORK_DIR, drive=USE_DRIVE))
+models = {fmt: runs.exported_gguf(work.run_dir(fmt, TARGET), QUANT) for fmt in ("plug", "mono")}
 for fmt, path in models.items():
     print(f"{fmt}: {path}")
 print(nb.environment().describe())
 
 # %% [markdown]
 # ## Generate the answers
-# `out/<set>.<format>.jsonl`, one line per instruction, written as it is answered; a re-run
+# `WORK_DIR/eval/<target>/<set>.<format>.jsonl`, one line per instruction, written as it is answered; a re-run
 # skips the ids already there.
 
 # %%
 def answers(eval_set, tag, limit=LIMIT):
     files = {}
     for fmt, path in models.items():
-        files[fmt] = out / f"{tag}.{fmt}.jsonl"
-        generate.main(eval_set=eval_set, lang=TARGET, out=str(files[fmt]), model=str(path), limit=limit,
+        files[fmt] = work.answers_file(TARGET, tag, fmt)
+        generate.main(str(path), eval_set=eval_set, target=TARGET, out=str(files[fmt]), limit=limit,
                       max_new_tokens=MAX_TOKENS, gpu_layers=N_GPU_LAYERS, generator=f"{fmt}-{TARGET}")
     return files
 
@@ -121,27 +120,28 @@ has_key = nb.use_secret(JUDGE_KEY_NAME, env="PLUG_LITE_JUDGE_API_KEY")
 use_judge = has_key or JUDGE_BASE_URL is not None  # a local server needs no key
 print(f"judge key ({JUDGE_KEY_NAME}):", "found" if has_key else "not found",
       "| judge:", f"{JUDGE_MODEL} at {JUDGE_BASE_URL or 'api.openai.com'}" if use_judge else "skipped (offline metrics only)")
-judge_args = dict(a=str(alpaca["plug"]), b=str(alpaca["mono"]), mode="pairwise", lang=TARGET,
+judge_args = dict(a=str(alpaca["plug"]), b=str(alpaca["mono"]), mode="pairwise", target=TARGET,
                   model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL)
 if use_judge:
-    plan = judge.main(out=str(out / "judge-alpacaeval"), dry_run=True, **judge_args)
+    plan = judge.main(out=str(work.judge_dir(TARGET, "alpacaeval")), dry_run=True, **judge_args)
     nb.show_markdown(nb.markdown_table([plan["dry_run"]]))
 
 # %%
 results = []
 if use_judge:
-    judge.main(out=str(out / "judge-alpacaeval"), report=False, **judge_args)
-    results.append(str(out / "judge-alpacaeval" / "judge.json"))
+    judge.main(out=str(work.judge_dir(TARGET, "alpacaeval")), report=False, **judge_args)
+    results.append(str(work.judge_dir(TARGET, "alpacaeval") / "judge.json"))
 
 # %% [markdown]
 # ## Report
-# Markdown and JSON in `out/report/`, with the win / tie / loss chart.
+# Markdown and JSON in `WORK_DIR/eval/<target>/report/`, with the win / tie / loss chart.
 
 # %%
-summary = report.main(results=results, offline=[str(f) for f in alpaca.values()], out=str(out / "report"), lang=TARGET)
-nb.show_markdown((out / "report" / "report.md").read_text(encoding="utf-8"))
+report_dir = work.report_dir(TARGET)
+summary = report.main(results, offline=[str(f) for f in alpaca.values()], out=str(report_dir), target=TARGET)
+nb.show_markdown((report_dir / "report.md").read_text(encoding="utf-8"))
 if summary.get("chart"):
-    nb.show_image(out / "report" / summary["chart"])
+    nb.show_image(report_dir / summary["chart"])
 
 # %% [markdown]
 # ## Optional: X-TruthfulQA
@@ -152,9 +152,9 @@ if summary.get("chart"):
 if RUN_TRUTHFULQA and use_judge:
     truthful = answers(TRUTHFULQA_SET, "truthfulqa")
     for fmt, f in truthful.items():
-        judge.main(a=str(f), out=str(out / f"judge-truthfulqa-{fmt}"), mode="truthful", eval_set=TRUTHFULQA_SET,
-                   lang=TARGET, model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL, report=False)
-        results.append(str(out / f"judge-truthfulqa-{fmt}" / "judge.json"))
+        judge.main(str(f), out=str(work.judge_dir(TARGET, f"truthfulqa-{fmt}")), mode="truthful", eval_set=TRUTHFULQA_SET,
+                   target=TARGET, model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL, report=False)
+        results.append(str(work.judge_dir(TARGET, f"truthfulqa-{fmt}") / "judge.json"))
 else:
     print("X-TruthfulQA skipped" + ("" if use_judge else " (it needs the judge)"))
 
@@ -167,9 +167,9 @@ else:
 if RUN_SVAMP:
     svamp = answers(SVAMP_SET, "svamp")
     for fmt, f in svamp.items():
-        judge.main(a=str(f), out=str(out / f"judge-svamp-{fmt}"), mode="svamp", eval_set=SVAMP_SET, lang=TARGET,
-                   report=False)
-        results.append(str(out / f"judge-svamp-{fmt}" / "judge.json"))
+        judge.main(str(f), out=str(work.judge_dir(TARGET, f"svamp-{fmt}")), mode="svamp", eval_set=SVAMP_SET,
+                   target=TARGET, report=False)
+        results.append(str(work.judge_dir(TARGET, f"svamp-{fmt}") / "judge.json"))
 else:
     print("X-SVAMP skipped")
 
@@ -178,6 +178,6 @@ else:
 
 # %%
 if RUN_TRUTHFULQA or RUN_SVAMP:
-    report.main(results=results, offline=[str(f) for f in alpaca.values()], out=str(out / "report"), lang=TARGET)
-    nb.show_markdown((out / "report" / "report.md").read_text(encoding="utf-8"))
-print("report:", out / "report" / "report.md")
+    report.main(results, offline=[str(f) for f in alpaca.values()], out=str(report_dir), target=TARGET)
+    nb.show_markdown((report_dir / "report.md").read_text(encoding="utf-8"))
+print("report:", report_dir / "report.md")

@@ -2,6 +2,38 @@
 
 ``import plug_lite`` needs only the standard library; each verb module imports its heavy
 libraries inside the functions that use them.
+
+The map of the package: who owns which fact. Imports point down this list, never up; a verb
+never imports another verb (``demo`` and ``notebook`` orchestrate verbs and may).
+
+Ground floor (standard library only at import time)
+
+=================  ==================================================================================
+``languages``      the language registry: names and the PLUG section headers of each language
+``io``             one-line user errors (exit code 2), atomic writes, resumable JSONL
+``spec``           what a PLUG model is: (format, target, pivot, think) checked once, the format list,
+                   the system prompts, and how the spec is written in training rows,
+                   ``plug_run.json``, GGUF ``plug.*`` keys and answer records (``target`` is always
+                   the target language; the answer text is ``target_response``)
+``templates``      the chat templates kept for models that carry none
+``formats``        render, parse and stream-parse a PLUG answer
+``gguf_meta``      GGUF metadata: read it, check a file is whole, write the ``plug.*`` keys
+``engine``         the llama.cpp engine every verb shares (load, chat-format, stream, greedy), the
+                   streaming printer, and how many CPU threads to use
+``runs``           the run folder and the work folder: where each file goes, one naming rule, and
+                   whether a run is finished / exported at a quant type
+``cli``            the command line: each verb's flags made from its typed ``main(...)``
+=================  ==================================================================================
+
+Libraries any verb may use: ``data`` (training rows; also the ``data`` command), ``extract``
+(sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics``,
+``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``translation``
+(one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``, ``batching``,
+``turn_tokens``.
+
+Verbs (``plug-lite <verb>``, ``python -m plug_lite <verb>``, ``python -m plug_lite.<verb>``):
+``train``, ``export``, ``share``, ``chat``, ``generate``, ``judge``, ``report``, ``translate``.
+Orchestrators: ``demo`` (``make demo``) and ``notebook`` (the helpers the notebooks call).
 """
 
 __version__ = "0.1.0"

@@ -1,10 +1,32 @@
-"""``plug-lite <verb> ...``: one subcommand per module. Each verb module has a typed ``main(...)``
-and a ``cli(argv) -> exit code``; ``python -m plug_lite.<verb>`` is the same command."""
+"""The command line. Standard library only.
+
+* ``plug-lite <verb> ...`` and ``python -m plug_lite <verb> ...``: one subcommand per module
+  (:data:`VERBS`); ``python -m plug_lite.<verb>`` is the same command.
+* Each verb's flags are made here from its typed ``main(...)`` (:func:`run`, :func:`parser_for`)
+  or, for ``train``, its config dataclass (:func:`dataclass_params`): a parameter ``max_new_tokens:
+  int = 1024`` is the flag ``--max-new-tokens`` (an ``int``, default 1024), a ``bool`` is a
+  ``--x/--no-x`` pair, a list is a repeatable flag, a parameter without a default is required.
+  The help text of each flag is the parameter's line under ``Args:`` in main's docstring, the
+  command's description the docstring's first paragraph. A verb only names what a signature
+  cannot say: positional arguments, other flag names (``fmt`` is ``--format``; ``--lang`` is kept
+  as another name of ``--target``), choices.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib
+import inspect
+import re
 import sys
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+__all__ = ["VERBS", "Param", "description", "function_params", "dataclass_params", "value_type", "add_arguments", "parser_for", "parse",
+           "run", "usage", "main"]
 
 #: verb -> (module, one-line summary)
 VERBS = {
@@ -20,6 +42,166 @@ VERBS = {
     "translate": ("translate", "translate an instruction dataset with an LLM"),
     "demo": ("demo", "the whole loop offline on the embedded Gemma-3-270M"),
 }
+
+_REQUIRED = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Param:
+    """One command-line parameter: its name, Python type, default (``_REQUIRED`` when none) and help."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str = ""
+
+
+def _doc_args(doc: str | None) -> dict[str, str]:
+    """``name: text`` entries under ``Args:`` in a docstring (continuation lines indented deeper)."""
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    inside, indent, name = False, None, None
+    for line in lines:
+        if re.fullmatch(r"(Args|Arguments|Parameters):\s*", line.strip()):
+            inside, indent, name = True, None, None
+            continue
+        if not inside:
+            continue
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = depth
+        if depth < indent:
+            inside = False
+            continue
+        m = re.match(r"\s*(\w+):\s*(.*)", line)
+        if depth == indent and m:
+            name = m.group(1)
+            out[name] = m.group(2).strip()
+        elif name:
+            out[name] = (out[name] + " " + line.strip()).strip()
+    return out
+
+
+def description(doc: str | None) -> str:
+    """The first paragraph of a docstring, on one line."""
+    return " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].replace("``", "").split())
+
+
+def function_params(fn: Callable, exclude: Iterable[str] = ()) -> list[Param]:
+    """The parameters of ``fn`` (types from its annotations, help from its docstring's ``Args:``)."""
+    hints = typing.get_type_hints(fn)
+    helps = _doc_args(fn.__doc__)
+    return [Param(p.name, hints.get(p.name, str), p.default, helps.get(p.name, ""))
+            for p in inspect.signature(fn).parameters.values()
+            if p.name not in exclude and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+def dataclass_params(cls: type) -> list[Param]:
+    """The fields of a dataclass (help from each field's ``metadata["help"]``)."""
+    hints = typing.get_type_hints(cls)
+    return [Param(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
+
+
+def value_type(tp: Any) -> tuple[type, bool]:
+    """(the value type argparse converts to, whether it is a list) of an annotation."""
+    args = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
+    args = [a for a in args if a is not type(None)]
+    for a in args:
+        if typing.get_origin(a) in (list, tuple) or a in (list, tuple):
+            return str, True
+    for t in (bool, int, float):
+        if t in args:
+            return t, False
+    return str, False
+
+
+def _default_text(default: Any) -> str:
+    if default is None or default is _REQUIRED or isinstance(default, (bool, list, tuple)) or default == "":
+        return ""
+    return f" (default: {default})"
+
+
+def add_arguments(ap: argparse.ArgumentParser, params: list[Param], *, positional: Iterable[str] = (),
+                  names: dict[str, str | tuple[str, ...]] | None = None, choices: dict[str, Iterable] | None = None,
+                  extra: dict[str, dict] | None = None, suppress: bool = False) -> None:
+    """Add one argument per parameter to ``ap``. ``positional``: parameters given by position
+    (optional when they have a default); ``names``: flag names other than ``--the-name`` (the
+    first is the main one); ``choices``; ``extra``: more ``add_argument`` keywords by parameter;
+    ``suppress``: leave unset flags out of the result (a config file fills them)."""
+    names, choices, extra = names or {}, choices or {}, extra or {}
+    for p in params:
+        typ, many = value_type(p.type)
+        required = p.default is _REQUIRED
+        text = p.help + ("" if "default" in p.help.lower() else _default_text(p.default))
+        kw: dict[str, Any] = {"help": text.replace("%", "%%") or None}
+        if p.name in choices:
+            kw["choices"] = tuple(choices[p.name])
+        if p.name in positional:
+            kw["nargs"] = "*" if many else (None if required else "?")
+            if not required and not many:
+                kw["default"] = p.default
+            if typ is not str:
+                kw["type"] = typ
+            kw.update(extra.get(p.name, {}))
+            ap.add_argument(p.name, **kw)
+            continue
+        flags = names.get(p.name) or "--" + p.name.replace("_", "-")
+        flags = (flags,) if isinstance(flags, str) else tuple(flags)
+        kw["dest"] = p.name
+        if typ is bool and not many:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif many:
+            kw["action"] = "append"
+            kw.setdefault("metavar", p.name.rstrip("s").upper())
+        elif typ is not str:
+            kw["type"] = typ
+        if required:
+            kw["required"] = True
+        elif suppress:
+            kw["default"] = argparse.SUPPRESS
+        else:
+            kw["default"] = None if many else p.default
+        kw.update(extra.get(p.name, {}))
+        ap.add_argument(*flags, **kw)
+
+
+def parser_for(fn: Callable, *, prog: str, exclude: Iterable[str] = (), parser: argparse.ArgumentParser | None = None,
+               **how) -> argparse.ArgumentParser:
+    """An argument parser for ``fn``'s parameters (``how``: see :func:`add_arguments`); its
+    description is the first paragraph of ``fn``'s module docstring unless ``parser`` is given."""
+    ap = parser or argparse.ArgumentParser(prog=prog, description=description(sys.modules[fn.__module__].__doc__))
+    add_arguments(ap, function_params(fn, exclude), **how)
+    return ap
+
+
+def parse(ap: argparse.ArgumentParser, fn: Callable, argv: list[str] | None, drop: Iterable[str] = ()) -> dict:
+    """Parsed arguments as ``fn``'s keyword arguments: a flag left unset whose parameter has a
+    default other than None is left out (so ``fn`` keeps its default, e.g. for list parameters)."""
+    defaults = {p.name: p.default for p in function_params(fn)}
+    out = {}
+    for k, v in vars(ap.parse_args(argv)).items():
+        if k in drop or (v is None and defaults.get(k, None) is not None):
+            continue
+        out[k] = v
+    return out
+
+
+def run(fn: Callable, argv: list[str] | None, *, prog: str, finish: Callable[[Any, dict], int] | None = None,
+        **how) -> int:
+    """The command for ``fn``: parse ``argv`` into its keyword arguments, call it and return the
+    exit status (``finish(result, arguments)`` prints what the verb prints and picks the status;
+    by default 0). Bad input is one line on stderr and status 2 (:func:`plug_lite.io.run_cli`)."""
+    from .io import run_cli
+
+    ap = parser_for(fn, prog=prog, **how)
+    args = parse(ap, fn, argv)
+    return run_cli(lambda: finish(fn(**args), args) if finish else (fn(**args) and 0))
+
+
+# --------------------------------------------------------------------------------------------
+# plug-lite <verb>
 
 
 def usage() -> str:

@@ -3,7 +3,7 @@
 One output row (JSONL)::
 
     {"id": "...",
-     "prompt": [{"role": "system", "content": <languages.system_prompt(fmt, target, pivot)>},
+     "prompt": [{"role": "system", "content": <PlugSpec(fmt, target, pivot).system_prompt()>},
                 {"role": "user", "content": <the instruction in the target language>}],
      "completion": [{"role": "assistant", "content": <formats.render(fmt, ...)>}],
      "format": "plug", "target": "zh", "pivot": "en"}
@@ -49,12 +49,15 @@ from collections import Counter
 from pathlib import Path
 
 from . import formats, languages
+from .cli import description, parse, parser_for
 from .io import UserError, read_records, run_cli, write_json, write_jsonl
+from .spec import FORMATS, PlugSpec
 
 __all__ = [
     "SAMPLE_DIR",
     "FIELDS",
     "load_sample",
+    "sample_rows",
     "join_records",
     "load_source",
     "build_rows",
@@ -166,6 +169,15 @@ def _drop(drops: Counter, examples: dict, reason: str, rec: dict) -> None:
     examples.setdefault(reason, [])
     if len(examples[reason]) < 3:
         examples[reason].append(rec.get("_where", rec.get("id")))
+
+
+def sample_rows(spec: PlugSpec, *, system: bool = True) -> tuple[list[dict], dict]:
+    """Rows of the shipped sample for ``spec``, and their summary. A mono row needs no pivot
+    text: a mono spec reads the target-language file alone, and its rows record the target as
+    their pivot (:func:`load_sample`)."""
+    pivot = spec.target if spec.format == "mono" else spec.pivot
+    records = load_sample(spec.target, pivot)
+    return build_rows(records, fmt=spec.format, target=spec.target, pivot=pivot, think=spec.think, system=system)
 
 
 def join_records(
@@ -282,14 +294,9 @@ def build_rows(
 
     Rows with an empty needed field, a duplicate id or text holding a PLUG header are dropped and
     counted in ``summary["dropped"]`` (``strict=True``: the first one raises instead)."""
-    if fmt not in languages.FORMATS:
-        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(languages.FORMATS)}")
-    t, p = languages.get(target), languages.get(pivot)
-    if fmt != "mono" and t.code == p.code:
-        raise UserError(f"the pivot language must differ from the target language ({t.code!r})")
-    if think and fmt != "plug":
-        raise UserError("--think is a variant of the plug format only")
-    sys_prompt = languages.system_prompt(fmt, t, p, think=think) if system else None
+    spec = PlugSpec(fmt, target, pivot, think)
+    t, p = spec.target, spec.pivot
+    sys_prompt = spec.system_prompt() if system else None
     need = FIELDS[fmt]
     drops: Counter = Counter()
     examples: dict = {}
@@ -324,13 +331,13 @@ def build_rows(
         rows.append({
             "id": rec["id"], "prompt": prompt,
             "completion": [{"role": "assistant", "content": completion}],
-            "format": fmt, "target": t.code, "pivot": p.code,
+            **spec.row_fields(),
         })
         for f in need:
             chars[f].append(len(rec[f].strip()))
         chars["completion"].append(len(completion))
     summary = {
-        "format": fmt, "target": t.code, "pivot": p.code, "think": think, "system": system,
+        **spec.run_fields(), "system": system,
         "rows_in": len(records), "rows_out": len(rows),
         "dropped": dict(drops), "dropped_examples": examples,
         "chars": {k: _stats(v) for k, v in chars.items()},
@@ -393,10 +400,7 @@ def build(
     max_length: int | None = None,
 ) -> tuple[list[dict], dict]:
     """Load a source and build its rows; nothing is written. Returns ``(rows, summary)``."""
-    # Unknown codes and formats fail before any file is read.
-    languages.get(target), languages.get(pivot)
-    if fmt not in languages.FORMATS:
-        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(languages.FORMATS)}")
+    PlugSpec(fmt, target, pivot, think)  # a bad combination fails before any file is read
     records, join_drops, join_examples = load_source(
         target=target, pivot=pivot, fmt=fmt, source=source, input=input, pivot_file=pivot_file,
         target_file=target_file, hf_dataset=hf_dataset, hf_split=hf_split, hf_config=hf_config,
@@ -477,7 +481,28 @@ def main(
     max_length: int | None = None,
 ) -> dict:
     """Build rows (see :func:`build`), write them atomically to ``out`` and the summary to
-    ``out + ".summary.json"``, print the summary and return it. Nothing is written on error."""
+    ``out + ".summary.json"``, print the summary and return it. Nothing is written on error.
+
+    Args:
+        target: target language code (zh, ko, it, es, ...)
+        out: output JSONL (the summary goes to OUT.summary.json)
+        fmt: plug, mono or pivot_only
+        pivot: pivot language code
+        source: the sample shipped with plug_lite (source: give exactly one of --source, --input,
+            --pivot-file with --target-file, --hf-dataset)
+        input: parallel records (JSON/JSONL/CSV)
+        pivot_file: pivot-language records {id, instruction, response}
+        target_file: their translation, joined on id
+        hf_dataset: a Hugging Face dataset of parallel records
+        hf_split: its split
+        hf_config: its configuration
+        think: PLUG's <think> variant
+        system: write the system turn (--no-system leaves it out)
+        strict: stop at the first bad row instead of dropping it
+        max_samples: keep the first N rows only
+        tokenizer: tokenizer folder: report token lengths with its chat template
+        max_length: count rows longer than this many tokens
+    """
     rows, summary = build(
         target=target, fmt=fmt, pivot=pivot, source=source, input=input, pivot_file=pivot_file,
         target_file=target_file, hf_dataset=hf_dataset, hf_split=hf_split, hf_config=hf_config,
@@ -496,27 +521,10 @@ def main(
 def cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="plug-lite data", description="Build PLUG / mono / pivot-only SFT data.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build prompt-completion JSONL rows")
-    b.add_argument("--target", required=True, help="target language code (zh, ko, it, es, ...)")
-    b.add_argument("--pivot", default="en", help="pivot language code (default en)")
-    b.add_argument("--format", dest="fmt", default="plug", choices=languages.FORMATS)
-    b.add_argument("--out", required=True, help="output JSONL (the summary goes to OUT.summary.json)")
-    src = b.add_argument_group("source (exactly one)")
-    src.add_argument("--source", choices=["sample"], help="the sample shipped with plug_lite")
-    src.add_argument("--input", help="parallel records (JSON/JSONL/CSV)")
-    src.add_argument("--pivot-file", help="pivot-language records {id, instruction, response}")
-    src.add_argument("--target-file", help="their translation, joined on id")
-    src.add_argument("--hf-dataset", help="a Hugging Face dataset of parallel records")
-    src.add_argument("--hf-split", default="train")
-    src.add_argument("--hf-config")
-    b.add_argument("--think", action="store_true", help="PLUG's <think> variant")
-    b.add_argument("--no-system", dest="system", action="store_false", help="leave the system turn out")
-    b.add_argument("--strict", action="store_true", help="stop at the first bad row instead of dropping it")
-    b.add_argument("--max-samples", type=int)
-    b.add_argument("--tokenizer", help="tokenizer folder: report token lengths with its chat template")
-    b.add_argument("--max-length", type=int, help="count rows longer than this many tokens")
-    args = ap.parse_args(argv)
-    kwargs = {k: v for k, v in vars(args).items() if k != "cmd"}
+    build_cmd = sub.add_parser("build", help="build prompt-completion JSONL rows", description=description(__doc__))
+    parser_for(main, prog="plug-lite data build", parser=build_cmd, names={"fmt": "--format"},
+               choices={"fmt": FORMATS, "source": ("sample",)})
+    kwargs = parse(ap, main, argv, drop=("cmd",))
     return run_cli(lambda: main(**kwargs) and 0)
 
 

@@ -26,14 +26,14 @@ trained for a few minutes on 120 rows shows the *mechanics*, not the paper's qua
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from .io import UserError, read_jsonl_resumable, run_cli, write_json
+from . import runs
+from .cli import run as run_command
+from .io import UserError, read_jsonl_resumable, write_json
 
 __all__ = ["main", "cli"]
 
@@ -58,17 +58,17 @@ class _Steps:
             self._open = None
 
 
-def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None, model: str, preset: str,
+def _train(data_path: Path, out: Path, fmt: str, target: str, steps: int | None, model: str, preset: str,
            train_rows: int) -> Path:
     from . import train as train_mod
 
-    if (out / "plug_run.json").exists():
+    if runs.is_finished(out):
         print(f"reusing the finished run {out}", file=sys.stderr)
         return out
-    resume = any((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").exists() else False
+    # resume: an interrupted run continues from its last checkpoint (none yet: from step 0)
     cfg = train_mod.load_config(
-        None, model=model, data=str(data_path), format=fmt, target=lang, preset=preset,
-        output_dir=str(out), resume=resume, drop_long_rows=True, max_train_samples=train_rows,
+        None, model=model, data=str(data_path), format=fmt, target=target, preset=preset,
+        output_dir=str(out), resume=True, drop_long_rows=True, max_train_samples=train_rows,
         **({"max_steps": steps} if steps else {}),
     )
     return Path(train_mod.train(cfg))
@@ -77,36 +77,33 @@ def _train(data_path: Path, out: Path, fmt: str, lang: str, steps: int | None, m
 def _export(run: Path, quant: str, out_dir: Path) -> dict:
     from . import export
 
-    report_path = run / "export_report.json"
-    if report_path.exists():
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        paths = [Path(f["path"]) for f in report.get("files", {}).values()]
-        if paths and all(p.exists() for p in paths) and quant in report.get("files", {}):
-            print(f"reusing {', '.join(p.name for p in paths)}", file=sys.stderr)
-            return report
+    report = runs.export_report(run, quant)
+    if report is not None:
+        print(f"reusing {', '.join(Path(f['path']).name for f in report['files'].values())}", file=sys.stderr)
+        return report
     return export.main(run, out_dir=out_dir, quants=[quant], adapter=True)
 
 
-def _generate(gguf: Path, lang: str, out: Path, limit: int | None, max_new_tokens: int, fmt: str | None = None) -> dict:
+def _generate(gguf: Path, target: str, out: Path, limit: int | None, max_new_tokens: int, fmt: str | None = None) -> dict:
     from . import generate
 
-    return generate.main(eval_set="sample", lang=lang, out=str(out), model=str(gguf), limit=limit,
+    return generate.main(str(gguf), eval_set=EVAL_SET, target=target, out=str(out), limit=limit,
                          max_new_tokens=max_new_tokens, fmt=fmt)
 
 
 def _base_gguf(model: str, run: Path, gguf_dir: Path) -> Path:
     """A GGUF of the untuned base: the shipped Q4_K_M for the embedded Gemma, else an F16 conversion
     of the base folder (made once)."""
-    from . import convert, export
+    from . import convert
 
     if model == "default":
         from . import gemma
 
         return Path(gemma.gguf_path())
-    meta = export.load_run(run)
-    path = gguf_dir / export.gguf_name(meta, "F16", kind="base")
+    meta = runs.load_run(run)
+    path = gguf_dir / runs.gguf_name(meta, "F16", kind="base")
     if not path.exists():
-        convert.hf_to_gguf(export.resolve_base(meta), path, outtype="f16")
+        convert.hf_to_gguf(runs.resolve_base(meta), path, outtype="f16")
     return path
 
 
@@ -122,9 +119,13 @@ def _tokens_per_s(records: list[dict]) -> float | None:
     return toks / secs if secs else None
 
 
+#: The evaluation set the demo answers (shipped with plug_lite, 40 instructions per language).
+EVAL_SET = "sample"
+
+
 def main(
     *,
-    lang: str = "zh",
+    target: str = "zh",
     work_dir: str = "runs",
     gguf_dir: str = "gguf",
     quant: str = "Q8_0",
@@ -136,16 +137,32 @@ def main(
     model: str = "default",
     preset: str = "cpu-demo",
 ) -> dict:
-    """Run the demo for target language ``lang``; returns the summary it prints."""
+    """Run the demo for one target language; returns the summary it prints.
+
+    Args:
+        target: target language: zh, ko, it or es
+        work_dir: the demo's work folder goes under it, as demo-<target>
+        gguf_dir: where the GGUF files go
+        quant: quant type of the exported files
+        steps: training steps per model (default: the cpu-demo preset's)
+        eval_limit: answer the first N evaluation instructions (default 20 of 40, to stay within
+            15 minutes on 2 cores)
+        max_new_tokens: tokens per answer
+        train_rows: training rows per model (default 48: 60 steps of batch 2 see each 2.5 times)
+        judge_model: judge model name (default: $PLUG_LITE_JUDGE_MODEL or the built-in default)
+        model: base model (default: "default", the embedded Gemma-3-270M)
+        preset: training preset
+    """
     from . import chat, data, gemma, languages, metrics
 
     step = _Steps(9)
     t0 = step.t0
-    target = languages.get(lang)
-    if target.code not in ("zh", "ko", "it", "es"):
-        raise UserError(f"the shipped sample covers zh, ko, it and es; got {lang!r}")
-    root = Path(work_dir) / f"demo-{target.code}"
-    root.mkdir(parents=True, exist_ok=True)
+    lang = languages.get(target)
+    if lang.code not in ("zh", "ko", "it", "es"):
+        raise UserError(f"the shipped sample covers zh, ko, it and es; got {target!r}")
+    target = lang.code
+    work = runs.WorkFolder(Path(work_dir) / f"demo-{target}")
+    work.root.mkdir(parents=True, exist_ok=True)
     out_gguf = Path(gguf_dir)
 
     if model == "default":
@@ -154,25 +171,25 @@ def main(
     else:
         step(1, f"base model: {model}", "model")
 
-    step(2, f"PLUG and mono training rows for {target.name} from the shipped sample", "data")
+    step(2, f"PLUG and mono training rows for {lang.name} from the shipped sample", "data")
     rows_path = {}
-    for fmt in ("plug", "mono"):
-        path = root / "data" / f"{fmt}.{target.code}.jsonl"
+    for fmt in FORMATS:
+        path = work.data_file(fmt, target)
         if not path.exists():
-            data.main(target=target.code, fmt=fmt, source="sample", out=str(path))
+            data.main(target=target, fmt=fmt, source="sample", out=str(path))
         else:
             print(f"reusing {path}", file=sys.stderr)
         rows_path[fmt] = path
 
-    runs = {}
-    for i, fmt in enumerate(("plug", "mono")):
+    run_dirs = {}
+    for i, fmt in enumerate(FORMATS):
         step(3 + i, f"LoRA fine-tune, {fmt} format (preset {preset})", f"train_{fmt}")
-        runs[fmt] = _train(rows_path[fmt], root / f"run-{fmt}", fmt, target.code, steps, model, preset, train_rows)
+        run_dirs[fmt] = _train(rows_path[fmt], work.run_dir(fmt, target), fmt, target, steps, model, preset, train_rows)
 
     step(5, f"export both runs to GGUF ({quant}) with the parity and stops checks", "export")
     exports, ggufs = {}, {}
-    for fmt in ("plug", "mono"):
-        exports[fmt] = _export(runs[fmt], quant, out_gguf)
+    for fmt in FORMATS:
+        exports[fmt] = _export(run_dirs[fmt], quant, out_gguf)
         ggufs[fmt] = Path(exports[fmt]["files"][quant]["path"])
         for w in (exports[fmt].get("verify") or {}).get("warnings", []):
             print(f"parity warning ({fmt}): {w}", file=sys.stderr)
@@ -180,22 +197,21 @@ def main(
     step(6, "one-shot chat with the PLUG model (pivot shown)", "chat")
     from .evalsets import load_eval_set
 
-    evalset = load_eval_set("sample", target.code)
+    evalset = load_eval_set(EVAL_SET, target)
     question = evalset[0]["instruction"]
     print(f"> {question}", file=sys.stderr)
-    chat.main(model=str(ggufs["plug"]), prompt=question, show_pivot=True, max_new_tokens=max_new_tokens)
+    chat.main(str(ggufs["plug"]), prompt=question, show_pivot=True, max_new_tokens=max_new_tokens)
 
     answers = {}
     step(7, f"answers to the shipped evaluation set ({eval_limit or len(evalset)} instructions per model; "
          f"the untuned base answers the first {min(SHOW, eval_limit or SHOW)}, for comparison)", "answers")
-    for fmt in ("plug", "mono"):
-        path = root / "answers" / f"{fmt}.{target.code}.jsonl"
-        _generate(ggufs[fmt], target.code, path, eval_limit, max_new_tokens)
-        answers[fmt] = path
+    for fmt in FORMATS:
+        answers[fmt] = work.answers_file(target, EVAL_SET, fmt)
+        _generate(ggufs[fmt], target, answers[fmt], eval_limit, max_new_tokens)
 
-    base_path = root / "answers" / f"base.{target.code}.jsonl"
+    base_path = work.answers_file(target, EVAL_SET, "base")
     n_show = min(SHOW, eval_limit or SHOW)
-    _generate(_base_gguf(model, runs["plug"], out_gguf), target.code, base_path, n_show,
+    _generate(_base_gguf(model, run_dirs["plug"], out_gguf), target, base_path, n_show,
               min(BASE_TOKENS, max_new_tokens), fmt="mono")
     answers_base = read_jsonl_resumable(base_path)
 
@@ -203,7 +219,7 @@ def main(
     offline = {}
     for fmt, path in answers.items():
         recs = read_jsonl_resumable(path)
-        m = metrics.offline_metrics(recs, target.code)
+        m = metrics.offline_metrics(recs, target)
         m["tokens_per_s"] = _tokens_per_s(recs)
         offline[fmt] = m
 
@@ -213,9 +229,9 @@ def main(
     if _judge_configured():
         from . import judge
 
-        judge_out = root / "judge"
-        judge_result = judge.main(a=str(answers["plug"]), b=str(answers["mono"]), out=str(judge_out),
-                                  lang=target.code, model=judge_model)
+        judge_out = work.judge_dir(target, EVAL_SET)
+        judge_result = judge.main(str(answers["plug"]), str(answers["mono"]), out=str(judge_out), target=target,
+                                  model=judge_model)
         results = [str(p) for p in [judge_out / "judge.json"] if p.exists()]
     else:
         print("no judge configured: set OPENAI_API_KEY (OpenAI) or PLUG_LITE_JUDGE_BASE_URL="
@@ -223,16 +239,15 @@ def main(
               "to add the pairwise PLUG-vs-mono judgement", file=sys.stderr)
     from . import report as report_mod
 
-    report_dir = root / "report"
-    report_mod.main(results=results, offline=[str(answers["plug"]), str(answers["mono"])], out=str(report_dir),
-                    lang=target.code)
+    report_dir = work.report_dir(target)
+    report_mod.main(results, offline=[str(answers["plug"]), str(answers["mono"])], out=str(report_dir), target=target)
     recs = {fmt: read_jsonl_resumable(p) for fmt, p in answers.items()}
     examples = _examples(answers_base, recs["plug"], recs["mono"], n_show)
-    loss_png = _loss_plot({fmt: runs[fmt] / "metrics.jsonl" for fmt in runs}, report_dir / "loss.png")
+    loss_png = _loss_plot({fmt: run_dirs[fmt] / "metrics.jsonl" for fmt in run_dirs}, report_dir / "loss.png")
     step.close()
 
     summary = {
-        "lang": target.code,
+        "target": target,
         "seconds": round(time.time() - t0, 1),
         "step_seconds": step.seconds,
         "stopped": {fmt: offline[fmt].get("stopped") for fmt in offline},
@@ -240,19 +255,21 @@ def main(
         "examples": examples,
         "loss_plot": str(loss_png) if loss_png else None,
         "gguf": {fmt: str(p) for fmt, p in ggufs.items()},
-        "runs": {fmt: str(p) for fmt, p in runs.items()},
+        "runs": {fmt: str(p) for fmt, p in run_dirs.items()},
         "answers": {fmt: str(p) for fmt, p in answers.items()},
         "offline": offline,
         "parity": {fmt: (exports[fmt].get("verify") or {}).get("greedy") for fmt in exports},
         "judge": judge_result["aggregate"]["overall"] if judge_result else None,
-        "report": str(root / "report" / "report.md"),
+        "report": str(report_dir / "report.md"),
     }
-    write_json(root / "demo_summary.json", summary)
+    write_json(work.root / "demo_summary.json", summary)
     _append_report(report_dir / "report.md", summary)
     print(_render(summary))
     return summary
 
 
+#: The two models the demo trains and compares.
+FORMATS = ("plug", "mono")
 #: Instructions shown side by side (the first ones of the evaluation set, not picked by hand),
 #: and the token limit of the untuned base's answers (a base model does not stop).
 SHOW = 3
@@ -352,7 +369,7 @@ def _indent(text: str | None, width: int = 6, limit: int = 400) -> list[str]:
 
 
 def _render(s: dict) -> str:
-    lines = ["", f"PLUG demo ({s['lang']}) finished in {s['seconds']:.0f} s", ""]
+    lines = ["", f"PLUG demo ({s['target']}) finished in {s['seconds']:.0f} s", ""]
     lines.append("files:")
     for fmt in ("plug", "mono"):
         lines.append(f"  {fmt:<5} GGUF    {s['gguf'][fmt]}")
@@ -400,22 +417,7 @@ def _render(s: dict) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plug-lite demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lang", default="zh", help="target language: zh, ko, it or es (default zh)")
-    ap.add_argument("--work-dir", default="runs")
-    ap.add_argument("--gguf-dir", default="gguf")
-    ap.add_argument("--quant", default="Q8_0", help="quant type of the exported files (default Q8_0)")
-    ap.add_argument("--steps", type=int, help="training steps per model (default: the cpu-demo preset's)")
-    ap.add_argument("--eval-limit", type=int, default=20,
-                    help="answer the first N evaluation instructions (default 20 of 40, to stay within 15 minutes on 2 cores)")
-    ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--train-rows", type=int, default=48,
-                    help="training rows per model (default 48: 60 steps of batch 2 see each 2.5 times)")
-    ap.add_argument("--judge-model", help="judge model name (default: $PLUG_LITE_JUDGE_MODEL or the built-in default)")
-    ap.add_argument("--model", default="default", help='base model (default: "default", the embedded Gemma-3-270M)')
-    ap.add_argument("--preset", default="cpu-demo", help="training preset (default cpu-demo)")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: main(**vars(args)) and 0)
+    return run_command(main, argv, prog="plug-lite demo", names={"target": ("--target", "--lang")})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""How many CPU threads llama.cpp should use here. Standard library only.
+"""The llama.cpp engine every verb shares: a loaded GGUF that formats chats and streams text
+(:class:`LlamaEngine`), the counts of one answer (:class:`TurnStats`), a printer that streams an
+answer with its pivot hidden or dimmed (:class:`StreamPrinter`), and how many CPU threads
+llama.cpp should use here. Standard library only at import time (llama_cpp is imported by
+:class:`LlamaEngine`).
+
+Threads
+-------
 
 llama-cpp-python's own default is half of ``os.cpu_count()`` (it assumes two hardware threads per
 core), which on a 2-core VM or a container pinned to a few CPUs leaves half the machine idle:
@@ -18,9 +25,21 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["usable_cpus", "physical_cores", "default_threads"]
+from . import gguf_meta, templates
+from .formats import StreamEvent
+from .io import UserError
+from .languages import Language
+from .spec import PlugSpec
+
+__all__ = ["usable_cpus", "physical_cores", "default_threads", "DEFAULT_CTX", "TurnStats", "LlamaEngine",
+           "Greedy", "stats_line", "StreamPrinter"]
+
+#: The context size when none is asked for (capped by what the model was trained for).
+DEFAULT_CTX = 4096
 
 
 def _cgroup_quota() -> int | None:
@@ -75,3 +94,269 @@ def default_threads() -> tuple[int, int]:
         logical = min(logical, quota)
         decode = min(decode, quota)
     return max(1, decode), max(1, logical)
+
+
+# --------------------------------------------------------------------------------------------
+# The engine: one loaded GGUF, chat formatting and a token-by-token text stream.
+
+
+@dataclass
+class TurnStats:
+    """Counts and timings of one generation."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    pivot_tokens: int = 0  # tokens generated before the target section began
+    target_tokens: int = 0
+    seconds: float = 0.0  # whole turn, prompt processing included
+    first_token_s: float | None = None  # question -> first generated token
+    first_target_s: float | None = None  # question -> first target-language character shown
+    decode_tokens_per_s: float | None = None  # after the first token
+    finish_reason: str = "stop"  # "stop", "length" or "interrupted"
+
+
+class Greedy(list):
+    """Greedy tokens before the end of turn; ``stopped`` is True when the model ended its turn."""
+
+    stopped: bool = False
+
+
+class LlamaEngine:
+    """A GGUF loaded with llama-cpp-python, and what its metadata says about PLUG."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        ctx: int | None = None,
+        gpu_layers: int | None = None,
+        threads: int | None = None,
+        lora: str | os.PathLike | None = None,
+        seed: int = 0,
+    ) -> None:
+        import llama_cpp
+
+        self.path = gguf_meta.check(model_path)
+        if lora is not None:
+            lora = gguf_meta.check(lora)
+        header = gguf_meta.read_metadata(self.path)
+        self.architecture = header.get("general.architecture")
+        train_ctx = header.get(f"{self.architecture}.context_length")
+        self.context_length = int(train_ctx) if train_ctx else None
+        # The default is capped by what the model was trained for; an explicit ctx is kept.
+        n_ctx = ctx or min(DEFAULT_CTX, self.context_length or DEFAULT_CTX)
+        if gpu_layers is None:
+            gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+        self.gpu_layers = gpu_layers
+        # every usable core unless threads says otherwise (llama-cpp-python's own default is half)
+        n_threads, n_threads_batch = (threads, threads) if threads else default_threads()
+        self.threads = (n_threads, n_threads_batch)
+        kwargs = dict(n_gpu_layers=gpu_layers, seed=seed, verbose=False, n_ctx=n_ctx,
+                      n_threads=n_threads, n_threads_batch=n_threads_batch)
+        if lora is not None:
+            kwargs["lora_path"] = str(lora)
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
+        except (ValueError, RuntimeError, OSError) as e:
+            what = "the adapter or the model" if lora is not None else "the file"
+            raise UserError(
+                f"{self.path}: llama.cpp could not load {what} (truncated or corrupt GGUF? {e})"
+            ) from None
+        meta = dict(self.llm.metadata or {})
+        self.metadata = meta
+        self.n_ctx = self.llm.n_ctx()
+        template = meta.get("tokenizer.chat_template")
+        self.template_source = "gguf"
+        if not template:
+            name = templates.for_architecture(self.architecture) or "chatml"
+            template = templates.get(name)
+            self.template_source = f"plug_lite.templates:{name}"
+        vocab = self.llm._model.vocab
+        eos_id, bos_id = llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_bos(vocab)
+        piece = lambda i: self.llm._model.token_get_text(i) if i is not None and i >= 0 else ""  # noqa: E731
+        self._formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=piece(eos_id), bos_token=piece(bos_id)
+        )
+        self._bos = bos_id
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        self._vocab = vocab
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+
+    def spec(self, **overrides) -> PlugSpec | None:
+        """The PLUG spec the GGUF records (``plug.*``) with ``overrides``; None for a plain model."""
+        return PlugSpec.from_gguf(self.metadata, where=self.path.name, **overrides)
+
+    # -- prompts
+    def format(self, messages: list[dict]) -> tuple[str, list[str]]:
+        """The rendered prompt and its stop strings."""
+        out = self._formatter(messages=messages)
+        stop = out.stop if isinstance(out.stop, list) else ([out.stop] if out.stop else [])
+        return out.prompt, [s for s in stop if s]
+
+    def tokenize(self, messages: list[dict]) -> tuple[list[int], list[str]]:
+        prompt, stop = self.format(messages)
+        # Templates such as Gemma's write BOS themselves: add it only when the model wants one
+        # and the rendered prompt does not start with it (llama.cpp would warn about two).
+        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if self._add_bos and self._bos >= 0 and (not toks or toks[0] != self._bos):
+            toks = [self._bos, *toks]
+        return toks, stop
+
+    # -- generation
+    def stream(
+        self,
+        prompt_tokens: list[int],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: list[str] = (),
+        seed: int | None = None,
+    ) -> Iterator[tuple[str, int]]:
+        """Yield (text delta, completion tokens so far). Stops at an end-of-generation token, a
+        stop string or ``max_tokens``; sets :attr:`finish_reason`."""
+        import codecs
+
+        if seed is not None:
+            self.llm.set_seed(seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.finish_reason = "length"
+        n = 0
+        held = ""  # text that could still become a stop string
+        kw = {"temp": temperature} if temperature > 0 else {"temp": 0.0, "top_k": 1}
+        for tok in self.llm.generate(prompt_tokens, **kw):
+            if self._is_eog(self._vocab, tok):
+                self.finish_reason = "stop"
+                break
+            n += 1
+            delta = decoder.decode(self.llm.detokenize([tok]))
+            if stop:
+                held += delta
+                cut = [held.index(s) for s in stop if s in held]
+                if cut:
+                    if held[: min(cut)]:
+                        yield held[: min(cut)], n
+                    held = ""
+                    self.finish_reason = "stop"
+                    break
+                keep = max((k for s in stop for k in range(len(s) - 1, 0, -1) if held.endswith(s[:k])), default=0)
+                delta, held = held[: len(held) - keep], held[len(held) - keep:]
+            if delta:
+                yield delta, n
+            if n >= max_tokens:
+                break
+        else:
+            self.finish_reason = "length" if n >= max_tokens else "stop"
+        tail = held + decoder.decode(b"", final=True)
+        if tail:
+            yield tail, n
+        self.completion_tokens = n
+
+    def greedy(self, ids: list[int], max_new: int, stop: set[int]) -> Greedy:
+        """Greedy token ids after the prompt ``ids`` (no repeat penalty, no top-p or min-p), up
+        to a token of ``stop`` or ``max_new`` tokens."""
+        self.llm.reset()
+        out = Greedy()
+        for tok in self.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+            if tok in stop:
+                out.stopped = True
+                break
+            out.append(int(tok))
+            if len(out) >= max_new:
+                break
+        return out
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+# --------------------------------------------------------------------------------------------
+# Showing an answer as it streams.
+
+DIM, RESET = "\033[2m", "\033[0m"
+
+
+def stats_line(st: TurnStats) -> str:
+    """One line about a turn: decode speed, time to the first answer character, pivot and answer
+    tokens, and why it stopped when it did not end by itself."""
+    tps = f"{st.decode_tokens_per_s:.1f} tok/s" if st.decode_tokens_per_s else "- tok/s"
+    ft = f"{st.first_target_s:.2f}s" if st.first_target_s is not None else "-"
+    extra = "" if st.finish_reason == "stop" else f", stopped: {st.finish_reason}"
+    return (f"[{tps}, first answer token after {ft}, pivot {st.pivot_tokens} tokens, "
+            f"answer {st.target_tokens} tokens{extra}]")
+
+
+class StreamPrinter:
+    """Prints one answer's :class:`~plug_lite.formats.StreamEvent` s to ``out`` as they come: the
+    pivot hidden behind a "thinking in ..." line on ``err`` (cleared on a terminal), or shown
+    with its headers, dimmed on a terminal. ``plug`` says whether a pivot is to be expected."""
+
+    def __init__(self, *, pivot: Language, target: Language | None, plug: bool, show_pivot: bool, out, err) -> None:
+        self.pivot, self.target, self.plug, self.show_pivot = pivot, target, plug, show_pivot
+        self.out, self.err = out, err
+        self.color = out.isatty()
+        self.err_tty = err.isatty()
+        self.indicator = False
+        self.section = None
+        self.dimmed = False
+
+    def start(self) -> None:
+        if self.plug and not self.show_pivot:
+            self.err.write(f"thinking in {self.pivot.name}...")
+            if not self.err_tty:
+                self.err.write("\n")
+            self.err.flush()
+            self.indicator = True
+
+    def clear(self) -> None:
+        if self.indicator:
+            if self.err_tty:
+                self.err.write("\r\033[K")
+                self.err.flush()
+            self.indicator = False
+
+    def event(self, ev: StreamEvent) -> None:
+        pivot_sec = ev.section in ("pivot_instruction", "pivot_response")
+        if pivot_sec or ev.section in ("preamble", "extra"):
+            if not self.show_pivot or ev.section == "extra":
+                return
+            if ev.section != self.section:
+                label = {"pivot_instruction": self.pivot.instruction_header,
+                         "pivot_response": self.pivot.response_header}.get(ev.section, "")
+                self._write(("\n\n" if self.section else "") + (label + " " if label else ""), dim=True)
+            self.section = ev.section
+            self._write(ev.text, dim=True)
+            return
+        self.clear()
+        if ev.section != self.section and self.section is not None:
+            self._write("\n\n")
+        self.section = ev.section
+        self._write(ev.text)
+
+    def _write(self, text: str, dim: bool = False) -> None:
+        if self.color and dim != self.dimmed:
+            text = (DIM if dim else RESET) + text
+            self.dimmed = dim
+        self.out.write(text)
+        self.out.flush()
+
+    def end(self, parse) -> None:
+        """The answer is complete (``parse``: its :class:`~plug_lite.formats.PlugParse`, or None
+        for a plain model)."""
+        self.clear()
+        self._write("")  # ends dimming
+        if parse is not None and parse.target is None and not self.show_pivot:
+            # No target section: show what the model wrote instead, so the turn is not blank.
+            self._write(parse.answer)
+            name = self.target.name if self.target else "target-language"
+            self.err.write(f"[no {name} answer found: status {parse.status}]\n")
+        self.out.write("\n")
+        self.out.flush()
+
+    def interrupted(self) -> None:
+        """The answer was stopped (Ctrl-C): clear the indicator, end dimming, end the line."""
+        self.clear()
+        self._write("")
+        self.out.write("\n")

@@ -40,7 +40,6 @@ File names follow the ggml convention: ``<Base>-<Size>-PLUG-<lang>-<QUANT>.gguf`
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -51,17 +50,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import convert, languages, templates, toolchain
-from .engine import default_threads
-from .io import UserError, atomic_path, check_disk_space, run_cli, write_json
+from . import convert, gguf_meta, templates, toolchain
+from .cli import run
+from .engine import Greedy, LlamaEngine
+from .io import UserError, check_disk_space, write_json
+from .runs import EXPORT_REPORT, gguf_name, load_run, resolve_base, run_spec
+from .spec import PLUG_KEYS
 
-__all__ = [
-    "load_run", "resolve_base", "merge", "gguf_name", "write_plug_metadata", "read_gguf_metadata",
-    "verify", "main", "cli", "PLUG_KEYS",
-]
-
-PLUG_KEYS = ("plug.format", "plug.target", "plug.pivot", "plug.think")
-_FORMAT_TAG = {"plug": "PLUG", "mono": "Mono", "pivot_only": "PivotOnly"}
+__all__ = ["merge", "verify", "main", "cli"]
 
 # Short instructions for the parity prompts (any text works; these read naturally).
 _PROMPTS = {
@@ -71,70 +67,6 @@ _PROMPTS = {
     "es": ["Describe Madrid en tres frases.", "¿Cómo puedo dormir mejor?", "Escribe un poema corto sobre el otoño."],
 }
 _PROMPTS_EN = ["Describe the sea in three sentences.", "How can I sleep better?", "Write a short poem about autumn."]
-
-
-# --------------------------------------------------------------------------------------------
-# The run directory
-
-
-def load_run(run_dir: str | os.PathLike) -> dict:
-    """``plug_run.json`` of a training run, checked, with ``_dir`` set."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise UserError(f"{run}: run directory not found")
-    meta_path = run / "plug_run.json"
-    if not meta_path.is_file():
-        raise UserError(f"{meta_path}: not found (is {run} a plug-lite train run directory?)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{meta_path}:{e.lineno}: bad JSON ({e.msg})") from None
-    for key in ("base_model", "format", "target"):
-        if not meta.get(key):
-            raise UserError(f"{meta_path}: missing field {key!r}")
-    if meta["format"] not in languages.FORMATS:
-        raise UserError(f"{meta_path}: field 'format' is {meta['format']!r}; expected one of {', '.join(languages.FORMATS)}")
-    if not (run / "adapter" / "adapter_config.json").is_file():
-        raise UserError(f"{run / 'adapter'}: no adapter_config.json (no trained adapter in this run directory)")
-    if not any((run / "adapter").glob("adapter_model.safetensors")):
-        raise UserError(f"{run / 'adapter'}: no adapter_model.safetensors (no trained adapter weights)")
-    meta["_dir"] = str(run)
-    return meta
-
-
-def resolve_base(meta: dict) -> Path:
-    """The local folder of the run's base model: ``base_model_path``, ``base_model`` as a path,
-    or the Hugging Face cache (offline lookup only)."""
-    for cand in (meta.get("base_model_path"), meta.get("base_model")):
-        if cand and (Path(cand) / "config.json").is_file():
-            return Path(cand)
-    try:
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(meta["base_model"], local_files_only=True))
-        if (path / "config.json").is_file():
-            return path
-    except Exception:  # not a repo id, not cached, or huggingface_hub missing
-        pass
-    raise UserError(
-        f"{meta['_dir']}/plug_run.json: base model {meta['base_model']!r} not found "
-        f"(base_model_path {meta.get('base_model_path')!r} has no config.json and it is not in the Hugging Face cache)"
-    )
-
-
-def gguf_name(meta: dict, quant: str, *, kind: str = "model") -> str:
-    """``<Base>-<Size>-PLUG-<lang>-<QUANT>.gguf`` (``kind="adapter"``: ``...-LoRA-<QUANT>``,
-    ``kind="base"``: the untuned base, ``<Base>-<Size>-<QUANT>.gguf``)."""
-    base = meta.get("base_name") or Path(str(meta["base_model"]).rstrip("/")).name
-    parts = [base.replace(" ", "-")]
-    if meta.get("size_label"):
-        parts.append(str(meta["size_label"]))
-    if kind != "base":
-        parts += [_FORMAT_TAG.get(meta["format"], meta["format"]), meta["target"]]
-        if kind == "adapter":
-            parts.append("LoRA")
-    parts.append(quant.upper())
-    return "-".join(parts) + ".gguf"
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,212 +171,24 @@ def merge(meta: dict, *, out_dir: str | os.PathLike | None = None, plain: bool =
 
 
 # --------------------------------------------------------------------------------------------
-# GGUF metadata
-#
-# A GGUF file is: magic, version, tensor count, KV count, the KV pairs, the tensor infos (name,
-# shape, type, offset relative to the data section), padding to ``general.alignment``, the data.
-# Adding keys only moves the data section as a whole, so the rewrite below copies the KV pairs
-# and tensor infos byte for byte, appends the new pairs and streams the data section unchanged.
-# (gguf-py's GGUFReader takes ~25 s on a 151,936-token vocabulary; this takes well under 1 s.)
-# Type codes are gguf-py's GGUFValueType; written for this project from the GGUF spec in
-# llama.cpp's gguf-py and docs.
-
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-
-
-class _Buf:
-    def __init__(self, f):
-        self.f = f
-
-    def take(self, n: int) -> bytes:
-        b = self.f.read(n)
-        if len(b) != n:
-            raise ValueError("file ends early")
-        return b
-
-    def num(self, fmt: str):
-        import struct
-
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self) -> str:
-        return self.take(self.num("<Q")).decode("utf-8", errors="replace")
-
-    def value(self, vtype: int, keep: bool = True):
-        import struct
-
-        if vtype in _SCALAR:
-            return self.num(_SCALAR[vtype])
-        if vtype == _STRING:
-            return self.string()
-        if vtype == _ARRAY:
-            sub, n = self.num("<I"), self.num("<Q")
-            keep = keep and n <= 64
-            if sub in _SCALAR and not keep:
-                self.f.seek(n * struct.calcsize(_SCALAR[sub]), 1)
-                return None
-            items = [self.value(sub, keep) for _ in range(n)]
-            return items if keep else None
-        raise ValueError(f"unknown GGUF value type {vtype}")
-
-
-def _scan(f) -> dict:
-    """Parse the header of an open GGUF file: KV pairs (with their byte spans) and tensor infos."""
-    b = _Buf(f)
-    if b.take(4) != b"GGUF":
-        raise ValueError("not a GGUF file (bad magic)")
-    version, n_tensors, n_kv = b.num("<I"), b.num("<Q"), b.num("<Q")
-    kv: dict[str, dict] = {}
-    for _ in range(n_kv):
-        start = f.tell()
-        key = b.string()
-        vtype = b.num("<I")
-        value = b.value(vtype)
-        kv[key] = {"type": vtype, "value": value, "span": (start, f.tell())}
-    ti_start = f.tell()
-    for _ in range(n_tensors):
-        b.string()
-        dims = b.num("<I")
-        f.seek(8 * dims + 4 + 8, 1)
-    ti_end = f.tell()
-    align = int(kv.get("general.alignment", {}).get("value") or 32)
-    data_start = (ti_end + align - 1) // align * align
-    return {"version": version, "n_tensors": n_tensors, "kv": kv, "ti": (ti_start, ti_end), "align": align, "data_start": data_start}
-
-
-def read_gguf_metadata(path: str | os.PathLike) -> dict:
-    """Every key/value of a GGUF file; arrays of more than 64 items (the vocabulary) are None."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: GGUF not found")
-    try:
-        with open(p, "rb") as f:
-            info = _scan(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not a readable GGUF file ({e})") from None
-    return {k: v["value"] for k, v in info["kv"].items()}
-
-
-def read_gguf_rows(path: str | os.PathLike, tensor: str, rows: list[int]) -> list[list[float]]:
-    """Rows of a 2-D F32 or F16 tensor of a GGUF file (e.g. ``token_embd.weight``, one row per token)."""
-    import struct
-
-    sizes = {0: ("<f", 4), 1: ("<e", 2)}  # GGML_TYPE_F32, GGML_TYPE_F16
-    with open(path, "rb") as f:
-        info = _scan(f)
-        b = _Buf(f)
-        f.seek(info["ti"][0])
-        for _ in range(info["n_tensors"]):
-            name = b.string()
-            dims = [b.num("<Q") for _ in range(b.num("<I"))]
-            ggml_type, offset = b.num("<I"), b.num("<Q")
-            if name != tensor:
-                continue
-            if ggml_type not in sizes or len(dims) != 2:
-                raise UserError(f"{path}: tensor {tensor} is type {ggml_type} with {len(dims)} dims; only 2-D F32/F16 are read")
-            fmt, size = sizes[ggml_type]
-            width = dims[0]  # ne[0] varies fastest: a row of a [vocab, hidden] matrix is `width` values
-            out = []
-            for r in rows:
-                f.seek(info["data_start"] + offset + r * width * size)
-                out.append([v[0] for v in struct.iter_unpack(fmt, f.read(width * size))])
-            return out
-    raise UserError(f"{path}: no tensor {tensor!r}")
-
-
-def _encode_string_kv(key: str, value: str) -> bytes:
-    import struct
-
-    k, v = key.encode("utf-8"), value.encode("utf-8")
-    return struct.pack("<Q", len(k)) + k + struct.pack("<I", _STRING) + struct.pack("<Q", len(v)) + v
-
-
-def write_plug_metadata(src: str | os.PathLike, dst: str | os.PathLike, *, fmt: str, target: str, pivot: str | None,
-                        think: bool | str, chat_template: str | None = None) -> Path:
-    """Copy GGUF ``src`` to ``dst`` (atomically; ``dst`` may be ``src``) with the PLUG string keys
-    ``plug.format/target/pivot/think`` and, when given, ``tokenizer.chat_template`` set. Every other
-    key, tensor info and tensor byte is copied unchanged."""
-    import struct
-
-    src, dst = Path(src), Path(dst)
-    new = {
-        "plug.format": str(fmt),
-        "plug.target": str(target),
-        "plug.pivot": str(pivot or ""),
-        "plug.think": str(think).lower() if isinstance(think, bool) else str(think),
-    }
-    if chat_template is not None:
-        new["tokenizer.chat_template"] = chat_template
-    if not src.is_file():
-        raise UserError(f"{src}: GGUF not found")
-    check_disk_space(dst.parent, src.stat().st_size, dst.name)
-    with open(src, "rb") as f:
-        try:
-            info = _scan(f)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{src}: not a readable GGUF file ({e})") from None
-        kept = [(k, v["span"]) for k, v in info["kv"].items() if k not in new]
-        with atomic_path(dst, suffix=".gguf") as tmp:
-            with open(tmp, "wb") as out:
-                out.write(b"GGUF" + struct.pack("<IQQ", info["version"], info["n_tensors"], len(kept) + len(new)))
-                for _, (a, z) in kept:
-                    f.seek(a)
-                    out.write(f.read(z - a))
-                for k, v in new.items():
-                    out.write(_encode_string_kv(k, v))
-                a, z = info["ti"]
-                f.seek(a)
-                out.write(f.read(z - a))
-                out.write(b"\0" * (-out.tell() % info["align"]))
-                f.seek(info["data_start"])
-                shutil.copyfileobj(f, out, 16 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-    return dst
-
-
-# --------------------------------------------------------------------------------------------
 # Parity
 
 
 def _messages(meta: dict, text: str) -> list[dict]:
-    system = languages.system_prompt(meta["format"], meta["target"], meta.get("pivot") or "en",
-                                     think=bool(meta.get("think")))
-    return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+    return [{"role": "system", "content": run_spec(meta).system_prompt()}, {"role": "user", "content": text}]
 
 
 def _prompts(meta: dict, n: int) -> list[str]:
     return (_PROMPTS.get(meta["target"]) or _PROMPTS_EN)[:n]
 
 
-def _open_llama(path: Path, *, lora: Path | None = None, n_ctx: int = 1024):
-    import llama_cpp
-
-    gpu = -1 if llama_cpp.llama_supports_gpu_offload() else 0
-    kw = {"lora_path": str(lora)} if lora else {}
-    n_threads, n_threads_batch = default_threads()
-    return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_gpu_layers=gpu, seed=0, verbose=False,
-                           n_threads=n_threads, n_threads_batch=n_threads_batch, **kw)
-
-
-class Greedy(list):
-    """Greedy tokens before the end of turn; ``stopped`` is True when the model ended its turn."""
-
-    stopped: bool = False
-
-
-def _llama_greedy(llm, ids: list[int], max_new: int, stop: set[int]) -> Greedy:
-    llm.reset()
-    out = Greedy()
-    for tok in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
-        if tok in stop:
-            out.stopped = True
-            break
-        out.append(int(tok))
-        if len(out) >= max_new:
-            break
-    return out
+def _greedy_runs(path: Path, prompts: list[list[int]], max_new: int, stop: set[int], *, lora: Path | None = None):
+    """Greedy answers of a GGUF (with an adapter GGUF over it) to each prompt."""
+    eng = LlamaEngine(path, ctx=1024, lora=lora)
+    try:
+        return [eng.greedy(ids, max_new, stop) for ids in prompts]
+    finally:
+        eng.close()
 
 
 def _hf_greedy(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: int) -> list[Greedy]:
@@ -489,7 +233,6 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
     end-of-turn token or ``stop_budget`` tokens; parity compares their first ``max_new_tokens``.
     Raises :class:`UserError` on a template, EOS or metadata mismatch."""
     import torch
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     report: dict[str, Any] = {"checks": {}, "greedy": {}, "stops": {}, "warnings": []}
@@ -502,10 +245,9 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
     ref = files[ref_name]
 
     # 1. metadata of every file
+    want = run_spec(meta).gguf_fields()
     for name, path in files.items():
-        md = read_gguf_metadata(path)
-        want = {"plug.format": meta["format"], "plug.target": meta["target"], "plug.pivot": meta.get("pivot") or "",
-                "plug.think": str(bool(meta.get("think"))).lower()}
+        md = gguf_meta.read_metadata(path)
         for k, v in want.items():
             if md.get(k) != v:
                 raise UserError(f"{path.name}: metadata {k} is {md.get(k)!r}, expected {v!r}")
@@ -524,15 +266,14 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
     texts = [tok.apply_chat_template(_messages(meta, p), tokenize=False, add_generation_prompt=True) for p in prompts]
     hf_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     # Same leading BOS llama.cpp adds (add_bos_token) so both engines see identical ids.
-    llm = _open_llama(ref)
+    eng = LlamaEngine(ref, ctx=1024)
     try:
+        llm = eng.llm
         m = llm._model
         if m.token_eos() != eot_id:
             raise UserError(f"{ref.name}: llama.cpp's EOS id {m.token_eos()} is not the template's end of turn {eot_text!r} ({eot_id})")
-        bos_text = m.token_get_text(m.token_bos()) if m.token_bos() != -1 else ""
-        fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=m.token_get_text(m.token_eos()), bos_token=bos_text)
         for p, t, ids in zip(prompts, texts, hf_ids):
-            rendered = fmt(messages=_messages(meta, p)).prompt
+            rendered, _ = eng.format(_messages(meta, p))  # llama.cpp's Jinja formatter on the GGUF's template
             if rendered != t:
                 raise UserError(f"{ref.name}: llama.cpp renders the chat template differently from transformers (prompt {p!r})")
             if llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) != ids:
@@ -544,10 +285,9 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
         if not llama_cpp.llama_vocab_is_eog(vocab, eot_id):
             raise UserError(f"{ref.name}: llama.cpp does not stop generation at {eot_text!r}")
         report["checks"]["stops_at_eos"] = "ok"
-        stop = {eot_id}
-        ref_out = [_llama_greedy(llm, ids, budget, stop) for ids in hf_ids]
+        ref_out = [eng.greedy(ids, budget, {eot_id}) for ids in hf_ids]
     finally:
-        llm.close()
+        eng.close()
 
     # 3. greedy text: merged transformers model vs each GGUF; quantized files vs the base too
     # float32 on the CPU; on a GPU the checkpoint's own dtype (a float32 file stays float32)
@@ -581,11 +321,7 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
     for name, path in files.items():
         if name == ref_name:
             continue
-        llm = _open_llama(path)
-        try:
-            full = [_llama_greedy(llm, ids, budget, {eot_id}) for ids in hf_ids]
-        finally:
-            llm.close()
+        full = _greedy_runs(path, hf_ids, budget, {eot_id})
         report["stops"][name] = _stops(full, budget)
         outs = [o[:max_new_tokens] for o in full]
         s = report["greedy"][name] = score(outs)
@@ -599,11 +335,7 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
                     + ("F16" if name.upper() == "Q8_0" else "Q8_0 (or F16)")
                     + " or the adapter GGUF on a base GGUF instead")
     if adapter_gguf and base_gguf:
-        llm = _open_llama(base_gguf, lora=adapter_gguf)
-        try:
-            full = [_llama_greedy(llm, ids, budget, {eot_id}) for ids in hf_ids]
-        finally:
-            llm.close()
+        full = _greedy_runs(base_gguf, hf_ids, budget, {eot_id}, lora=adapter_gguf)
         report["stops"]["adapter_on_base"] = _stops(full, budget)
         report["greedy"]["adapter_on_base"] = score([o[:max_new_tokens] for o in full])
         if meta.get("load_in_4bit"):
@@ -672,7 +404,21 @@ def main(
     max_new_tokens: int = 32,
     stop_budget: int = 256,
 ) -> dict:
-    """Export a run; returns the report (also saved as ``RUN_DIR/export_report.json``)."""
+    """Export a run; returns the report (also saved as ``RUN_DIR/export_report.json``).
+
+    Args:
+        run_dir: a plug-lite train run directory (plug_run.json, adapter/, tokenizer/)
+        out_dir: where the GGUF files go
+        quants: quant type, repeatable (default Q4_K_M); see convert.QUANT_TYPES
+        outtype: the converter's output: f16, bf16 or q8_0
+        plain_merge: QLoRA runs: merge into the original weights, not the NF4-rounded ones
+        adapter: write the adapter GGUF too
+        with_base: also write the base model's F16 GGUF (for the adapter GGUF)
+        verify_parity: check parity
+        n_prompts: parity prompts
+        max_new_tokens: tokens compared by the parity check
+        stop_budget: the stops check: each held-out answer must end its turn within this many tokens
+    """
     meta = load_run(run_dir)
     run = Path(meta["_dir"])
     quants = _check_quants(quants)
@@ -692,8 +438,7 @@ def main(
     template = AutoTokenizer.from_pretrained(str(merged)).chat_template
     if not template:
         raise UserError(f"{run / 'tokenizer'}: no chat template saved with the run's tokenizer")
-    plug = dict(fmt=meta["format"], target=meta["target"], pivot=meta.get("pivot") or "", think=bool(meta.get("think")),
-                chat_template=template)
+    plug = dict(spec=run_spec(meta), chat_template=template)
 
     # Everything is written into a hidden staging folder beside the final files and moved there
     # only when the parity check passed: a failed export leaves no file under a final name.
@@ -708,7 +453,7 @@ def main(
         print(f"convert: {merged} -> {ref_path} ({ref_key})", file=sys.stderr)
         try:
             convert.hf_to_gguf(merged, raw, outtype=outtype, model_name=ref_path.stem)
-            write_plug_metadata(raw, ref_path, **plug)
+            gguf_meta.write_plug_metadata(raw, ref_path, **plug)
         finally:
             raw.unlink(missing_ok=True)
         files[ref_key] = ref_path
@@ -722,9 +467,9 @@ def main(
             with _quiet_stderr(f"quantizing to {q}"):
                 convert.quantize(ref_path, dst, q)
             timings[f"quantize_{q}_s"] = round(time.time() - t0, 1)
-            md = read_gguf_metadata(dst)
+            md = gguf_meta.read_metadata(dst)
             if any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != template:
-                write_plug_metadata(dst, dst, **plug)  # the quantizer dropped keys: add them back
+                gguf_meta.write_plug_metadata(dst, dst, **plug)  # the quantizer dropped keys: add them back
             files[q] = dst
 
         adapter_path = base_path = None
@@ -739,7 +484,7 @@ def main(
             t0 = time.time()
             try:
                 convert.lora_to_gguf(run / "adapter", base_dir, raw)
-                write_plug_metadata(raw, adapter_path, **plug)
+                gguf_meta.write_plug_metadata(raw, adapter_path, **plug)
             finally:
                 raw.unlink(missing_ok=True)
             timings["adapter_s"] = round(time.time() - t0, 1)
@@ -770,13 +515,13 @@ def main(
                                           n_prompts=n_prompts, max_new_tokens=max_new_tokens, stop_budget=stop_budget)
             except UserError as e:
                 report["verify"] = {"error": str(e)}
-                write_json(run / "export_report.json", report)
+                write_json(run / EXPORT_REPORT, report)
                 raise UserError(f"parity check failed (no file kept): {e}") from None
             timings["verify_s"] = round(time.time() - t0, 1)
         for p in [*files.values(), adapter_path, base_path]:
             if p is not None:
                 os.replace(p, out / p.name)
-        write_json(run / "export_report.json", report)
+        write_json(run / EXPORT_REPORT, report)
         _print_report(report)
         return report
     finally:
@@ -835,26 +580,11 @@ def _print_report(report: dict) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plug-lite export", description="Merge a run's LoRA, convert to GGUF, quantize and check parity.")
-    ap.add_argument("run_dir", help="a plug-lite train run directory (plug_run.json, adapter/, tokenizer/)")
-    ap.add_argument("--out-dir", default="gguf", help="where the GGUF files go (default: ./gguf)")
-    ap.add_argument("--quant", action="append", metavar="TYPE",
-                    help="quant type, repeatable (default Q4_K_M): " + "; ".join(f"{k}: {v}" for k, v in convert.QUANT_TYPES.items()))
-    ap.add_argument("--outtype", default="f16", choices=("f16", "bf16", "q8_0"), help="the converter's output (default f16)")
-    ap.add_argument("--plain-merge", action="store_true", help="QLoRA runs: merge into the original weights, not the NF4-rounded ones")
-    ap.add_argument("--no-adapter", action="store_true", help="do not write the adapter GGUF")
-    ap.add_argument("--with-base", action="store_true", help="also write the base model's F16 GGUF (for the adapter GGUF)")
-    ap.add_argument("--verify", dest="verify", action="store_true", default=True, help="check parity (default)")
-    ap.add_argument("--no-verify", dest="verify", action="store_false")
-    ap.add_argument("--prompts", type=int, default=3, help="parity prompts (default 3)")
-    ap.add_argument("--max-new-tokens", type=int, default=32, help="tokens compared by the parity check (default 32)")
-    ap.add_argument("--stop-budget", type=int, default=256,
-                    help="the stops check: each held-out answer must end its turn within this many tokens (default 256)")
-    a = ap.parse_args(argv)
-    return run_cli(lambda: main(a.run_dir, out_dir=a.out_dir, quants=a.quant or ["Q4_K_M"], outtype=a.outtype,
-                                plain_merge=a.plain_merge, adapter=not a.no_adapter, with_base=a.with_base,
-                                verify_parity=a.verify, n_prompts=a.prompts, max_new_tokens=a.max_new_tokens,
-                                stop_budget=a.stop_budget) and 0)
+    quants = "; ".join(f"{k}: {v}" for k, v in convert.QUANT_TYPES.items())
+    return run(main, argv, prog="plug-lite export", positional=("run_dir",),
+               names={"quants": "--quant", "verify_parity": "--verify", "n_prompts": "--prompts"},
+               choices={"outtype": ("f16", "bf16", "q8_0")},
+               extra={"quants": {"metavar": "TYPE", "help": f"quant type, repeatable (default Q4_K_M): {quants}"}})
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ Standard library only.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from pathlib import Path
 
-from . import formats, languages
-from .io import UserError, read_records, run_cli, strip_where, write_jsonl
+from . import formats
+from .cli import run
+from .io import UserError, read_records, strip_where, write_jsonl
+from .spec import FORMATS, PlugSpec
 
 __all__ = ["extract_record", "extract_records", "main", "cli"]
 
@@ -60,28 +61,33 @@ def extract_record(rec: dict, *, target: str, pivot: str = "en", fmt: str = "plu
 def extract_records(records: list[dict], *, target: str, pivot: str = "en", fmt: str = "plug",
                     field: str = "output") -> tuple[list[dict], Counter]:
     """All records extracted, and the count per status."""
-    if fmt not in languages.FORMATS:
-        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(languages.FORMATS)}")
-    t, p = languages.get(target), languages.get(pivot)
-    if fmt != "mono" and t.code == p.code:
-        raise UserError(f"the pivot language must differ from the target language ({t.code!r})")
-    out = [extract_record(r, target=t.code, pivot=p.code, fmt=fmt, field=field) for r in records]
+    spec = PlugSpec(fmt, target, pivot)
+    out = [extract_record(r, field=field, **spec.parser_args()) for r in records]
     counts = Counter({s: 0 for s in formats.STATUSES})
     counts.update(r["extract_status"] for r in out)
     return out, counts
 
 
 def main(
-    *,
     file: str | os.PathLike,
+    *,
     target: str,
     pivot: str = "en",
     fmt: str = "plug",
     field: str = "output",
     out: str | os.PathLike | None = None,
 ) -> dict:
-    """Extract every record of ``file``, write them to ``out`` (JSONL) and return the status counts."""
-    languages.get(target), languages.get(pivot)
+    """Extract every record of ``file``, write them to ``out`` (JSONL) and return the status counts.
+
+    Args:
+        file: JSON or JSONL file of records holding model outputs
+        target: target language code
+        pivot: pivot language code
+        fmt: plug, mono or pivot_only
+        field: the field holding the model's text
+        out: output JSONL (default: <file stem>.extracted.jsonl)
+    """
+    PlugSpec(fmt, target, pivot)
     records = read_records(file)
     if not records:
         raise UserError(f"{file}: no records")
@@ -100,15 +106,8 @@ def main(
 
 
 def cli(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plug-lite extract", description="Extract target answers from model outputs.")
-    ap.add_argument("file", help="JSON or JSONL file of records holding model outputs")
-    ap.add_argument("--target", required=True)
-    ap.add_argument("--pivot", default="en")
-    ap.add_argument("--format", dest="fmt", default="plug", choices=languages.FORMATS)
-    ap.add_argument("--field", default="output", help="the field holding the model's text (default output)")
-    ap.add_argument("--out", help="output JSONL (default: <file stem>.extracted.jsonl)")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: main(**vars(args)) and 0)
+    return run(main, argv, prog="plug-lite extract", positional=("file",), names={"fmt": "--format"},
+               choices={"fmt": FORMATS})
 
 
 if __name__ == "__main__":

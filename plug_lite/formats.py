@@ -46,7 +46,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 from . import languages
-from .languages import FORMATS, Language
+from .languages import Language
+from .spec import FORMATS, PlugSpec
 
 __all__ = [
     "FORMATS",
@@ -98,9 +99,8 @@ def render_plug(
     think: bool = False,
 ) -> str:
     """A PLUG completion (the assistant's whole turn)."""
-    t, p = languages.get(target), languages.get(pivot)
-    if t.code == p.code:
-        raise languages.LanguageError(f"the pivot language must differ from the target ({t.code!r})")
+    spec = PlugSpec("plug", target, pivot, think)
+    t, p = spec.target_language, spec.pivot_language
     pivot_part = (
         _join(p.instruction_header, _clean("pivot_instruction", pivot_instruction))
         + "\n\n"
@@ -138,6 +138,7 @@ def render(
     think: bool = False,
 ) -> str:
     """Render a completion in one of :data:`FORMATS`."""
+    PlugSpec(fmt, target, pivot, think and fmt == "plug")  # one check of the combination
     if fmt == "plug":
         return render_plug(
             pivot_instruction or "", pivot_response or "", target_response or "",
@@ -145,9 +146,7 @@ def render(
         )
     if fmt == "mono":
         return render_mono(target_response or "")
-    if fmt == "pivot_only":
-        return render_pivot_only(pivot_instruction or "", pivot_response or "", pivot=pivot)
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return render_pivot_only(pivot_instruction or "", pivot_response or "", pivot=pivot)
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,12 +445,8 @@ def parse(
 
     ``think=None`` accepts both the plain and the ``<think>`` variant; ``False`` only the plain.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    t, p = languages.get(target), languages.get(pivot)
-    if fmt != "mono" and t.code == p.code:
-        raise languages.LanguageError(f"the pivot language must differ from the target ({t.code!r})")
-    table = _header_table(p.code, t.code, fmt)
+    spec = PlugSpec(fmt, target, pivot)
+    table = _header_table(spec.pivot_language.code, spec.target, fmt)
     secs = _assemble(text, _segments(text, table, fmt, think))
     return _finish(secs, fmt, finished)
 
@@ -487,8 +482,8 @@ def _finish(secs: dict, fmt: str, finished: bool) -> PlugParse:
 def has_header(text: str, *, target: str | Language, pivot: str | Language = "en", fmt: str = "plug") -> bool:
     """Whether ``text`` holds something the parser would read as a header or think tag (at a
     line start, or a prefix of one at its end). Text for a round trip must not."""
-    t, p = languages.get(target), languages.get(pivot)
-    table = _header_table(p.code, t.code, fmt)
+    spec = PlugSpec(fmt, target, pivot)
+    table = _header_table(spec.pivot_language.code, spec.target, fmt)
     if THINK_OPEN in text or THINK_CLOSE in text:
         return True
     lines = text.split("\n")
@@ -529,9 +524,8 @@ class StreamParser:
         fmt: str = "plug",
         think: bool | None = None,
     ) -> None:
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-        self.target, self.pivot = languages.get(target), languages.get(pivot)
+        spec = PlugSpec(fmt, target, pivot)
+        self.target, self.pivot = spec.target_language, spec.pivot_language
         self.fmt, self.think = fmt, think
         self._table = _header_table(self.pivot.code, self.target.code, fmt)
         self._buf = ""

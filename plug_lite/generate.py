@@ -5,9 +5,15 @@ run loses at most the answer in flight and a rerun skips the ids already written
 has exactly these fields (judge, report and metrics read them)::
 
     id, instruction, category, dataset, output (raw text), answer (PlugParse.answer), status,
-    target (extracted target section or null), pivot_instruction, pivot_response, format,
-    lang, pivot, tokens {prompt, completion, pivot, target}, seconds, finish_reason,
-    generator, decoding {...}
+    target_response (extracted target section or null), pivot_instruction, pivot_response,
+    format, target (the target language), pivot, tokens {prompt, completion, pivot, target},
+    seconds, finish_reason, generator, decoding {...}
+
+(Files written before these names held the language in ``lang`` and the target section in
+``target``; every reader takes both, see :func:`plug_lite.spec.upgrade_answer`.)
+
+The target language, format, pivot and think variant default to what the model records: a
+GGUF's ``plug.*`` keys, or a training run folder's ``plug_run.json``.
 
 Backends: ``llama.cpp`` (a .gguf; the same engine as ``plug-lite chat``), ``transformers`` (an
 HF model folder, or a folder holding a PEFT adapter applied over its base) and ``openai`` (any
@@ -27,7 +33,6 @@ written (a rerun retries it); the exit status is 0, 1 (no answer succeeded) or 3
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,14 +40,17 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import formats, languages, llm
+from . import formats, gguf_meta, languages, llm, runs
+from .cli import parse, parser_for
+from .engine import LlamaEngine
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, run_cli
+from .spec import FORMATS, PlugSpec, upgrade_answer
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
            "make_backend", "generate", "summarize", "main", "cli", "SelfTranslator", "translate_test_record"]
 
-FIELDS = ("id", "instruction", "category", "dataset", "output", "answer", "status", "target",
-          "pivot_instruction", "pivot_response", "format", "lang", "pivot", "tokens", "seconds",
+FIELDS = ("id", "instruction", "category", "dataset", "output", "answer", "status", "target_response",
+          "pivot_instruction", "pivot_response", "format", "target", "pivot", "tokens", "seconds",
           "finish_reason", "generator", "decoding")
 
 
@@ -80,11 +88,8 @@ class LlamaCppBackend:
 
     def __init__(self, model: str, *, ctx: int | None = None, gpu_layers: int | None = None,
                  threads: int | None = None, lora: str | None = None, seed: int = 0) -> None:
-        from .chat import LlamaEngine
-
         self.engine = LlamaEngine(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
         self.default_name = Path(model).stem
-        self.plug = self.engine.plug
 
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         eng = self.engine
@@ -145,7 +150,6 @@ class TransformersBackend:
             self.model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=dtype)
         self.model.to(self.device).eval()
         self.default_name = folder.name
-        self.plug = {}
         if not self.tok.chat_template:
             raise UserError(f"{folder}: the tokenizer has no chat template")
 
@@ -202,7 +206,6 @@ class OpenAIBackend:
             model_name = ids[0]
         self.model_name = model_name
         self.default_name = model_name
-        self.plug = {}
 
     def _call(self, fn):
         o = self._openai
@@ -266,14 +269,32 @@ def make_backend(model: str | None, *, backend: str | None = None, base_url: str
 # One record.
 
 
-def split_tokens(pieces: list[str] | None, fmt: str, target, pivot, completion_tokens: int | None) -> tuple[int | None, int | None]:
+def recorded_spec(model: str | None) -> dict:
+    """What a model records of its PLUG spec (``format``, ``target``, ``pivot``, ``think``): a
+    GGUF's ``plug.*`` keys, a training run folder's ``plug_run.json``; empty for anything else."""
+    if not model:
+        return {}
+    path = Path(model)
+    if path.is_file() and (path.suffix.lower() == ".gguf" or _starts_with(path, gguf_meta.MAGIC)):
+        return PlugSpec.gguf_values(gguf_meta.read_metadata(gguf_meta.check(path)))
+    if path.is_dir() and runs.is_finished(path):
+        return {k: v for k, v in runs.run_spec(runs.read_run(path)).run_fields().items() if v not in (None, "")}
+    return {}
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(magic)) == magic
+
+
+def split_tokens(pieces: list[str] | None, spec: PlugSpec, completion_tokens: int | None) -> tuple[int | None, int | None]:
     """(pivot tokens, target tokens): tokens generated before the target section began, and the
     rest; ``(None, None)`` without per-token text."""
     if pieces is None or completion_tokens is None:
         return None, None
-    if fmt == "mono":
+    if spec.format == "mono":
         return 0, completion_tokens
-    parser = formats.StreamParser(target=target, pivot=pivot, fmt=fmt)
+    parser = formats.StreamParser(**spec.parser_args())
     for i, piece in enumerate(pieces):
         if any(ev.section == "target" for ev in parser.feed(piece)):
             return i, completion_tokens - i
@@ -282,10 +303,10 @@ def split_tokens(pieces: list[str] | None, fmt: str, target, pivot, completion_t
     return completion_tokens, 0
 
 
-def answer_record(rec: dict, gen: dict, *, fmt: str, target, pivot, seconds: float, generator: str, decoding: dict) -> dict:
+def answer_record(rec: dict, gen: dict, *, spec: PlugSpec, seconds: float, generator: str, decoding: dict) -> dict:
     finished = gen["finish_reason"] != "length"
-    p = formats.parse(gen["output"], target=target, pivot=pivot, fmt=fmt, finished=finished)
-    piv, tgt = split_tokens(gen["pieces"], fmt, target, pivot, gen["completion_tokens"])
+    p = formats.parse(gen["output"], **spec.parser_args(), finished=finished)
+    piv, tgt = split_tokens(gen["pieces"], spec, gen["completion_tokens"])
     out = {
         "id": rec["id"],
         "instruction": rec["instruction"],
@@ -294,12 +315,12 @@ def answer_record(rec: dict, gen: dict, *, fmt: str, target, pivot, seconds: flo
         "output": gen["output"],
         "answer": p.answer,
         "status": p.status,
-        "target": p.target,
+        "target_response": p.target,
         "pivot_instruction": p.pivot_instruction,
         "pivot_response": p.pivot_response,
-        "format": fmt,
-        "lang": target.code,
-        "pivot": pivot.code if fmt != "mono" else None,
+        "format": spec.format,
+        "target": spec.target,
+        "pivot": spec.pivot_used,
         "tokens": {"prompt": gen["prompt_tokens"], "completion": gen["completion_tokens"], "pivot": piv, "target": tgt},
         "seconds": round(seconds, 3),
         "finish_reason": gen["finish_reason"],
@@ -327,7 +348,7 @@ class SelfTranslator:
         self.backend, self.max_new_tokens, self.seed = backend, max_new_tokens, seed
 
     def __call__(self, text: str, *, source: str, target: str) -> str:
-        from .translate import build_text_messages, split_text_reply
+        from .translation import build_text_messages, split_text_reply
 
         gen = self.backend.generate(build_text_messages(text, target, source), max_new_tokens=self.max_new_tokens,
                                     temperature=0.0, seed=self.seed)
@@ -343,24 +364,25 @@ class SelfTranslator:
         pass
 
 
-def translate_test_record(backend, translator, rec: dict, *, system: str | None, target, pivot, max_new_tokens: int,
+def translate_test_record(backend, translator, rec: dict, *, system: str | None, spec: PlugSpec, max_new_tokens: int,
                           temperature: float, seed: int, generator: str, decoding: dict) -> dict:
-    """One translate-test answer: ``pivot_instruction`` is the translated instruction,
-    ``pivot_response`` the model's answer in the pivot, ``answer`` / ``target`` that answer
-    translated back. Any failed call raises :class:`plug_lite.llm.CallError`."""
+    """One translate-test answer (``spec``: a mono spec with the pivot to translate into):
+    ``pivot_instruction`` is the translated instruction, ``pivot_response`` the model's answer in
+    the pivot, ``answer`` / ``target_response`` that answer translated back. Any failed call
+    raises :class:`plug_lite.llm.CallError`."""
     t0 = time.perf_counter()
+    target, pivot = spec.target_language, spec.pivot_language
     pivot_instruction = translator(str(rec["instruction"]), source=target.code, target=pivot.code)
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": pivot_instruction}]
     gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     pivot_answer = gen["output"].strip()
     answer = translator(pivot_answer, source=pivot.code, target=target.code) if pivot_answer else ""
     # The usual record (every field answer_record writes), with the three texts of this baseline.
-    row = answer_record(rec, gen, fmt="mono", target=target, pivot=pivot, seconds=0.0, generator=generator,
-                        decoding=decoding)
+    row = answer_record(rec, gen, spec=spec, seconds=0.0, generator=generator, decoding=decoding)
     row.update(
         answer=answer,
         status="not_found" if not pivot_answer else "truncated" if gen["finish_reason"] == "length" else "ok",
-        target=answer if pivot_answer else None,
+        target_response=answer if pivot_answer else None,
         pivot_instruction=pivot_instruction,
         pivot_response=pivot_answer or None,
         format=TRANSLATE_TEST,
@@ -399,20 +421,20 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     format ``translate_test``, the model answers the translated instruction in the pivot language
     (system prompt: answer in the pivot) and its answer is translated back."""
     if translator is not None:
-        fmt = TRANSLATE_TEST
-    elif fmt not in formats.FORMATS:
-        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(formats.FORMATS)}")
-    t, p = languages.get(target), languages.get(pivot)
+        fmt, spec = TRANSLATE_TEST, PlugSpec("mono", target, pivot)
+    else:
+        spec = PlugSpec(fmt, target, pivot, think and fmt == "plug")
     generator = generator or backend.default_name
     decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
                 "greedy": temperature <= 0, "seed": seed}
     if translator is not None:
         decoding["translator"] = translator.public()
-        system = system if system is not None else languages.mono_system_prompt(p)
-    system = system if system is not None else languages.system_prompt(fmt, t, p, think=think and fmt == "plug")
-    done = read_jsonl_resumable(out)
+        # the model answers in the pivot: the mono prompt of the pivot language
+        system = system if system is not None else PlugSpec("mono", spec.pivot_language).system_prompt()
+    system = system if system is not None else spec.system_prompt()
+    done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
     for d in done[:1]:
-        for key, want in (("format", fmt), ("lang", t.code), ("generator", generator)):
+        for key, want in (("format", fmt), ("target", spec.target), ("generator", generator)):
             if d.get(key) != want:
                 raise UserError(f"{out}: holds answers with {key}={d.get(key)!r}, this run has {want!r}: "
                                 "use another --out file")
@@ -426,7 +448,7 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
         for rec in todo:
             try:
                 if translator is not None:
-                    row = translate_test_record(backend, translator, rec, system=system, target=t, pivot=p,
+                    row = translate_test_record(backend, translator, rec, system=system, spec=spec,
                                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                                                 generator=generator, decoding=decoding)
                 else:
@@ -434,7 +456,7 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
                         {"role": "user", "content": str(rec["instruction"])}]
                     t0 = time.perf_counter()
                     gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-                    row = answer_record(rec, gen, fmt=fmt, target=t, pivot=p, seconds=time.perf_counter() - t0,
+                    row = answer_record(rec, gen, spec=spec, seconds=time.perf_counter() - t0,
                                         generator=generator, decoding=decoding)
             except llm.CallError as e:
                 failed.append(f"id {rec['id']}: {e}")
@@ -469,11 +491,11 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def main(
+    model: str | None = None,
     *,
     eval_set: str,
-    lang: str,
     out: str,
-    model: str | None = None,
+    target: str | None = None,
     fmt: str | None = None,
     pivot: str | None = None,
     backend: str | None = None,
@@ -498,10 +520,45 @@ def main(
     translator_base_url: str | None = None,
     translator_api_key: str | None = None,
 ) -> dict:
-    """``translate_test``: ``"llm"`` (an OpenAI-compatible translator: ``translator_*``, else the
-    ``PLUG_LITE_JUDGE_*`` / ``OPENAI_*`` environment, as ``plug-lite translate``) or ``"self"``
-    (the model translates too) runs the translate-test baseline."""
-    records = load_instructions(eval_set, lang, limit)
+    """Answer every instruction of ``eval_set`` with ``model`` into ``out``; returns the summary
+    (see :func:`generate`).
+
+    Args:
+        model: a .gguf file, an HF model folder or a training run folder (adapter)
+        eval_set: evaluation set name or a JSON/JSONL/CSV file with id and instruction
+        out: output JSONL (appended; rerun to resume)
+        target: target language code (default: the model's plug.target / plug_run.json)
+        fmt: answer format (default: the model's, else plug)
+        pivot: pivot language (default: the model's, else en)
+        backend: llama.cpp, transformers or openai (default: from the model path / --base-url)
+        base_url: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1
+        api_key: endpoint key (default: $OPENAI_API_KEY); never printed
+        model_name: model name at the endpoint (default: its first listed model)
+        base: base model folder for an adapter (default: from adapter_config.json)
+        limit: answer the first N instructions only
+        system: system prompt (default: the format's own)
+        max_new_tokens: tokens per answer
+        temperature: 0 = greedy (default, as the paper)
+        seed: sampling seed
+        generator: name written in each record (default: from the model)
+        ctx: llama.cpp context size
+        gpu_layers: llama.cpp layers on the GPU (default: all when a GPU is usable)
+        threads: llama.cpp CPU threads (default: every usable core)
+        lora: llama.cpp: an adapter GGUF over the base GGUF
+        max_retries: endpoint retries with backoff
+        progress: show a progress bar
+        translate_test: the translate-test baseline: translate each instruction into the pivot,
+            answer it there, translate the answer back; with an LLM endpoint (llm, the default) or
+            the model itself (self)
+        translator_model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
+        translator_base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
+        translator_api_key: translator key (prefer env OPENAI_API_KEY); never printed
+    """
+    recorded = recorded_spec(model)
+    target = target or recorded.get("target")
+    if not target:
+        raise UserError("no target language: pass --target CODE (the model records none)")
+    records = load_instructions(eval_set, target, limit)
     tt_cfg = None
     if translate_test is not None:
         if translate_test not in ("llm", "self"):
@@ -516,18 +573,18 @@ def main(
                       max_retries=max_retries)
     translator = None
     try:
-        fmt = fmt or be.plug.get("format") or "plug"
-        pivot = pivot or be.plug.get("pivot") or "en"
+        fmt = fmt or recorded.get("format") or "plug"
+        pivot = pivot or recorded.get("pivot") or "en"
         if tt_cfg is not None:
-            from .translate import TextTranslator
+            from .translation import TextTranslator
 
             translator = TextTranslator(tt_cfg, Path(out).with_name(Path(out).stem + ".translate-cache.jsonl"))
         elif translate_test == "self":
             translator = SelfTranslator(be, max_new_tokens=2 * max_new_tokens, seed=seed)
-        summary = generate(be, records, out, fmt=fmt, target=lang, pivot=pivot, system=system,
+        summary = generate(be, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                           generator=generator, progress=progress,
-                           think=str(be.plug.get("think", "")).lower() in ("true", "1", "yes"), translator=translator)
+                           generator=generator, progress=progress, think=bool(recorded.get("think")),
+                           translator=translator)
     finally:
         if translator is not None:
             translator.close()
@@ -535,62 +592,36 @@ def main(
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="plug-lite generate", description="Answer every instruction of an evaluation set (resumable JSONL).")
-    ap.add_argument("model", nargs="?", help="a .gguf file, an HF model folder or a training run folder (adapter)")
-    ap.add_argument("--eval-set", required=True, help="evaluation set name or a JSON/JSONL/CSV file with id and instruction")
-    ap.add_argument("--lang", required=True, help="target language code")
-    ap.add_argument("--out", required=True, help="output JSONL (appended; rerun to resume)")
-    ap.add_argument("--format", dest="fmt", choices=formats.FORMATS, help="answer format (default: the GGUF's plug.format, else plug)")
-    ap.add_argument("--pivot", help="pivot language (default en)")
-    ap.add_argument("--backend", choices=("llama.cpp", "transformers", "openai"), help="default: from the model path / --base-url")
-    ap.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    ap.add_argument("--api-key", help="endpoint key (default: $OPENAI_API_KEY); never printed")
-    ap.add_argument("--model-name", help="model name at the endpoint (default: its first listed model)")
-    ap.add_argument("--base", help="base model folder for an adapter (default: from adapter_config.json)")
-    ap.add_argument("--limit", type=int)
-    ap.add_argument("--system", help="system prompt (default: the format's own)")
-    ap.add_argument("--max-new-tokens", type=int, default=1024)
-    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as the paper)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--generator", help="name written in each record (default: from the model)")
-    ap.add_argument("--ctx", type=int, help="llama.cpp context size")
-    ap.add_argument("--gpu-layers", type=int)
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--lora", help="llama.cpp: an adapter GGUF over the base GGUF")
-    ap.add_argument("--max-retries", type=int, default=5, help="endpoint retries with backoff")
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
-    tt = ap.add_argument_group("translate-test baseline")
-    tt.add_argument("--translate-test", nargs="?", const="llm", choices=("llm", "self"),
-                    help="translate each instruction into the pivot, answer it there, translate the answer back; "
-                         "with an LLM endpoint (llm, the default) or the model itself (self)")
-    tt.add_argument("--translator-model", help="translator model (env PLUG_LITE_JUDGE_MODEL; default %s)" % llm.DEFAULT_MODEL)
-    tt.add_argument("--translator-base-url", help="translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)")
-    tt.add_argument("--translator-api-key", help="translator key (prefer env OPENAI_API_KEY); never printed")
-    return ap
+def _finish(s: dict, args: dict) -> int:
+    """What ``plug-lite generate`` prints, and its exit status."""
+    rc, line = llm.run_outcome(made=s["made"], failed=s["failed"], what="answers", first_error=s["first_error"])
+    if line and s["stopped"]:
+        line += f"; stopped after {GIVE_UP_AFTER} failures in a row, {s['not_tried']} not tried"
+    if rc == llm.EXIT_ALL_FAILED:
+        print(f"error: {redact(line)}", file=sys.stderr)
+        return rc
+    st = ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items()))
+    print(f"{args['out']}: {s['records']} answers ({st}); mean tokens: pivot {s['mean_pivot_tokens']}, "
+          f"target {s['mean_target_tokens']}", file=sys.stderr)
+    if line:
+        print(f"warning: {redact(line)}", file=sys.stderr)
+    return rc
 
 
 def cli(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = parser_for(main, prog="plug-lite generate", positional=("model",),
+                    names={"target": ("--target", "--lang"), "fmt": "--format"},
+                    choices={"fmt": FORMATS, "backend": ("llama.cpp", "transformers", "openai")},
+                    extra={"translate_test": {"nargs": "?", "const": "llm", "choices": ("llm", "self")}})
+    args = parse(ap, main, argv)
 
     def body() -> int:
         try:
-            s = main(**vars(args))
+            s = main(**args)
         except llm.CallError as e:  # the endpoint failed before the first answer (listing its models)
             print(f"error: {redact(str(e))}", file=sys.stderr)
             return llm.EXIT_ALL_FAILED
-        rc, line = llm.run_outcome(made=s["made"], failed=s["failed"], what="answers", first_error=s["first_error"])
-        if line and s["stopped"]:
-            line += f"; stopped after {GIVE_UP_AFTER} failures in a row, {s['not_tried']} not tried"
-        if rc == llm.EXIT_ALL_FAILED:
-            print(f"error: {redact(line)}", file=sys.stderr)
-            return rc
-        st = ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items()))
-        print(f"{args.out}: {s['records']} answers ({st}); mean tokens: pivot {s['mean_pivot_tokens']}, "
-              f"target {s['mean_target_tokens']}", file=sys.stderr)
-        if line:
-            print(f"warning: {redact(line)}", file=sys.stderr)
-        return rc
+        return _finish(s, args)
 
     return run_cli(body)
 

@@ -31,7 +31,6 @@ succeeded, 3 some failed (their pairs are error rows; a rerun retries just those
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -43,10 +42,13 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import llm
-from .io import UserError, read_records, redact, run_cli, write_json
+from .cli import run
+from .io import UserError, read_records, redact, write_json
+from .reporting import write_report
+from .spec import upgrade_answer
 
 __all__ = [
     "MODES",
@@ -358,7 +360,7 @@ def _read_answers(path: str) -> tuple[dict[str, dict], bool]:
     """Answer records keyed by id, and whether the file has ids. A file where no record has an
     ``id`` (AlpacaEval's ``model_outputs.json``: instruction, output, generator, dataset) is keyed
     by position, counted from 1; one where only some records have one is an error."""
-    recs = read_records(path)
+    recs = [upgrade_answer(r) for r in read_records(path)]
     if not recs:
         raise UserError(f"{path}: no records")
     has_ids = [r.get("id") is not None for r in recs]
@@ -433,7 +435,7 @@ def _answer(r: dict) -> str:
     return str(v or "")
 
 
-def _eval_set(spec: str | None, lang: str | None, mode: str) -> dict[str, dict]:
+def _eval_set(spec: str | None, target: str | None, mode: str) -> dict[str, dict]:
     if not spec:
         return {}
     try:
@@ -441,10 +443,10 @@ def _eval_set(spec: str | None, lang: str | None, mode: str) -> dict[str, dict]:
     except ImportError:  # pragma: no cover - evalsets ships with the package
         load_eval_set = None
     if load_eval_set is not None:
-        if not lang:
-            raise UserError("--lang is needed with --eval-set (the answer file has no 'lang' field)")
+        if not target:
+            raise UserError("--target is needed with --eval-set (the answer file records no target language)")
         task = {"truthful": "truthfulqa", "svamp": "svamp"}.get(mode)
-        recs = load_eval_set(spec, lang, task=task)
+        recs = load_eval_set(spec, target, task=task)
     else:
         recs = read_records(spec, required=("id",))
     return {str(r["id"]): r for r in recs}
@@ -510,14 +512,200 @@ class _Runner:
         return None, self.errors.get(key, "not run")
 
 
+# --- the modes: what each asks the judge and how it reads the replies --------------------------------
+
+
+@dataclass
+class _Ask:
+    """What the row builders of a run share: the prompt, the call registry (``want``), the
+    references and the target language."""
+
+    prompt: JudgePrompt
+    want: Callable[..., str]  # (messages, order=...) -> cache key of the call
+    refs: dict[str, dict]
+    eval_set: str | None
+    target: str | None
+    llm_extract: bool
+
+
+def _pairwise_row(ask: _Ask, row: dict, ra: dict, rb: dict) -> dict:
+    q, xa, xb = row["instruction"], _answer(ra), _answer(rb)
+    k1 = ask.want(ask.prompt.render(question=q, answer_a=xa, answer_b=xb), order="AB")
+    k2 = ask.want(ask.prompt.render(question=q, answer_a=xb, answer_b=xa), order="BA")
+    return {**row, "status_a": ra.get("status", "ok"), "status_b": rb.get("status", "ok"),
+            "len_a": len(xa), "len_b": len(xb), "_keys": (k1, k2)}
+
+
+def _single_row(ask: _Ask, row: dict, ra: dict, rb: None) -> dict:
+    x = _answer(ra)
+    key = ask.want(ask.prompt.render(question=row["instruction"], answer=x), order="single")
+    return {**row, "status": ra.get("status", "ok"), "len": len(x), "_keys": (key,)}
+
+
+def _truthful_row(ask: _Ask, row: dict, ra: dict, rb: None) -> dict:
+    x, ref = _answer(ra), ask.refs.get(row["id"], {})
+    correct = _as_list(_field(ref, "correct_answers", "best_answer"))
+    incorrect = _as_list(_field(ref, "incorrect_answers"))
+    if not correct:
+        raise UserError(f"{ask.eval_set}: record {row['id']!r}: missing field 'correct_answers'")
+    q = row["instruction"] or str(_field(ref, "question", "instruction") or "")
+    key = ask.want(ask.prompt.render(question=q, answer=x, correct="\n".join(f"- {c}" for c in correct),
+                                     incorrect="\n".join(f"- {c}" for c in incorrect) or "- (none given)"),
+                   order="truthful")
+    return {**row, "status": ra.get("status", "ok"), "len": len(x), "_keys": (key,)}
+
+
+def _svamp_row(ask: _Ask, row: dict, ra: dict, rb: None) -> dict:
+    from .metrics import extract_number
+
+    x, ref = _answer(ra), ask.refs.get(row["id"], {})
+    gold = _field(ref, "answer", "target", "response", "numeric_answer")
+    gold_v = extract_number(str(gold)) if gold is not None else None
+    if gold_v is None:
+        raise UserError(f"{ask.eval_set}: record {row['id']!r}: no numeric reference answer (field 'answer')")
+    row = {**row, "status": ra.get("status", "ok"), "len": len(x), "gold": gold_v, "pred": extract_number(x, ask.target)}
+    row["extracted_by"] = "rules" if row["pred"] is not None else None
+    row["_keys"] = ()
+    if row["pred"] is None and ask.llm_extract:
+        row["_keys"] = (ask.want(ask.prompt.render(question=row["instruction"], answer=x), order="extract"),)
+    return row
+
+
+def _reply(runner: "_Runner", key: str, parse: Callable) -> tuple[Any, str | None, str]:
+    """(parsed value, error, reply tail) of one call."""
+    text, err = runner.result(key)
+    value, reason = parse(text) if text is not None else (None, err)
+    return value, reason, (text or "")[-300:]
+
+
+def _pairwise_read(row: dict, runner: "_Runner") -> None:
+    orders = []
+    for k in row.pop("_keys"):
+        v, reason, tail = _reply(runner, k, parse_pairwise)
+        orders.append({"verdict": v, "error": reason, "reply_tail": tail})
+    row["order_ab"], row["order_ba"] = orders
+    row["outcome"], row["inconsistent"] = combine(orders[0]["verdict"], orders[1]["verdict"])
+    row["consistent"] = row["outcome"] != "error" and _side(orders[0]["verdict"], True) == _side(orders[1]["verdict"], False)
+
+
+def _single_read(row: dict, runner: "_Runner") -> None:
+    v, reason, tail = _reply(runner, row.pop("_keys")[0], parse_rating)
+    row.update({"rating": v, "error": reason, "reply_tail": tail})
+
+
+def _truthful_read(row: dict, runner: "_Runner") -> None:
+    v, reason, tail = _reply(runner, row.pop("_keys")[0], parse_truthful)
+    row.update({"truthful": v and v["truthful"], "informative": v and v["informative"], "error": reason,
+                "reply_tail": tail})
+
+
+def _svamp_read(row: dict, runner: "_Runner") -> None:
+    from .metrics import numbers_equal
+
+    keys = row.pop("_keys")
+    if keys:
+        v, reason, _ = _reply(runner, keys[0], parse_extracted)
+        row.update({"pred": v, "extracted_by": "llm" if v is not None else None, "error": reason})
+    row["correct"] = numbers_equal(row["pred"], row["gold"])
+
+
+def _agg_single(rs: list[dict]) -> dict:
+    vals = [r["rating"] for r in rs if r["rating"] is not None]
+    return {"n": len(rs), "error": len(rs) - len(vals), "mean_rating": statistics.fmean(vals) if vals else None}
+
+
+def _agg_truthful(rs: list[dict]) -> dict:
+    ok = [r for r in rs if r["error"] is None]
+    t = sum(r["truthful"] == "truthful" for r in ok) / len(ok) if ok else None
+    i = sum(bool(r["informative"]) for r in ok) / len(ok) if ok else None
+    both = sum(r["truthful"] == "truthful" and r["informative"] for r in ok) / len(ok) if ok else None
+    return {"n": len(rs), "error": len(rs) - len(ok), "truthful_rate": t, "informative_rate": i,
+            "truthful_x_informative": t * i if ok else None, "truthful_and_informative": both,
+            "not_enough_info": sum(r["truthful"] == "not enough info" for r in ok)}
+
+
+def _agg_svamp(rs: list[dict]) -> dict:
+    n = len(rs)
+    return {"n": n, "accuracy": sum(r["correct"] for r in rs) / n if n else None,
+            "no_number": sum(r["pred"] is None for r in rs),
+            "by_llm": sum(r.get("extracted_by") == "llm" for r in rs)}
+
+
+def _answers_aggregate(agg: Callable[[list[dict]], dict]) -> Callable:
+    """The aggregate of a one-file mode: ``agg`` over all answers and per category, source
+    dataset and extraction status."""
+    def run(rows: list[dict], *, bootstrap: int, seed: int) -> dict:
+        by = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            by["category"][str(r.get("category") or "-")].append(r)
+            by["dataset"][str(r.get("dataset") or "-")].append(r)
+            by["status"][str(r.get("status"))].append(r)
+        res = {"overall": agg(rows)}
+        for name, g in by.items():
+            res[f"by_{name}"] = {k: agg(v) for k, v in sorted(g.items())}
+        return {"answers": rows, "aggregate": res}
+    return run
+
+
+def _pairs_aggregate(rows: list[dict], *, bootstrap: int, seed: int) -> dict:
+    return {"pairs": rows, "aggregate": aggregate(rows, bootstrap=bootstrap, seed=seed)}
+
+
+@dataclass(frozen=True)
+class _Mode:
+    row: Callable  # (ask, row, record A, record B or None) -> row with the "_keys" of its calls
+    read: Callable  # (row, runner) -> None: the replies parsed into the row
+    aggregate: Callable  # (rows, bootstrap=, seed=) -> {"pairs" or "answers": rows, "aggregate": ...}
+    reply_tokens: int  # judge tokens per call, for the dry run's estimate
+
+
+_MODES = {
+    "pairwise": _Mode(_pairwise_row, _pairwise_read, _pairs_aggregate, 300),
+    "single": _Mode(_single_row, _single_read, _answers_aggregate(_agg_single), 300),
+    "truthful": _Mode(_truthful_row, _truthful_read, _answers_aggregate(_agg_truthful), 300),
+    "svamp": _Mode(_svamp_row, _svamp_read, _answers_aggregate(_agg_svamp), 20),
+}
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def _check_mode(mode: str, b: str | None, eval_set: str | None) -> None:
+    if mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
+    if mode == "pairwise" and not b:
+        raise UserError("pairwise mode needs two answer files (A and B)")
+    if mode != "pairwise" and b:
+        raise UserError(f"--mode {mode} grades one answer file at a time (got two)")
+    if mode in ("truthful", "svamp") and not eval_set:
+        raise UserError(f"--mode {mode} needs --eval-set with the reference answers")
+
+
+def _pairing(a: str, b: str | None, intersect: bool) -> tuple[dict, dict | None, list[str], dict, dict | None]:
+    """The answers of A (and B) keyed alike, the ids to judge, the files' info and the pairing."""
+    A, a_ids = _read_answers(a)
+    B, b_ids = _read_answers(b) if b else (None, False)
+    files = {"a": _file_info(a, A), **({"b": _file_info(b, B)} if B else {})}
+    pairing = None
+    if B is None:
+        ids = list(A)
+    elif a_ids and b_ids:
+        ids = _pair_ids(A, B, a, b, intersect)
+        pairing = {"by": "id", "paired": len(ids), "only_a": len(A) - len(ids), "only_b": len(B) - len(ids)}
+    else:
+        A, B, pairing = _pair_by_instruction(A, B, a, b, a_ids, b_ids)
+        ids = list(A)
+    return A, B, ids, files, pairing
+
+
 def main(
-    *,
     a: str,
     b: str | None = None,
+    *,
     out: str,
     mode: str = "pairwise",
     eval_set: str | None = None,
-    lang: str | None = None,
+    target: str | None = None,
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
@@ -540,54 +728,56 @@ def main(
     report: bool = True,
 ) -> dict:
     """Judge answer file ``a`` (against ``b`` in pairwise mode); write ``out``/judge.json (and the
-    report unless ``report=False``). Returns the results dict, or the plan when ``dry_run``."""
-    if mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
-    if mode == "pairwise" and not b:
-        raise UserError("pairwise mode needs two answer files (A and B)")
-    if mode != "pairwise" and b:
-        raise UserError(f"--mode {mode} grades one answer file at a time (got two)")
-    if mode in ("truthful", "svamp") and not eval_set:
-        raise UserError(f"--mode {mode} needs --eval-set with the reference answers")
+    report unless ``report=False``). Returns the results dict, or the plan when ``dry_run``.
+
+    Args:
+        a: answer file A (JSONL from plug-lite generate)
+        b: answer file B (pairwise mode): another answers file, or reference outputs such as
+            AlpacaEval's model_outputs.json (paired on the instruction when either file has no ids)
+        out: output folder: judge.json, report.md/.json/.png, judge_cache.jsonl
+        mode: pairwise, single, truthful or svamp
+        eval_set: evaluation set (name or file) for references (truthful, svamp)
+        target: target language code (default: the answer file's)
+        model: judge model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
+        base_url: OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
+        api_key: API key (prefer env OPENAI_API_KEY / PLUG_LITE_JUDGE_API_KEY)
+        judge_prompts: MT-bench-style prompt file (JSONL: name, system_prompt, prompt_template, output_format)
+        prompt_name: which prompt of --judge-prompts
+        cache: call cache (default OUT/judge_cache.jsonl)
+        parallel: judge calls in flight
+        limit: judge only the first N
+        intersect: judge only the ids both files hold
+        max_retries: client retries on 408/409/429/5xx/timeouts (exponential backoff)
+        timeout: seconds per request
+        max_tokens: judge tokens per reply
+        dry_run: print calls, tokens and cost; spend nothing
+        price_in: USD per 1M input tokens
+        price_out: USD per 1M output tokens
+        prices: JSON file {"model": [usd_in, usd_out]} per 1M tokens
+        llm_extract: svamp: ask the judge model when rules find no number
+        bootstrap: bootstrap resamples of the 95% interval
+        seed: seed of the bootstrap
+        report: write the report (report.md/.json/.png) into the output folder too
+    """
+    _check_mode(mode, b, eval_set)
     cfg = llm.settings(model, base_url, api_key, timeout=timeout, max_retries=max_retries,
                        max_tokens=max_tokens, need_key=not dry_run and not (mode == "svamp" and not llm_extract))
     prompt = load_prompt_file(judge_prompts, mode, prompt_name) if judge_prompts else default_prompt(mode)
     out_dir = Path(out)
     cache_path = Path(cache) if cache else out_dir / "judge_cache.jsonl"
-    A, a_ids = _read_answers(a)
-    B, b_ids = _read_answers(b) if b else (None, False)
-    files = {"a": _file_info(a, A), **({"b": _file_info(b, B)} if B else {})}
-    pairing = None
-    if B is None:
-        ids = list(A)
-    elif a_ids and b_ids:
-        ids = _pair_ids(A, B, a, b, intersect)
-        pairing = {"by": "id", "paired": len(ids), "only_a": len(A) - len(ids), "only_b": len(B) - len(ids)}
-    else:
-        A, B, pairing = _pair_by_instruction(A, B, a, b, a_ids, b_ids)
-        ids = list(A)
+    A, B, ids, files, pairing = _pairing(a, b, intersect)
     if limit:
         ids = ids[:limit]
-    lang = lang or next((r.get("lang") for r in A.values() if r.get("lang")), None)
-    refs = _eval_set(eval_set, lang, mode)
+    target = target or next((r.get("target") for r in A.values() if r.get("target")), None)
+    refs = _eval_set(eval_set, target, mode)
     if refs:
         missing = [i for i in ids if i not in refs]
         if missing and mode in ("truthful", "svamp"):
             raise UserError(f"{eval_set}: no reference for {len(missing)} ids of {a} (e.g. {missing[0]!r})")
 
-    def meta(i: str, r: dict) -> dict:
-        ref = refs.get(i, {})
-        return {
-            "id": i,
-            "instruction": str(r.get("instruction") or ref.get("instruction") or ""),
-            "category": r.get("category") or ref.get("category"),
-            "dataset": r.get("dataset") or ref.get("dataset"),
-        }
-
     cc = llm.CallCache(cache_path)
     runner = _Runner(cfg, cc, prompt, dry_run)
     jobs: dict[str, list[dict]] = {}  # key -> messages
-    rows: list[dict] = []
 
     def want(messages: list[dict], **parts: Any) -> str:
         k = runner.key(messages=messages, **parts)
@@ -595,52 +785,20 @@ def main(
             jobs[k] = messages
         return k
 
+    ask = _Ask(prompt, want, refs, eval_set, target, llm_extract)
+    m = _MODES[mode]
+    rows = []
     for i in ids:
-        ra = A[i]
-        m = meta(i, ra)
-        q = m["instruction"]
-        if mode == "pairwise":
-            rb = B[i]
-            xa, xb = _answer(ra), _answer(rb)
-            k1 = want(prompt.render(question=q, answer_a=xa, answer_b=xb), order="AB")
-            k2 = want(prompt.render(question=q, answer_a=xb, answer_b=xa), order="BA")
-            rows.append({**m, "status_a": ra.get("status", "ok"), "status_b": rb.get("status", "ok"),
-                         "len_a": len(xa), "len_b": len(xb), "_keys": (k1, k2)})
-            continue
-        x = _answer(ra)
-        row = {**m, "status": ra.get("status", "ok"), "len": len(x)}
-        ref = refs.get(i, {})
-        if mode == "single":
-            row["_keys"] = (want(prompt.render(question=q, answer=x), order="single"),)
-        elif mode == "truthful":
-            correct = _as_list(_field(ref, "correct_answers", "best_answer"))
-            incorrect = _as_list(_field(ref, "incorrect_answers"))
-            if not correct:
-                raise UserError(f"{eval_set}: record {i!r}: missing field 'correct_answers'")
-            q = q or str(_field(ref, "question", "instruction") or "")
-            row["_keys"] = (want(prompt.render(question=q, answer=x, correct="\n".join(f"- {c}" for c in correct),
-                                               incorrect="\n".join(f"- {c}" for c in incorrect) or "- (none given)"),
-                                 order="truthful"),)
-        else:  # svamp
-            from .metrics import extract_number
-
-            gold = _field(ref, "answer", "target", "response", "numeric_answer")
-            gold_v = extract_number(str(gold)) if gold is not None else None
-            if gold_v is None:
-                raise UserError(f"{eval_set}: record {i!r}: no numeric reference answer (field 'answer')")
-            row["gold"] = gold_v
-            row["pred"] = extract_number(x, lang)
-            row["extracted_by"] = "rules" if row["pred"] is not None else None
-            row["_keys"] = ()
-            if row["pred"] is None and llm_extract:
-                row["_keys"] = (want(prompt.render(question=q, answer=x), order="extract"),)
-        rows.append(row)
+        ra, ref = A[i], refs.get(i, {})
+        row = {"id": i, "instruction": str(ra.get("instruction") or ref.get("instruction") or ""),
+               "category": ra.get("category") or ref.get("category"), "dataset": ra.get("dataset") or ref.get("dataset")}
+        rows.append(m.row(ask, row, ra, B[i] if B is not None else None))
 
     n_calls = len(jobs)
     cached = sum(1 for r in rows for k in r["_keys"] if k in cc)
     if dry_run:
-        tok_in = sum(llm.estimate_tokens("".join(m["content"] for m in msgs)) for msgs in jobs.values())
-        tok_out = n_calls * (300 if mode != "svamp" else 20)
+        tok_in = sum(llm.estimate_tokens("".join(msg["content"] for msg in msgs)) for msgs in jobs.values())
+        tok_out = n_calls * m.reply_tokens
         price = llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices)
         plan = {"mode": mode, "judge_model": cfg.model, "calls": n_calls, "cached": cached,
                 "est_input_tokens": tok_in, "est_output_tokens": tok_out,
@@ -653,14 +811,16 @@ def main(
     finally:
         cc.close()
 
-    results = _collect(mode, rows, runner, bootstrap=bootstrap, seed=seed)
+    for row in rows:
+        m.read(row, runner)
+    results = m.aggregate(rows, bootstrap=bootstrap, seed=seed)
     results.update({
         "mode": mode,
         "judge": cfg.public(),
         "prompt": {"name": prompt.name, "hash": prompt.hash, "source": judge_prompts or "built-in"},
         "settings": {"parallel": parallel, "limit": limit, "intersect": intersect, "bootstrap": bootstrap,
                      "seed": seed, "llm_extract": llm_extract, "eval_set": eval_set, "cache": str(cache_path)},
-        "lang": lang,
+        "target": target,
         "files": files,
         **({"pairing": pairing} if pairing else {}),
         "calls": {"made": runner.stats["made"], "cached": cached, "failed": runner.stats["failed"],
@@ -668,150 +828,47 @@ def main(
     })
     write_json(out_dir / "judge.json", results)
     if report:
-        from . import report as report_mod
-
-        report_mod.main(results=[str(out_dir / "judge.json")], out=str(out_dir))
+        write_report(results=[str(out_dir / "judge.json")], out=str(out_dir))
     return results
 
 
 def _file_info(path: str, recs: dict[str, dict]) -> dict:
     first = next(iter(recs.values()))
-    return {"path": str(path), "n": len(recs), "generator": first.get("generator"), "lang": first.get("lang"),
+    return {"path": str(path), "n": len(recs), "generator": first.get("generator"), "target": first.get("target"),
             "format": first.get("format"), "name": Path(path).stem}
 
 
-def _collect(mode: str, rows: list[dict], runner: _Runner, *, bootstrap: int, seed: int) -> dict:
-    out_rows = []
-    for row in rows:
-        keys = row.pop("_keys")
-        if mode == "pairwise":
-            orders = []
-            for k in keys:
-                text, err = runner.result(k)
-                v, reason = (parse_pairwise(text) if text is not None else (None, err))
-                orders.append({"verdict": v, "error": reason, "reply_tail": (text or "")[-300:]})
-            row["order_ab"], row["order_ba"] = orders
-            row["outcome"], row["inconsistent"] = combine(orders[0]["verdict"], orders[1]["verdict"])
-            row["consistent"] = row["outcome"] != "error" and _side(orders[0]["verdict"], True) == _side(orders[1]["verdict"], False)
-        elif mode == "single":
-            text, err = runner.result(keys[0])
-            v, reason = parse_rating(text) if text is not None else (None, err)
-            row.update({"rating": v, "error": reason, "reply_tail": (text or "")[-300:]})
-        elif mode == "truthful":
-            text, err = runner.result(keys[0])
-            v, reason = parse_truthful(text) if text is not None else (None, err)
-            row.update({"truthful": v and v["truthful"], "informative": v and v["informative"], "error": reason,
-                        "reply_tail": (text or "")[-300:]})
-        else:
-            if keys:
-                text, err = runner.result(keys[0])
-                v, reason = parse_extracted(text) if text is not None else (None, err)
-                row.update({"pred": v, "extracted_by": "llm" if v is not None else None, "error": reason})
-            from .metrics import numbers_equal
-
-            row["correct"] = numbers_equal(row["pred"], row["gold"])
-        out_rows.append(row)
-    if mode == "pairwise":
-        return {"pairs": out_rows, "aggregate": aggregate(out_rows, bootstrap=bootstrap, seed=seed)}
-    return {"answers": out_rows, "aggregate": _single_aggregate(mode, out_rows)}
-
-
-def _single_aggregate(mode: str, rows: list[dict]) -> dict:
-    def agg(rs: list[dict]) -> dict:
-        n = len(rs)
-        if mode == "single":
-            vals = [r["rating"] for r in rs if r["rating"] is not None]
-            return {"n": n, "error": n - len(vals), "mean_rating": statistics.fmean(vals) if vals else None}
-        if mode == "truthful":
-            ok = [r for r in rs if r["error"] is None]
-            t = sum(r["truthful"] == "truthful" for r in ok) / len(ok) if ok else None
-            i = sum(bool(r["informative"]) for r in ok) / len(ok) if ok else None
-            both = sum(r["truthful"] == "truthful" and r["informative"] for r in ok) / len(ok) if ok else None
-            return {"n": n, "error": n - len(ok), "truthful_rate": t, "informative_rate": i,
-                    "truthful_x_informative": t * i if ok else None, "truthful_and_informative": both,
-                    "not_enough_info": sum(r["truthful"] == "not enough info" for r in ok)}
-        return {"n": n, "accuracy": sum(r["correct"] for r in rs) / n if n else None,
-                "no_number": sum(r["pred"] is None for r in rs),
-                "by_llm": sum(r.get("extracted_by") == "llm" for r in rs)}
-
-    by = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        by["category"][str(r.get("category") or "-")].append(r)
-        by["dataset"][str(r.get("dataset") or "-")].append(r)
-        by["status"][str(r.get("status"))].append(r)
-    res = {"overall": agg(rows)}
-    for name, g in by.items():
-        res[f"by_{name}"] = {k: agg(v) for k, v in sorted(g.items())}
-    return res
+def _finish(res: dict, args: dict) -> int:
+    """What ``plug-lite judge`` prints, and its exit status."""
+    if "dry_run" in res:
+        d = res["dry_run"]
+        cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (no price for this model; pass --price-in/--price-out)"
+        print(f"dry run ({d['mode']}, judge {d['judge_model']}): {d['calls']} calls to make "
+              f"({d['cached']} cached), about {d['est_input_tokens']} input + {d['est_output_tokens']} "
+              f"output tokens, estimated cost {cost}")
+        return 0
+    calls = res["calls"]
+    rc, line = llm.run_outcome(made=calls["made"], failed=calls["failed"], what="judge calls",
+                               first_error=calls["first_error"])
+    if rc == llm.EXIT_ALL_FAILED:
+        print(f"error: {redact(line)}", file=sys.stderr)
+        return rc
+    agg = res["aggregate"]["overall"]
+    print(redact(json.dumps({k: v for k, v in agg.items()}, ensure_ascii=False)))
+    pairing = res.get("pairing")
+    if pairing and (pairing["only_a"] or pairing["only_b"]):
+        print(f"paired {pairing['paired']} answers on the {pairing['by']}; not judged: {pairing['only_a']} "
+              f"only in {args['a']}, {pairing['only_b']} only in {args['b']}", file=sys.stderr)
+    print(f"calls: {calls['made']} made, {calls['cached']} cached, {calls['failed']} failed; "
+          f"results in {Path(args['out']) / 'judge.json'}", file=sys.stderr)
+    if line:
+        print(f"warning: {redact(line)}", file=sys.stderr)
+    return rc
 
 
 def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="plug-lite judge", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("a", help="answer file A (JSONL from plug-lite generate)")
-    p.add_argument("b", nargs="?", help="answer file B (pairwise mode): another answers file, or reference outputs "
-                                        "such as AlpacaEval's model_outputs.json (paired on the instruction when "
-                                        "either file has no ids)")
-    p.add_argument("--out", required=True, help="output folder: judge.json, report.md/.json/.png, judge_cache.jsonl")
-    p.add_argument("--mode", choices=MODES, default="pairwise")
-    p.add_argument("--eval-set", help="evaluation set (name or file) for references (truthful, svamp)")
-    p.add_argument("--lang", help="target language code (default: the answer file's)")
-    p.add_argument("--model", help="judge model (env PLUG_LITE_JUDGE_MODEL; default %s)" % llm.DEFAULT_MODEL)
-    p.add_argument("--base-url", help="OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)")
-    p.add_argument("--api-key", help="API key (prefer env OPENAI_API_KEY / PLUG_LITE_JUDGE_API_KEY)")
-    p.add_argument("--judge-prompts", help="MT-bench-style prompt file (JSONL: name, system_prompt, prompt_template, output_format)")
-    p.add_argument("--prompt-name", help="which prompt of --judge-prompts")
-    p.add_argument("--cache", help="call cache (default OUT/judge_cache.jsonl)")
-    p.add_argument("--parallel", type=int, default=4)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--intersect", action="store_true", help="judge only the ids both files hold")
-    p.add_argument("--max-retries", type=int, default=5, help="client retries on 408/409/429/5xx/timeouts (exponential backoff)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--max-tokens", type=int, default=1024)
-    p.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; spend nothing")
-    p.add_argument("--price-in", type=float, help="USD per 1M input tokens")
-    p.add_argument("--price-out", type=float, help="USD per 1M output tokens")
-    p.add_argument("--prices", help='JSON file {"model": [usd_in, usd_out]} per 1M tokens')
-    p.add_argument("--llm-extract", action="store_true", help="svamp: ask the judge model when rules find no number")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-report", action="store_true")
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        res = main(a=args.a, b=args.b, out=args.out, mode=args.mode, eval_set=args.eval_set, lang=args.lang,
-                   model=args.model, base_url=args.base_url, api_key=args.api_key, judge_prompts=args.judge_prompts,
-                   prompt_name=args.prompt_name, cache=args.cache, parallel=args.parallel, limit=args.limit,
-                   intersect=args.intersect, max_retries=args.max_retries, timeout=args.timeout,
-                   max_tokens=args.max_tokens, dry_run=args.dry_run, price_in=args.price_in,
-                   price_out=args.price_out, prices=args.prices, llm_extract=args.llm_extract,
-                   bootstrap=args.bootstrap, seed=args.seed, report=not args.no_report)
-        if "dry_run" in res:
-            d = res["dry_run"]
-            cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (no price for this model; pass --price-in/--price-out)"
-            print(f"dry run ({d['mode']}, judge {d['judge_model']}): {d['calls']} calls to make "
-                  f"({d['cached']} cached), about {d['est_input_tokens']} input + {d['est_output_tokens']} "
-                  f"output tokens, estimated cost {cost}")
-            return 0
-        calls = res["calls"]
-        rc, line = llm.run_outcome(made=calls["made"], failed=calls["failed"], what="judge calls",
-                                   first_error=calls["first_error"])
-        if rc == llm.EXIT_ALL_FAILED:
-            print(f"error: {redact(line)}", file=sys.stderr)
-            return rc
-        agg = res["aggregate"]["overall"]
-        print(redact(json.dumps({k: v for k, v in agg.items()}, ensure_ascii=False)))
-        pairing = res.get("pairing")
-        if pairing and (pairing["only_a"] or pairing["only_b"]):
-            print(f"paired {pairing['paired']} answers on the {pairing['by']}; not judged: {pairing['only_a']} "
-                  f"only in {args.a}, {pairing['only_b']} only in {args.b}", file=sys.stderr)
-        print(f"calls: {calls['made']} made, {calls['cached']} cached, {calls['failed']} failed; "
-              f"results in {Path(args.out) / 'judge.json'}", file=sys.stderr)
-        if line:
-            print(f"warning: {redact(line)}", file=sys.stderr)
-        return rc
-
-    return run_cli(body)
+    return run(main, argv, prog="plug-lite judge", finish=_finish, positional=("a", "b"),
+               names={"target": ("--target", "--lang")}, choices={"mode": MODES})
 
 
 if __name__ == "__main__":

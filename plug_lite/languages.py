@@ -1,7 +1,8 @@
-"""The language registry: names, PLUG section headers and system prompts.
+"""The language registry: names and PLUG section headers.
 
-This module and ``formats.py`` are the only places that know the PLUG headers. Everything else
-asks them. Standard library only.
+This module and ``formats.py`` are the only places that know the PLUG headers; what a PLUG model
+is (format, target, pivot, think) and its system prompts are :mod:`plug_lite.spec`'s. Standard
+library only.
 
 The response headers of the paper's five languages keep the reference wording, because models
 trained on the paper's data emit exactly these strings::
@@ -26,16 +27,7 @@ __all__ = [
     "register",
     "codes",
     "load_file",
-    "plug_system_prompt",
-    "mono_system_prompt",
-    "pivot_only_system_prompt",
-    "system_prompt",
-    "FORMATS",
 ]
-
-#: Training / answer formats. ``plug``: pivot instruction, pivot answer, then the target answer;
-#: ``mono``: the target answer only (the paper's baseline); ``pivot_only``: the pivot part only.
-FORMATS = ("plug", "mono", "pivot_only")
 
 
 class LanguageError(ValueError):
@@ -52,7 +44,7 @@ class Language:
     response_header: str  # opens an answer written in this language ("中文回复：")
     instruction_header: str  # opens an instruction restated in this language ("中文指令：")
     # Optional wording overrides for the system prompts; ``{pivot}`` / ``{target}`` are English
-    # language names. Empty means the defaults below.
+    # language names. Empty means plug_lite.spec's defaults.
     plug_prompt: str = field(default="", compare=False)
     mono_prompt: str = field(default="", compare=False)
 
@@ -151,73 +143,6 @@ def load_file(path: str | os.PathLike, *, replace: bool = False) -> list[Languag
         except LanguageError as e:
             raise LanguageError(f"{p}: record {i}: {e}") from None
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# System prompts. Written for this project; {pivot} and {target} are English language names.
-
-PLUG_PROMPT = (
-    "You are a helpful assistant. When you receive an instruction written in {target}, first "
-    "restate it in {pivot}, then answer it in {pivot}, and finally give the complete answer in "
-    "{target}. Start the three parts with the headers \"{pivot_instruction_header}\", "
-    "\"{pivot_response_header}\" and \"{target_response_header}\"."
-)
-PLUG_THINK_PROMPT = (
-    "You are a helpful assistant. When you receive an instruction written in {target}, first "
-    "think in {pivot} between <think> and </think>: restate the instruction after "
-    "\"{pivot_instruction_header}\" and answer it after \"{pivot_response_header}\". After "
-    "</think>, give the complete answer in {target}."
-)
-MONO_PROMPT = "You are a helpful assistant. Answer the user's instruction in {target}."
-PIVOT_ONLY_PROMPT = (
-    "You are a helpful assistant. Restate the user's instruction in {pivot}, then answer it in "
-    "{pivot}, starting the two parts with \"{pivot_instruction_header}\" and "
-    "\"{pivot_response_header}\"."
-)
-
-
-def _fill(template: str, target: Language, pivot: Language | None) -> str:
-    pivot = pivot or target
-    return template.format(
-        target=target.name,
-        pivot=pivot.name,
-        target_response_header=target.response_header,
-        pivot_instruction_header=pivot.instruction_header,
-        pivot_response_header=pivot.response_header,
-    )
-
-
-def plug_system_prompt(target: str | Language, pivot: str | Language = "en", *, think: bool = False) -> str:
-    """The PLUG system prompt: interpret in the pivot language, answer in both. ``think``: the
-    variant with the pivot part inside ``<think>...</think>`` and no target header."""
-    t, p = get(target), get(pivot)
-    if t.code == p.code:
-        raise LanguageError(f"the pivot language must differ from the target language ({t.code!r})")
-    if think:
-        return _fill(PLUG_THINK_PROMPT, t, p)
-    return _fill(t.plug_prompt or PLUG_PROMPT, t, p)
-
-
-def mono_system_prompt(target: str | Language) -> str:
-    """The mono-response baseline's system prompt: answer in the target language only."""
-    t = get(target)
-    return _fill(t.mono_prompt or MONO_PROMPT, t, None)
-
-
-def pivot_only_system_prompt(target: str | Language, pivot: str | Language = "en") -> str:
-    """System prompt of the pivot-only variant (restate and answer in the pivot language)."""
-    return _fill(PIVOT_ONLY_PROMPT, get(target), get(pivot))
-
-
-def system_prompt(fmt: str, target: str | Language, pivot: str | Language = "en", *, think: bool = False) -> str:
-    """The system prompt for one of :data:`FORMATS` (``think`` only matters for ``plug``)."""
-    if fmt == "plug":
-        return plug_system_prompt(target, pivot, think=think)
-    if fmt == "mono":
-        return mono_system_prompt(target)
-    if fmt == "pivot_only":
-        return pivot_only_system_prompt(target, pivot)
-    raise LanguageError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 # --------------------------------------------------------------------------------------------

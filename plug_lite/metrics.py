@@ -1,7 +1,7 @@
 """Offline metrics of an answer file (no judge, no network) and the rule-based number extractor
 used for X-SVAMP.
 
-``offline_metrics(records, lang)`` on the records written by ``plug-lite generate``:
+``offline_metrics(records, target)`` on the records written by ``plug-lite generate``:
 
 * format compliance: the share of each extraction status (``ok``, ``truncated``, ``monolingual``,
   ``not_found``; see :data:`plug_lite.formats.STATUSES`);
@@ -22,6 +22,7 @@ from collections import Counter
 from typing import Iterable
 
 from .formats import STATUSES
+from .spec import upgrade_answer
 
 __all__ = ["offline_metrics", "detect_language", "extract_number", "numbers_equal", "svamp_accuracy"]
 
@@ -42,13 +43,13 @@ def _base(code: str) -> str:
     return _ALIASES.get(base, base)
 
 
-def offline_metrics(records: Iterable[dict], lang: str | None = None) -> dict:
-    """Metrics of one answer file. ``lang`` defaults to the records' own ``lang`` field."""
-    records = list(records)
+def offline_metrics(records: Iterable[dict], target: str | None = None) -> dict:
+    """Metrics of one answer file. ``target`` (the target language) defaults to the records' own."""
+    records = [upgrade_answer(r) for r in records]
     n = len(records)
-    if lang is None:
-        langs = Counter(r.get("lang") for r in records if r.get("lang"))
-        lang = langs.most_common(1)[0][0] if langs else None
+    if target is None:
+        langs = Counter(r.get("target") for r in records if r.get("target"))
+        target = langs.most_common(1)[0][0] if langs else None
     statuses = Counter(str(r.get("status") or "unknown") for r in records)
     status_share = {s: (statuses.get(s, 0) / n if n else 0.0) for s in STATUSES}
     for s in statuses:
@@ -58,12 +59,12 @@ def offline_metrics(records: Iterable[dict], lang: str | None = None) -> dict:
     nonempty = [a for a in answers if a.strip()]
     fidelity = None
     detected: Counter = Counter()
-    if lang and nonempty:
+    if target and nonempty:
         hits = 0
         for a in nonempty:
             code, _ = detect_language(a)
             detected[code] += 1
-            hits += _base(code) == _base(lang)
+            hits += _base(code) == _base(target)
         fidelity = hits / len(nonempty)
     lengths = [len(a) for a in answers]
     tok = [r.get("tokens") or {} for r in records]
@@ -75,7 +76,7 @@ def offline_metrics(records: Iterable[dict], lang: str | None = None) -> dict:
     reasons = Counter(str(r.get("finish_reason")) for r in records if r.get("finish_reason"))
     return {
         "n": n,
-        "lang": lang,
+        "target": target,
         "status_counts": dict(statuses),
         "status_share": status_share,
         "format_compliance": status_share.get("ok", 0.0),

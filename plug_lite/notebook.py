@@ -11,6 +11,10 @@ specific to running in a notebook lives here:
 * :func:`get_secret` — an API key or token from Colab's secrets or the environment; never printed.
 * :func:`read_metrics` / :func:`plot_loss` — the training loss curve from a run's ``metrics.jsonl``.
 * :func:`show_markdown` / :func:`markdown_table` — display helpers that also work outside Jupyter.
+* :func:`stream_answer` — one chat turn printed as it streams (:class:`plug_lite.engine.StreamPrinter`).
+
+Where a notebook's files go, and whether a run is finished or exported, is :mod:`plug_lite.runs`'s
+(``runs.WorkFolder``, ``runs.is_finished``, ``runs.export_report``, ``runs.exported_gguf``).
 """
 
 from __future__ import annotations
@@ -46,8 +50,6 @@ __all__ = [
     "show_markdown",
     "markdown_table",
     "show_image",
-    "export_report",
-    "exported_gguf",
     "stream_answer",
     "parity_table",
 ]
@@ -420,12 +422,9 @@ def plot_loss(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], *, out:
 
 def run_summary(run_dir: str | os.PathLike) -> dict:
     """One line about a finished training run, from its ``plug_run.json``."""
-    from .io import UserError
+    from .runs import read_run
 
-    path = Path(run_dir) / "plug_run.json"
-    if not path.is_file():
-        raise UserError(f"{path}: not found (the run has not finished)")
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta = read_run(run_dir)
     m = meta.get("metrics") or {}
     return {"run": Path(run_dir).name, "format": meta.get("format"), "target": meta.get("target"),
             "base": meta.get("base_name") or meta.get("base_model"), "backend": meta.get("backend"),
@@ -467,73 +466,25 @@ def show_markdown(text: str) -> None:
     print(text)
 
 
-# --------------------------------------------------------------------------- runs and files
-
-
-def export_report(run_dir: str | os.PathLike) -> dict | None:
-    """The run's ``export_report.json`` when every file it lists still exists, else None
-    (so an export cell re-run after a disconnect skips work that is done)."""
-    path = Path(run_dir) / "export_report.json"
-    if not path.is_file():
-        return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-    files = [f.get("path") for f in (report.get("files") or {}).values()]
-    if not files or "error" in (report.get("verify") or {}) or not all(p and Path(p).is_file() for p in files):
-        return None
-    return report
-
-
-def exported_gguf(run_dir: str | os.PathLike, quant: str | None = None) -> Path:
-    """The GGUF file ``plug-lite export`` wrote for a run: the ``quant`` one, or the smallest."""
-    from .io import UserError
-
-    report = export_report(run_dir)
-    if report is None:
-        raise UserError(f"{run_dir}: not exported yet (no export_report.json with existing files): run 03_export_gguf")
-    files = report["files"]
-    if quant:
-        if quant.upper() not in files:
-            raise UserError(f"{run_dir}: no {quant.upper()} file exported (have {', '.join(files)})")
-        return Path(files[quant.upper()]["path"])
-    return Path(min(files.values(), key=lambda f: f["bytes"])["path"])
-
-
 # --------------------------------------------------------------------------- chat
 
 
 def stream_answer(session, text: str, *, show_pivot: bool = False, out=None) -> dict:
-    """Ask a :class:`plug_lite.chat.ChatSession` and print the answer as it streams: the
-    pivot-language sections hidden, or shown in brackets with their headers. Ends with the
-    speed line (decode tokens/s, time to the first target-language character). Returns the turn
-    as a dict."""
-    from .chat import format_stats
+    """Ask a :class:`plug_lite.chat.ChatSession` and print the answer as it streams (the pivot
+    hidden, or shown with its headers), as ``plug-lite chat`` does, then the speed line (decode
+    tokens/s, time to the first target-language character). Returns the turn as a dict."""
+    from .engine import StreamPrinter, stats_line
 
     out = out or sys.stdout
-    pivot_sections = {"pivot_instruction": "instruction_header", "pivot_response": "response_header"}
-    current = None
-    hidden_note = False
+    printer = StreamPrinter(pivot=session.pivot, target=session.target, plug=session.mode == "plug",
+                            show_pivot=show_pivot, out=out, err=out)
+    printer.start()
     for ev in session.ask(text):
-        if ev.section == "extra" or (ev.section in pivot_sections or ev.section == "preamble") and not show_pivot:
-            if ev.section in pivot_sections and not hidden_note:
-                out.write(f"(thinking in {session.pivot.name}...)\n")
-                out.flush()
-                hidden_note = True
-            continue
-        if ev.section != current:
-            label = getattr(session.pivot, pivot_sections[ev.section]) if ev.section in pivot_sections else ""
-            out.write(("\n" if current else "") + (f"[{label}] " if label else ""))
-            current = ev.section
-        out.write(ev.text)
-        out.flush()
-    turn = session.last.to_dict(session)
-    if current is None and turn["answer"]:  # no target section found: show what there is
-        out.write(turn["answer"])
-    out.write(f"\n{format_stats(session.last.stats)}\n")
+        printer.event(ev)
+    printer.end(session.last.parse)
+    out.write(f"{stats_line(session.last.stats)}\n")
     out.flush()
-    return turn
+    return session.last.to_dict(session)
 
 
 def parity_table(report: dict) -> str:

@@ -1,225 +1,43 @@
 """``plug-lite report``: a Markdown + JSON summary of judge results and answer files.
 
-* pairwise results: a win / tie / loss table per language (one row per comparison), a stacked
-  bar chart (matplotlib, Agg backend, PNG), the position-consistency rate (how often the two
-  orders agree), and win rates by answer-length ratio, category, source dataset and status;
-* single / truthful / svamp results: their rates per language and category;
-* offline metrics (:func:`plug_lite.metrics.offline_metrics`) of every answer file named by the
-  results or given with ``--offline``, including the share of answers that ended by themselves
-  (``finish_reason`` "stop") rather than at the token limit.
-
-Every file is written atomically. ``plug-lite report --offline FILE`` alone needs no judge.
+The report itself (tables, chart, offline metrics) is :mod:`plug_lite.reporting`'s; this verb
+writes it from the command line. ``plug-lite report --offline FILE`` alone needs no judge.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
-from typing import Any
 
-from .io import UserError, atomic_path, atomic_write_text, read_records, run_cli, write_json
+from .cli import run
+from .io import UserError
+from .reporting import write_report
 
-__all__ = ["main", "cli", "render_markdown"]
-
-
-def _pct(x: Any) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+__all__ = ["main", "cli"]
 
 
-def _num(x: Any, nd: int = 2) -> str:
-    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
-
-
-def _label(res: dict) -> str:
-    f = res.get("files", {})
-    names = [f[k]["name"] for k in ("a", "b") if k in f]
-    return " vs ".join(names) if names else "?"
-
-
-def _load_results(paths: list[str]) -> list[dict]:
-    out = []
-    for p in paths:
-        try:
-            res = json.loads(Path(p).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{p}: file not found") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}:{e.lineno}: bad JSON ({e.msg})") from None
-        if not isinstance(res, dict) or "mode" not in res or "aggregate" not in res:
-            raise UserError(f"{p}: not a plug-lite judge results file (no 'mode'/'aggregate')")
-        res["_path"] = str(p)
-        out.append(res)
-    return out
-
-
-def _pair_table(title: str, groups: dict[str, dict], key: str) -> list[str]:
-    lines = [f"#### {title}", "", f"| {key} | n | A wins | ties | B wins | errors | A win rate | adjusted |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, s in groups.items():
-        lines.append(f"| {name} | {s['n']} | {s['a_total_wins']} | {s['tie']} | {s['b_total_wins']} | {s['error']} | "
-                     f"{_pct(s['a_win_rate'])} | {_pct(s['adjusted_win_rate'])} |")
-    return lines + [""]
-
-
-def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | None) -> str:
-    md = ["# plug-lite evaluation report", ""]
-    pairwise = [r for r in results if r["mode"] == "pairwise"]
-    if pairwise:
-        md += ["## Pairwise judge (both orders)", "",
-               "Win = both orders agree; slight win = one order picks the model, the other a tie; "
-               "the orders disagreeing counts as a tie (inconsistent). Adjusted win rate = (A total wins + "
-               "0.5 tie) / non-error pairs, with a seeded bootstrap 95% interval.", ""]
-        by_lang: dict[str, list[dict]] = {}
-        for r in pairwise:
-            by_lang.setdefault(str(r.get("lang") or "-"), []).append(r)
-        for lang, rs in sorted(by_lang.items()):
-            md += [f"### Language: {lang}", "",
-                   "| A vs B | n | A win | A slight | tie | B slight | B win | error | inconsistent | A total wins | "
-                   "adjusted win rate [95% CI] | position consistency | judge |",
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-            for r in rs:
-                s = r["aggregate"]["overall"]
-                ci = s.get("adjusted_win_rate_ci95")
-                ci_s = f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
-                md.append(
-                    f"| {_label(r)} | {s['n']} | {s['a_win']} | {s['a_slight']} | {s['tie']} | {s['b_slight']} | "
-                    f"{s['b_win']} | {s['error']} | {s['inconsistent']} | {s['a_total_wins']} | "
-                    f"{_pct(s['adjusted_win_rate'])}{ci_s} | {_pct(s['position_consistency'])} | "
-                    f"{r['judge']['model']} (prompt {r['prompt']['hash']}) |")
-            md.append("")
-            for r in rs:
-                agg = r["aggregate"]
-                md += [f"#### {_label(r)}: breakdowns", ""]
-                md += _pair_table("By answer-length ratio (len A / len B)", agg["by_length"], "length")
-                md += _pair_table("By extraction status", agg["by_status"], "status")
-                md += _pair_table("By category", agg["by_category"], "category")
-                md += _pair_table("By source dataset", agg["by_dataset"], "dataset")
-                errs = [p for p in r.get("pairs", []) if p["outcome"] == "error"]
-                if errs:
-                    md += ["Error rows (first 10):", ""]
-                    for p in errs[:10]:
-                        why = p["order_ab"]["error"] or p["order_ba"]["error"]
-                        md.append(f"- `{p['id']}`: {why}")
-                    md.append("")
-        if chart:
-            md += [f"![win / tie / loss]({chart})", ""]
-    for mode, title in (("single", "Single-answer grades (1-10)"), ("truthful", "Truthfulness (X-TruthfulQA)"),
-                        ("svamp", "Math accuracy (X-SVAMP)")):
-        rs = [r for r in results if r["mode"] == mode]
-        if not rs:
-            continue
-        md += [f"## {title}", ""]
-        for r in rs:
-            agg = r["aggregate"]
-            cols = [k for k in agg["overall"].keys()]
-            md += [f"### {_label(r)} ({r.get('lang') or '-'}; judge {r['judge']['model']})", "",
-                   "| group | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-            rows = [("overall", agg["overall"])] + [(f"{k[3:]}: {g}", v) for k, d in agg.items() if k.startswith("by_")
-                                                   for g, v in d.items()]
-            for name, v in rows:
-                md.append(f"| {name} | " + " | ".join(
-                    _pct(v[c]) if (c.endswith("rate") or c in ("accuracy", "truthful_x_informative",
-                                                             "truthful_and_informative")) else _num(v[c])
-                    for c in cols) + " |")
-            md.append("")
-    if offline:
-        md += ["## Offline metrics of answer files", "",
-               "| file | lang | n | ended by itself | format ok | truncated | monolingual | not found | "
-               "target-language fidelity | answer chars (mean) | pivot tokens (mean) | pivot share of completion tokens |",
-               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for name, m in offline.items():
-            sh = m["status_share"]
-            md.append(f"| {name} | {m['lang'] or '-'} | {m['n']} | {_pct(m.get('stopped'))} | {_pct(sh.get('ok'))} | "
-                      f"{_pct(sh.get('truncated'))} | "
-                      f"{_pct(sh.get('monolingual'))} | {_pct(sh.get('not_found'))} | {_pct(m['language_fidelity'])} | "
-                      f"{m['answer_chars_mean']:.0f} | {m['pivot_tokens_mean']:.1f} | {_pct(m['pivot_overhead'])} |")
-        md.append("")
-    if len(md) == 2:
-        md.append("Nothing to report: pass judge results and/or --offline answer files.")
-    return "\n".join(md) + "\n"
-
-
-def _chart(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels, parts = [], []
-    for r in results:
-        s = r["aggregate"]["overall"]
-        labels.append(f"{_label(r)} ({r.get('lang') or '-'})")
-        parts.append([s["a_win"], s["a_slight"], s["tie"], s["b_slight"], s["b_win"], s["error"]])
-    names = ["A win", "A slight win", "tie", "B slight win", "B win", "error"]
-    colors = ["#1f6f3f", "#7fbf7f", "#bbbbbb", "#f2a97f", "#c0392b", "#444444"]
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(labels) + 1.5))
-    left = [0.0] * len(labels)
-    for j, (name, color) in enumerate(zip(names, colors)):
-        vals = [p[j] / max(1, sum(p)) * 100 for p in parts]
-        ax.barh(labels, vals, left=left, color=color, label=name)
-        left = [a + b for a, b in zip(left, vals)]
-    ax.set_xlabel("% of pairs")
-    ax.set_xlim(0, 100)
-    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def main(*, results: list[str] = (), offline: list[str] = (), out: str, lang: str | None = None,
+def main(results: list[str] = (), *, offline: list[str] = (), out: str = "report", target: str | None = None,
          chart: bool = True) -> dict:
-    """Write ``out``/report.md, report.json and (pairwise) winrate.png. Returns the JSON summary."""
-    from .metrics import offline_metrics
+    """Write ``out``/report.md, report.json and (pairwise) winrate.png. Returns the JSON summary.
 
-    res = _load_results(list(results))
-    files = list(offline)
-    for r in res:
-        for f in r.get("files", {}).values():
-            if f.get("path") and Path(f["path"]).exists() and f["path"] not in files:
-                files.append(f["path"])
-    off = {}
-    for f in files:
-        recs = read_records(f)
-        off[Path(f).name] = offline_metrics(recs, lang)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    chart_name = None
-    pairwise = [r for r in res if r["mode"] == "pairwise"]
-    if chart and pairwise:
-        chart_name = "winrate.png"
-        _chart(pairwise, out_dir / chart_name)
-    summary = {
-        "results": [{"path": r["_path"], "mode": r["mode"], "label": _label(r), "lang": r.get("lang"),
-                     "judge": r.get("judge", {}).get("model"), "prompt_hash": r.get("prompt", {}).get("hash"),
-                     "aggregate": r["aggregate"]} for r in res],
-        "offline": off,
-        "chart": chart_name,
-    }
-    write_json(out_dir / "report.json", summary)
-    atomic_write_text(out_dir / "report.md", render_markdown(res, off, chart_name))
-    return summary
+    Args:
+        results: judge.json files from plug-lite judge
+        offline: answer file for offline metrics (repeatable)
+        out: output folder
+        target: target language for offline metrics (default: each file's)
+        chart: draw the win / tie / loss chart of pairwise results
+    """
+    if not results and not offline:
+        raise UserError("nothing to report: give judge.json files and/or --offline FILE")
+    return write_report(results=list(results), offline=list(offline), out=out, target=target, chart=chart)
 
 
 def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="plug-lite report", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", nargs="*", help="judge.json files from plug-lite judge")
-    p.add_argument("--offline", action="append", default=[], metavar="FILE",
-                   help="answer file for offline metrics (repeatable)")
-    p.add_argument("--out", default="report", help="output folder (default ./report)")
-    p.add_argument("--lang", help="target language for offline metrics (default: the file's)")
-    p.add_argument("--no-chart", action="store_true")
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        if not args.results and not args.offline:
-            raise UserError("nothing to report: give judge.json files and/or --offline FILE")
-        main(results=args.results, offline=args.offline, out=args.out, lang=args.lang, chart=not args.no_chart)
-        print(Path(args.out) / "report.md")
+    def finish(summary: dict, args: dict) -> int:
+        print(Path(args.get("out", "report")) / "report.md")
         return 0
 
-    return run_cli(body)
+    return run(main, argv, prog="plug-lite report", finish=finish, positional=("results",),
+               names={"target": ("--target", "--lang")}, extra={"offline": {"metavar": "FILE"}})
 
 
 if __name__ == "__main__":

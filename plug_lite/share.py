@@ -19,7 +19,6 @@ lists what would be uploaded and uploads nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -27,8 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import formats, languages, templates
-from .io import UserError, atomic_write_text, redact, run_cli
+from . import formats, gguf_meta, runs, templates
+from .cli import run
+from .io import UserError, atomic_write_text, redact
+from .spec import PlugSpec
 
 __all__ = ["GO_TEMPLATES", "ollama_files", "model_card", "collect", "upload", "main", "cli"]
 
@@ -79,8 +80,6 @@ def _quant_of(path: Path) -> str:
 
 def collect(path: str | os.PathLike) -> dict:
     """The run metadata and GGUF files behind a run directory or a folder of GGUF files."""
-    from .export import read_gguf_metadata
-
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"{p}: not a folder (expected a run directory or a folder of GGUF files)")
@@ -88,12 +87,10 @@ def collect(path: str | os.PathLike) -> dict:
     report: dict[str, Any] | None = None
     files: list[Path] = []
     labels: dict[str, str] = {}
-    if (p / "plug_run.json").is_file():
-        meta = json.loads((p / "plug_run.json").read_text(encoding="utf-8"))
-        rep = p / "export_report.json"
-        if not rep.is_file():
-            raise UserError(f"{rep}: not found; run `plug-lite export {p}` first")
-        report = json.loads(rep.read_text(encoding="utf-8"))
+    if runs.is_finished(p):
+        meta = runs.read_run(p)
+        rep = p / runs.EXPORT_REPORT
+        report = runs.read_export_report(p)
         files = [Path(v["path"]) for v in report.get("files", {}).values()]
         labels = {Path(v["path"]).name: k for k, v in report.get("files", {}).items()}
         if report.get("adapter_gguf"):
@@ -113,13 +110,13 @@ def collect(path: str | os.PathLike) -> dict:
         default_out = p
     # PLUG keys from the first model file (not the adapter), filling what plug_run.json lacks
     model_files = [f for f in files if "LoRA" not in _quant_of(f)]
-    md = read_gguf_metadata((model_files or files)[0])
-    for key in ("format", "target", "pivot", "think"):
-        v = md.get(f"plug.{key}")
-        if v is not None and meta.get(key) in (None, ""):
-            meta[key] = (v == "true") if key == "think" else v
+    md = gguf_meta.read_metadata((model_files or files)[0])
+    for key, v in PlugSpec.gguf_values(md).items():
+        if meta.get(key) in (None, ""):
+            meta[key] = v
     if not meta.get("format") or not meta.get("target"):
         raise UserError(f"{p}: cannot tell the PLUG format and target language (no plug_run.json, no plug.* keys in the GGUF)")
+    PlugSpec.from_run(meta, str(p))  # a bad combination is reported here, naming the folder
     meta.setdefault("base_name", md.get("general.basename") or md.get("general.name"))
     if not meta.get("chat_template_name"):
         meta["chat_template_name"] = templates.name_of(md.get("tokenizer.chat_template"))
@@ -136,7 +133,7 @@ def ollama_files(meta: dict, gguf_file: str | None) -> dict[str, str]:
     """``Modelfile``, ``template``, ``params`` and ``system`` texts (``template`` is absent when the
     chat template is not one plug_lite can translate to Go)."""
     name = meta.get("chat_template_name")
-    system = languages.system_prompt(meta["format"], meta["target"], meta.get("pivot") or "en")
+    system = PlugSpec.from_run(meta).system_prompt()
     stops = []
     if name in templates.STOP:
         stops.append(templates.STOP[name])
@@ -162,11 +159,10 @@ def ollama_files(meta: dict, gguf_file: str | None) -> dict[str, str]:
 # Model card
 
 
-def _example(meta: dict) -> tuple[str, str]:
-    fmt, target, pivot = meta["format"], meta["target"], meta.get("pivot") or "en"
-    instr, answer = _EXAMPLE.get(target, ("…", "…"))
-    text = formats.render(fmt, target=target, pivot=pivot, pivot_instruction=_EXAMPLE_PIVOT[0],
-                          pivot_response=_EXAMPLE_PIVOT[1], target_response=answer, think=bool(meta.get("think")))
+def _example(spec: PlugSpec) -> tuple[str, str]:
+    instr, answer = _EXAMPLE.get(spec.target, ("…", "…"))
+    text = formats.render(spec.format, target=spec.target, pivot=spec.pivot_language, think=spec.think,
+                          pivot_instruction=_EXAMPLE_PIVOT[0], pivot_response=_EXAMPLE_PIVOT[1], target_response=answer)
     return instr, text
 
 
@@ -187,8 +183,9 @@ def _is_repo_id(s: str | None) -> bool:
 def model_card(info: dict, *, repo: str | None, license: str, eval_report: dict | None,
                ollama: dict[str, str]) -> str:
     meta, files = info["meta"], info["files"]
-    fmt, target, pivot = meta["format"], meta["target"], meta.get("pivot") or "en"
-    t_lang = languages.get(target)
+    spec = PlugSpec.from_run(meta)
+    fmt, target, pivot = spec.format, spec.target, spec.pivot_language.code
+    t_lang, p_lang = spec.target_language, spec.pivot_language
     title = " ".join(x for x in (meta.get("base_name"), meta.get("size_label")) if x) or "model"
     tag = {"plug": "PLUG", "mono": "mono-response", "pivot_only": "pivot-only"}[fmt]
     langs = [target] + ([pivot] if fmt != "mono" and pivot != target else [])
@@ -206,7 +203,7 @@ def model_card(info: dict, *, repo: str | None, license: str, eval_report: dict 
         body.append(
             f"A {title} model instruction-tuned with PLUG (Pivot Language gUided Generation, Zhang et al., ACL 2024) "
             f"for {t_lang.name}: given an instruction in {t_lang.name}, it first restates and answers it in "
-            f"{languages.get(pivot).name}, then writes the final answer in {t_lang.name}.")
+            f"{p_lang.name}, then writes the final answer in {t_lang.name}.")
     else:
         body.append(f"A {title} model instruction-tuned in the {tag} format for {t_lang.name} (a PLUG baseline).")
     body += ["", "## Files", "", "| file | type | size |", "|---|---|---|"]
@@ -221,13 +218,13 @@ def model_card(info: dict, *, repo: str | None, license: str, eval_report: dict 
     body += ["## Use", "", "```sh",
              f"llama-cli -m {quant} -cnv   # chat template and stop token are in the file",
              f"ollama run hf.co/{repo_s}:{qtag}",
-             f"python -m plug_lite.chat {quant}   # hides the {languages.get(pivot).name} pivot while it streams",
+             f"python -m plug_lite.chat {quant}   # hides the {p_lang.name} pivot while it streams",
              "```", ""]
     if "template" not in ollama:
         body += ["The chat template is not one plug_lite can translate to an Ollama Go template (it cannot "
                  "translate arbitrary Jinja); Ollama falls back to the template stored in the GGUF.", ""]
-    instr, example = _example(meta)
-    body += ["## Output format", "", f"System prompt: *{languages.system_prompt(fmt, target, pivot)}*", "",
+    instr, example = _example(spec)
+    body += ["## Output format", "", f"System prompt: *{spec.system_prompt()}*", "",
              f"Instruction: {instr}", "", "Answer:", "", "```text", example, "```", ""]
     body += ["## Training", ""]
     rows = [("base model", meta.get("base_model")), ("format", fmt), ("target / pivot", f"{target} / {pivot}"),
@@ -299,7 +296,18 @@ def upload(repo: str, files: dict[str, Path], *, api=None, private: bool = False
 def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, push: str | None = None,
          dry_run: bool = False, license: str | None = None, eval_report: str | os.PathLike | None = None,
          private: bool = False, api=None) -> dict:
-    """Write the card and Ollama files; upload with ``push``. Returns what was written/uploaded."""
+    """Write the card and Ollama files; upload with ``push``. Returns what was written/uploaded.
+
+    Args:
+        path: a run directory (after plug-lite export) or a folder of GGUF files
+        out_dir: where to write README.md, Modelfile, template, params, system (default: RUN/share or the GGUF folder)
+        push: upload to this Hugging Face model repository (USER/REPO)
+        dry_run: list what would be uploaded; upload nothing
+        license: licence id for the card (default: the base's, 'gemma' for Gemma, else 'other')
+        eval_report: an evaluation report JSON to summarise in the card
+        private: create the repository as private
+        api: a huggingface_hub.HfApi (tests pass a stand-in)
+    """
     info = collect(path)
     meta = info["meta"]
     out = Path(out_dir) if out_dir else info["default_out"]
@@ -344,17 +352,8 @@ def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, p
 
 
 def cli(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plug-lite share", description="Model card, Ollama files and Hub upload for exported GGUF files.")
-    ap.add_argument("path", help="a run directory (after plug-lite export) or a folder of GGUF files")
-    ap.add_argument("--out-dir", help="where to write README.md, Modelfile, template, params, system (default: RUN/share or the GGUF folder)")
-    ap.add_argument("--push", metavar="USER/REPO", help="upload to this Hugging Face model repository")
-    ap.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
-    ap.add_argument("--private", action="store_true", help="create the repository as private")
-    ap.add_argument("--license", help="licence id for the card (default: the base's, 'gemma' for Gemma, else 'other')")
-    ap.add_argument("--eval-report", help="an evaluation report JSON to summarise in the card")
-    a = ap.parse_args(argv)
-    return run_cli(lambda: main(a.path, out_dir=a.out_dir, push=a.push, dry_run=a.dry_run, license=a.license,
-                                eval_report=a.eval_report, private=a.private) and 0)
+    return run(main, argv, prog="plug-lite share", positional=("path",), exclude=("api",),
+               extra={"push": {"metavar": "USER/REPO"}})
 
 
 if __name__ == "__main__":

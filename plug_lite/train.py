@@ -66,8 +66,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, batching, formats, templates, turn_tokens
+from . import __version__, batching, formats, runs, templates, turn_tokens
+from .cli import add_arguments, dataclass_params, value_type
 from .io import JsonlAppender, UserError, read_records, run_cli, write_json, atomic_write_text
+from .spec import FORMATS, PlugSpec
 
 __all__ = ["TrainConfig", "PRESETS", "BACKENDS", "Prepared", "prepare", "train", "main", "cli", "load_config", "choose_backend"]
 
@@ -147,37 +149,19 @@ SMALLER = {"ampere": "t4", "t4": "t4 with --max-length 1024"}
 # Configuration: dataclass <- YAML file <- flags
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    t = str(f.type).replace(" ", "")
-    for name, typ in (("bool", bool), ("int", int), ("float", float)):
-        if t in (name, f"{name}|None"):
-            return typ
-    return str
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Flags generated from :class:`TrainConfig` (defaults suppressed, so only given flags override)."""
-    p = argparse.ArgumentParser(
-        prog="plug-lite train",
-        description="LoRA / QLoRA SFT of PLUG rows with TRL (Unsloth when present).",
-        argument_default=argparse.SUPPRESS,
-    )
-    p.add_argument("--config", help="YAML file with TrainConfig fields (flags override it)")
-    for f in dataclasses.fields(TrainConfig):
-        typ = _field_type(f)
-        flag = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata['help']} (default: {f.default})"
-        if typ is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=helptext)
-        else:
-            p.add_argument(flag, dest=f.name, type=typ, help=helptext)
+    p = argparse.ArgumentParser(prog="plug-lite train",
+                                description="LoRA / QLoRA SFT of PLUG rows with TRL (Unsloth when present).")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file with TrainConfig fields (flags override it)")
+    add_arguments(p, dataclass_params(TrainConfig), suppress=True)
     return p
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
     """TrainConfig defaults, then the YAML file, then ``overrides``."""
     values: dict[str, Any] = {}
-    names = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    names = {p.name: p for p in dataclass_params(TrainConfig)}
     if path:
         import yaml
 
@@ -194,7 +178,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Trai
             k = str(key).replace("-", "_")
             if k not in names:
                 raise UserError(f"{p}: unknown field {key!r}; known: {', '.join(names)}")
-            typ = _field_type(names[k])
+            typ = value_type(names[k].type)[0]
             if value is not None and typ in (int, float) and not isinstance(value, (int, float)):
                 raise UserError(f"{p}: field {key!r} must be a number, got {value!r}")
             values[k] = typ(value) if value is not None and typ is not str else value
@@ -258,11 +242,7 @@ def load_rows(cfg: TrainConfig) -> tuple[list[dict], dict]:
             from . import data as plug_data
         except ImportError:
             raise UserError("--data sample needs plug_lite.data, which is not in this install; pass --data ROWS.jsonl") from None
-        pivot = cfg.target if cfg.format == "mono" else cfg.pivot
-        records = plug_data.load_sample(cfg.target, pivot)
-        rows, summary = plug_data.build_rows(
-            records, fmt=cfg.format, target=cfg.target, pivot=pivot, think=cfg.think, system=True
-        )
+        rows, summary = plug_data.sample_rows(PlugSpec(cfg.format, cfg.target, cfg.pivot, cfg.think))
         source = f"sample ({cfg.format}, {cfg.target})"
     else:
         path = Path(cfg.data)
@@ -775,7 +755,7 @@ def _metrics_callback(path: Path):
 
 def _default_name(cfg: TrainConfig) -> str:
     base = "gemma-3-270m" if cfg.model == "default" else Path(cfg.model.rstrip("/")).name
-    return re.sub(r"[^\w.-]+", "-", f"{base}-{cfg.format}-{cfg.target}")
+    return runs.run_name(cfg.format, cfg.target, model=base)
 
 
 def _save_dir(obj_save, dest: Path) -> None:
@@ -812,13 +792,14 @@ class Prepared:
     four_bit: bool
     metrics_cb: Any
     token_plan: Any = None
+    spec: PlugSpec | None = None  # the run's: what its rows say, else the config's
 
 
 def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     """Resolve the config, load data and model, build the trainer and check its loss mask."""
     cfg = config
-    if cfg.format not in formats.FORMATS:
-        raise UserError(f"unknown format {cfg.format!r}; expected one of {', '.join(formats.FORMATS)}")
+    if cfg.format not in FORMATS:
+        raise UserError(f"unknown format {cfg.format!r}; expected one of {', '.join(FORMATS)}")
     if cfg.backend not in BACKENDS:
         raise UserError(f"unknown backend {cfg.backend!r}; expected one of {', '.join(BACKENDS)}")
     if cfg.preset not in ("auto", *PRESETS):
@@ -834,6 +815,7 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     capability = torch.cuda.get_device_capability() if cuda else None
     cfg, preset = resolve(cfg, cuda_capability=capability)
     rows, data_summary = load_rows(cfg)
+    spec = PlugSpec.from_rows(rows, format=cfg.format, target=cfg.target, pivot=cfg.pivot)
     backend, reason = choose_backend(cfg.backend, cuda=cuda)
     print(f"backend: {backend} ({reason}); preset: {preset}")
     name, local = resolve_model(cfg.model)
@@ -849,8 +831,8 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     run = Path(cfg.output_dir or Path("runs") / (cfg.name or _default_name(cfg)))
     ckpt_dir = run / "checkpoints"
     last = _last_checkpoint(ckpt_dir)
-    if (run / "plug_run.json").exists() and not cfg.resume:
-        raise UserError(f"{run}: holds a finished run (plug_run.json); choose another --output-dir")
+    if runs.is_finished(run) and not cfg.resume:
+        raise UserError(f"{run}: holds a finished run ({runs.RUN_FILE}); choose another --output-dir")
     if last and not cfg.resume:
         raise UserError(f"{run}: holds checkpoints of an interrupted run; pass --resume to continue it, or remove the folder")
     run.mkdir(parents=True, exist_ok=True)
@@ -971,7 +953,7 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     return Prepared(cfg=cfg, preset=preset, backend=backend, run=run, last_checkpoint=last, trainer=trainer,
                     tokenizer=tokenizer, eos=eos, template_name=template_name, base_name=base_name,
                     size_label=size_label, local=local, rows=rows, data_summary=data_summary, dtype=dtype,
-                    four_bit=four_bit, metrics_cb=cbs[0], token_plan=token_plan)
+                    four_bit=four_bit, metrics_cb=cbs[0], token_plan=token_plan, spec=spec)
 
 
 def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
@@ -1019,7 +1001,6 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
         "world_size": trainer.args.world_size,
         "device": _device_name(),
     }
-    fmt_, tgt, piv = _row_meta(rows, cfg)
     compute = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}.get(dtype, str(dtype))
     record = {
         "plug_lite_version": __version__,
@@ -1027,10 +1008,7 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
         "base_model_path": str(prep.local) if prep.local else None,
         "base_name": prep.base_name,
         "size_label": prep.size_label,
-        "format": fmt_,
-        "target": tgt,
-        "pivot": piv,
-        "think": bool(any(r["think"] for r in rows)),
+        **prep.spec.run_fields(),
         "backend": backend,
         "load_in_4bit": four_bit,
         "bnb_4bit": {"quant_type": "nf4", "double_quant": True, "compute_dtype": compute} if four_bit else None,
@@ -1043,7 +1021,7 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
         "metrics": metrics,
     }
     mcb.close()
-    write_json(run / "plug_run.json", record)
+    write_json(run / runs.RUN_FILE, record)
     print(f"done: {run} (loss {metrics['first_loss']} -> {metrics['final_loss']}, {state.global_step} steps, {seconds:.0f} s)")
     return run
 
@@ -1056,15 +1034,6 @@ def _device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-
-
-def _row_meta(rows: list[dict], cfg: TrainConfig) -> tuple[str, str, str]:
-    """format, target and pivot of the rows when they all agree, else the config's."""
-    out = []
-    for key, default in (("format", cfg.format), ("target", cfg.target), ("pivot", cfg.pivot)):
-        vals = {r[key] for r in rows if r[key]}
-        out.append(vals.pop() if len(vals) == 1 else default)
-    return out[0], out[1], out[2]
 
 
 def _last_checkpoint(folder: Path) -> Path | None:

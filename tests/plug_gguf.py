@@ -4,7 +4,7 @@ Recipe: the random hidden-64 Qwen2 (plug_lite.models.tiny_qwen2) fully fine-tune
 torch on a few PLUG conversations (system + user via the ChatML template -> the completion of
 formats.render_plug, ending with <|im_end|>) until greedy decoding reproduces them; converted to
 F16 with plug_lite.convert.hf_to_gguf; PLUG metadata (plug.format/target/pivot/think) written
-with plug_lite.export.write_plug_metadata. Cached under the plug_lite cache, keyed by a hash of
+with plug_lite.gguf_meta.write_plug_metadata. Cached under the plug_lite cache, keyed by a hash of
 the training recipe.
 """
 
@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from plug_lite import formats, languages
+from plug_lite import formats, spec
 from plug_lite.toolchain import cache_dir
 
 TARGET, PIVOT = "zh", "en"
@@ -30,7 +30,7 @@ RECIPE_VERSION = 2
 
 
 def rows(fmt: str = "plug") -> list[dict]:
-    system = languages.system_prompt(fmt, TARGET, PIVOT)
+    system = spec.system_prompt(fmt, TARGET, PIVOT)
     out = []
     for q, pi, pr, t in CONVERSATIONS:
         completion = formats.render(fmt, target=TARGET, pivot=PIVOT, pivot_instruction=pi,
@@ -121,7 +121,7 @@ def build(base_model: Path) -> dict[str, Path]:
         os.replace(tmp, paths["hf"])
     if not paths["plain"].exists():
         hf_to_gguf(paths["hf"], paths["plain"], outtype="f16")
-    from plug_lite.export import write_plug_metadata
+    from plug_lite.gguf_meta import write_plug_metadata
 
-    write_plug_metadata(paths["plain"], paths["plug"], fmt="plug", target=TARGET, pivot=PIVOT, think=False)
+    write_plug_metadata(paths["plain"], paths["plug"], spec.PlugSpec("plug", TARGET, PIVOT))
     return paths

@@ -71,7 +71,7 @@ def test_interrupted_or_failed_turn_keeps_the_session(plug_model):
         with pytest.raises(ContextOverflow, match=rf"\d+ tokens .*context holds {s.engine.n_ctx}.*--ctx"):
             list(s.ask("很长的问题 " * 80))
         assert s.history == []
-        assert s.answer(Q[2][0])["target"] == Q[2][3]
+        assert s.answer(Q[2][0])["target_response"] == Q[2][3]
 
 
 def test_one_shot_plain_and_mono(plug_model):
@@ -79,7 +79,7 @@ def test_one_shot_plain_and_mono(plug_model):
     assert d["status"] == "plain" and "no PLUG metadata" in d["note"]
     # The same weights read as PLUG through flags.
     d = one_shot(plug_model["plain"], Q[0][0], target="zh")
-    assert d["status"] == "ok" and d["target"] == Q[0][3] and d["format"] == "plug"
+    assert d["status"] == "ok" and d["target_response"] == Q[0][3] and d["format"] == "plug" and d["target"] == "zh"
     # As a mono model, the whole output is the target answer (no pivot section recognised).
     d = one_shot(plug_model["plug"], Q[1][0], fmt="mono", system=plug_gguf.rows()[0]["system"])
     assert d["format"] == "mono" and d["pivot_instruction"] is None and d["stats"]["pivot_tokens"] == 0
@@ -94,7 +94,7 @@ def test_cli_one_shot_text_stdin_and_json(plug_model):
     assert r.returncode == 0 and r.stdout == Q[1][3] + "\n"
     r = run_chat(plug_model["plug"], "--json", "--prompt", Q[2][0])
     d = json.loads(r.stdout)
-    assert d["status"] == "ok" and d["target"] == Q[2][3] and d["pivot_instruction"] == Q[2][1]
+    assert d["status"] == "ok" and d["target_response"] == Q[2][3] and d["pivot_instruction"] == Q[2][1]
     assert d["stats"]["pivot_tokens"] > 0 and d["stats"]["decode_tokens_per_s"] > 0
     r = run_chat(plug_model["plug"], "--show-pivot", "--prompt", Q[0][0])
     assert Q[0][1] in r.stdout and Q[0][2] in r.stdout and r.stdout.rstrip().endswith(Q[0][3])
@@ -134,7 +134,7 @@ def test_bad_model_path_is_reported_before_stdin_is_read(plug_model, tmp_path, k
 
 
 def test_truncated_header_is_caught_before_llama_cpp(plug_model, tmp_path):
-    from plug_lite.chat import check_gguf
+    from plug_lite.gguf_meta import check as check_gguf
 
     data = Path(plug_model["plug"]).read_bytes()
     (tmp_path / "a.gguf").write_bytes(data[:1000])

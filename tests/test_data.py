@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plug_lite import data, formats, languages
+from plug_lite import data, formats, languages, spec
 from plug_lite.io import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_sample_is_package_data():
     assert '"resources/sample/*"' in text
 
 
-@pytest.mark.parametrize("fmt", languages.FORMATS)
+@pytest.mark.parametrize("fmt", spec.FORMATS)
 def test_build_each_format_from_sample(fmt):
     rows, summary = data.build(target="ko", fmt=fmt, source="sample")
     assert summary["rows_in"] == summary["rows_out"] == len(rows) == 120
@@ -65,7 +65,7 @@ def test_build_each_format_from_sample(fmt):
         assert set(row) == {"id", "prompt", "completion", "format", "target", "pivot"}
         assert (row["format"], row["target"], row["pivot"]) == (fmt, "ko", "en")
         system, user = row["prompt"]
-        assert system == {"role": "system", "content": languages.system_prompt(fmt, "ko", "en")}
+        assert system == {"role": "system", "content": spec.system_prompt(fmt, "ko", "en")}
         assert user == {"role": "user", "content": sample_ko[row["id"]]["instruction"]}  # target language
         [assistant] = row["completion"]
         assert assistant["role"] == "assistant"

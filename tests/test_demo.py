@@ -17,7 +17,7 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     from plug_lite import demo
 
     monkeypatch.setenv("PLUG_LITE_JUDGE_API_KEY", "test-demo-SECRET-000111222")
-    kwargs = dict(lang="ko", work_dir=str(tmp_path / "runs"), gguf_dir=str(tmp_path / "gguf"),
+    kwargs = dict(target="ko", work_dir=str(tmp_path / "runs"), gguf_dir=str(tmp_path / "gguf"),
                   model=str(tiny_model), preset="cpu-tiny", steps=2, eval_limit=2, max_new_tokens=12,
                   judge_model="judge-x")
     with ScriptedOpenAI("The first is better. [[A]]") as srv:
@@ -25,9 +25,9 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
         summary = demo.main(**kwargs)
         first_calls = srv.calls
         root = tmp_path / "runs" / "demo-ko"
-        answers = {fmt: (root / "answers" / f"{fmt}.ko.jsonl").read_text(encoding="utf-8") for fmt in ("plug", "mono")}
-        stamps = {p: p.stat().st_mtime_ns for p in (root / "run-plug" / "plug_run.json",
-                                                      root / "run-mono" / "plug_run.json",
+        answers = {fmt: (root / "eval" / "ko" / f"sample.{fmt}.jsonl").read_text(encoding="utf-8") for fmt in ("plug", "mono")}
+        stamps = {p: p.stat().st_mtime_ns for p in (root / "runs" / "plug-ko" / "plug_run.json",
+                                                      root / "runs" / "mono-ko" / "plug_run.json",
                                                       Path(summary["gguf"]["plug"]), Path(summary["gguf"]["mono"]))}
         again = demo.main(**kwargs)
         second_calls = srv.calls - first_calls
@@ -45,9 +45,9 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     assert summary["judge"]["tie"] == 2 and summary["judge"]["inconsistent"] == 2
     assert summary["judge"]["a_win"] == summary["judge"]["b_win"] == 0
     report = Path(summary["report"]).read_text(encoding="utf-8")
-    assert "plug.ko.jsonl" in report and "mono.ko.jsonl" in report
+    assert "sample.plug.jsonl" in report and "sample.mono.jsonl" in report
     # The report a person reads: base / PLUG / mono side by side, stop rates, time per step, loss plot.
-    base = [json.loads(l) for l in (root / "answers" / "base.ko.jsonl").read_text(encoding="utf-8").splitlines()]
+    base = [json.loads(l) for l in (root / "eval" / "ko" / "sample.base.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in base] == ["xa-01", "xa-02"] and {r["format"] for r in base} == {"mono"}
     assert [e["id"] for e in summary["examples"]] == ["xa-01", "xa-02"]
     first = summary["examples"][0]
@@ -56,7 +56,7 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     assert "| base (untuned) | PLUG: English pivot | PLUG: answer | mono: answer |" in report
     assert set(summary["stopped"]) == {"plug", "mono"} and "Did the models end their answers?" in report
     assert set(summary["step_seconds"]) >= {"train_plug", "train_mono", "export", "answers"}
-    assert (root / "report" / "loss.png").stat().st_size > 1000 and "![training loss" in report
+    assert (root / "eval" / "ko" / "report" / "loss.png").stat().st_size > 1000 and "![training loss" in report
     assert set(summary["export_stops"]["plug"]) >= {"merged", "Q8_0"}
     out = capsys.readouterr()
     assert "PLUG demo (ko) finished" in out.out and "test-demo-SECRET" not in out.out + out.err
@@ -65,5 +65,5 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     assert second_calls == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     for fmt in ("plug", "mono"):
-        assert (root / "answers" / f"{fmt}.ko.jsonl").read_text(encoding="utf-8") == answers[fmt]
+        assert (root / "eval" / "ko" / f"sample.{fmt}.jsonl").read_text(encoding="utf-8") == answers[fmt]
     assert again["judge"] == summary["judge"]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from export_run import exported_chain, make_run
-from plug_lite import export
+from plug_lite import export, gguf_meta, runs
 from plug_lite.io import UserError
+from plug_lite.spec import PLUG_KEYS, PlugSpec
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +36,10 @@ def test_files_named_by_convention_with_template_and_plug_metadata(chain):
     assert not list(out.glob(".*"))  # no temporary files left behind
     template = (run / "tokenizer" / "chat_template.jinja").read_text(encoding="utf-8")
     for q, ftype in (("F16", 1), ("Q8_0", 7), ("Q4_K_M", 15)):
-        md = export.read_gguf_metadata(out / f"Qwen2-Tiny-40M-PLUG-zh-{q}.gguf")
+        md = gguf_meta.read_metadata(out / f"Qwen2-Tiny-40M-PLUG-zh-{q}.gguf")
         assert md["general.file_type"] == ftype
         assert md["tokenizer.chat_template"] == template
-        assert {k: md[k] for k in export.PLUG_KEYS} == {"plug.format": "plug", "plug.target": "zh", "plug.pivot": "en", "plug.think": "false"}
+        assert {k: md[k] for k in PLUG_KEYS} == {"plug.format": "plug", "plug.target": "zh", "plug.pivot": "en", "plug.think": "false"}
     # the sizes are ordered as the types say
     size = {k: v["bytes"] for k, v in report["files"].items()}
     assert size["Q4_K_M"] < size["Q8_0"] < size["F16"]
@@ -79,13 +80,13 @@ def test_quantizer_keeps_plug_keys(chain, tmp_path):
 
     _, out, _ = chain
     dst = convert.quantize(out / "Qwen2-Tiny-40M-PLUG-zh-F16.gguf", tmp_path / "q.gguf", "Q8_0")
-    md = export.read_gguf_metadata(dst)
+    md = gguf_meta.read_metadata(dst)
     assert md["plug.target"] == "zh" and md["plug.think"] == "false" and "im_start" in md["tokenizer.chat_template"]
 
 
 def _data_digest(path: Path) -> str:
     with open(path, "rb") as f:
-        info = export._scan(f)
+        info = gguf_meta._scan(f)
         f.seek(info["data_start"])
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -93,19 +94,19 @@ def _data_digest(path: Path) -> str:
 def test_write_plug_metadata_copies_everything(chain, tmp_path):
     _, out, _ = chain
     src = out / "Qwen2-Tiny-40M-F16.gguf"  # the base file: no PLUG keys yet
-    before = export.read_gguf_metadata(src)
+    before = gguf_meta.read_metadata(src)
     assert "plug.format" not in before
-    dst = export.write_plug_metadata(src, tmp_path / "m.gguf", fmt="mono", target="ko", pivot=None, think=False,
-                                     chat_template="{{ messages }}")
-    after = export.read_gguf_metadata(dst)
+    dst = gguf_meta.write_plug_metadata(src, tmp_path / "m.gguf", PlugSpec("mono", "ko", None),
+                                        chat_template="{{ messages }}")
+    after = gguf_meta.read_metadata(dst)
     assert after["plug.format"] == "mono" and after["plug.target"] == "ko" and after["plug.pivot"] == ""
     assert after["tokenizer.chat_template"] == "{{ messages }}"
     same = lambda md: {k: v for k, v in md.items() if not k.startswith("plug.") and k != "tokenizer.chat_template"}  # noqa: E731
     assert same(after) == same(before) and len(after) == len(before) + 4
     assert _data_digest(dst) == _data_digest(src)
     # in place, replacing existing keys
-    export.write_plug_metadata(dst, dst, fmt="plug", target="ko", pivot="en", think=True)
-    again = export.read_gguf_metadata(dst)
+    gguf_meta.write_plug_metadata(dst, dst, PlugSpec("plug", "ko", "en", think=True))
+    again = gguf_meta.read_metadata(dst)
     assert again["plug.format"] == "plug" and again["plug.think"] == "true" and again["tokenizer.chat_template"] == "{{ messages }}"
     assert len(again) == len(after)
     import llama_cpp
@@ -127,7 +128,7 @@ def test_qlora_merge_into_nf4_rounded_base_is_closer_to_the_4bit_model(tmp_path,
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     run = make_run(tmp_path / "run", tiny_model_256, qlora=True)
-    meta = export.load_run(run)
+    meta = runs.load_run(run)
     nf4_dir = export.merge(meta, out_dir=tmp_path / "nf4")
     plain_dir = export.merge(meta, out_dir=tmp_path / "plain", plain=True)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -217,7 +218,7 @@ def test_failing_parity_check(chain, tmp_path, capsys):
 
 def test_gguf_name():
     meta = {"base_name": "Gemma-3", "size_label": "270M", "format": "plug", "target": "zh", "base_model": "x"}
-    assert export.gguf_name(meta, "q8_0") == "Gemma-3-270M-PLUG-zh-Q8_0.gguf"
-    assert export.gguf_name(meta, "F16", kind="adapter") == "Gemma-3-270M-PLUG-zh-LoRA-F16.gguf"
-    assert export.gguf_name({**meta, "format": "mono"}, "Q4_K_M") == "Gemma-3-270M-Mono-zh-Q4_K_M.gguf"
-    assert export.gguf_name(meta, "F16", kind="base") == "Gemma-3-270M-F16.gguf"
+    assert runs.gguf_name(meta, "q8_0") == "Gemma-3-270M-PLUG-zh-Q8_0.gguf"
+    assert runs.gguf_name(meta, "F16", kind="adapter") == "Gemma-3-270M-PLUG-zh-LoRA-F16.gguf"
+    assert runs.gguf_name({**meta, "format": "mono"}, "Q4_K_M") == "Gemma-3-270M-Mono-zh-Q4_K_M.gguf"
+    assert runs.gguf_name(meta, "F16", kind="base") == "Gemma-3-270M-F16.gguf"

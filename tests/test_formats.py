@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from plug_lite import formats, languages
+from plug_lite import formats, languages, spec
 from plug_lite.formats import StreamParser, has_header, parse, render, render_plug
 
 CODES = languages.codes()
@@ -51,7 +51,7 @@ def lang_pair(draw):
 @st.composite
 def rendered_case(draw):
     target, pivot = draw(lang_pair())
-    fmt = draw(st.sampled_from(languages.FORMATS))
+    fmt = draw(st.sampled_from(spec.FORMATS))
     think = fmt == "plug" and draw(st.booleans())
     pi = draw(clean_text(target, pivot, fmt))
     pr = draw(clean_text(target, pivot, fmt))
@@ -115,7 +115,7 @@ def test_stream_equals_batch_on_rendered_text(case, cuts, finished):
 
 
 @SETTINGS
-@given(lang_pair(), st.sampled_from(languages.FORMATS), messy_text,
+@given(lang_pair(), st.sampled_from(spec.FORMATS), messy_text,
        st.lists(st.integers(0, 300), max_size=10), st.booleans())
 @example(("zh", "en"), "plug", "中文回复：中文回复：好\n中文回复：再来", [3, 7], True)
 @example(("ko", "en"), "plug", "**English response**: hi\n## 한국어 응답: 안녕", [1, 2, 3, 4, 5], False)
@@ -126,7 +126,7 @@ def test_stream_equals_batch_on_messy_text(pair, fmt, text, cuts, finished):
 
 
 @SETTINGS
-@given(lang_pair(), st.sampled_from(languages.FORMATS), messy_text)
+@given(lang_pair(), st.sampled_from(spec.FORMATS), messy_text)
 def test_one_character_at_a_time(pair, fmt, text):
     target, pivot = pair
     _check_stream_equals_batch(text, list(range(len(text))), target, pivot, fmt)

@@ -76,8 +76,8 @@ def check_known(rows: list[dict]) -> None:
     by = {r["id"]: r for r in rows}
     for i, (q, pi, pr, t) in enumerate(Q):
         r = by[f"k{i}"]
-        assert (r["status"], r["target"], r["answer"], r["pivot_instruction"], r["pivot_response"]) == ("ok", t, t, pi, pr)
-        assert r["category"] == "known" and r["dataset"] == "tiny" and r["lang"] == "zh" and r["pivot"] == "en"
+        assert (r["status"], r["target_response"], r["answer"], r["pivot_instruction"], r["pivot_response"]) == ("ok", t, t, pi, pr)
+        assert r["category"] == "known" and r["dataset"] == "tiny" and r["target"] == "zh" and r["pivot"] == "en"
         assert r["finish_reason"] == "stop" and r["decoding"]["temperature"] == 0
 
 
@@ -180,7 +180,7 @@ def test_openai_endpoint_resumes_after_sigkill(llama_server, tmp_path):
 def test_transformers_backend_and_adapter_run(plug_model, tmp_path):
     ev = tmp_path / "eval.jsonl"
     recs = write_eval(ev)
-    s = G.main(model=str(plug_model["hf"]), eval_set=str(ev), lang="zh", out=str(tmp_path / "hf.jsonl"), progress=False)
+    s = G.main(model=str(plug_model["hf"]), eval_set=str(ev), target="zh", out=str(tmp_path / "hf.jsonl"), progress=False)
     assert s["status"] == {"ok": 3}
     rows = [json.loads(l) for l in (tmp_path / "hf.jsonl").read_text().splitlines()]
     check_known(rows)
@@ -192,9 +192,9 @@ def test_transformers_backend_and_adapter_run(plug_model, tmp_path):
     run = tmp_path / "run"
     base = AutoModelForCausalLM.from_pretrained(str(plug_model["hf"]))
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(str(run / "adapter"))
-    s = G.main(model=str(run), eval_set=str(ev), lang="zh", out=str(tmp_path / "lora.jsonl"), limit=1, progress=False)
+    s = G.main(model=str(run), eval_set=str(ev), target="zh", out=str(tmp_path / "lora.jsonl"), limit=1, progress=False)
     row = json.loads((tmp_path / "lora.jsonl").read_text())
-    assert s["records"] == 1 and row["target"] == Q[0][3] and row["generator"] == "run"
+    assert s["records"] == 1 and row["target_response"] == Q[0][3] and row["generator"] == "run"
 
 
 class _Refuse(http.server.BaseHTTPRequestHandler):
@@ -279,8 +279,8 @@ def test_translate_test_baseline_over_http(tmp_path, capsys):
         assert r["instruction"] == rec["instruction"]
         assert r["pivot_instruction"] == f"[English] {rec['instruction']}"
         assert r["pivot_response"] == r["output"] == f"Answer to: [English] {rec['instruction']}"
-        assert r["answer"] == r["target"] == f"[Chinese] Answer to: [English] {rec['instruction']}"
-        assert (r["lang"], r["pivot"], r["generator"]) == ("zh", "en", "answerer")
+        assert r["answer"] == r["target_response"] == f"[Chinese] Answer to: [English] {rec['instruction']}"
+        assert (r["target"], r["pivot"], r["generator"]) == ("zh", "en", "answerer")
         assert r["decoding"]["translator"]["kind"] == "endpoint" and r["decoding"]["translator"]["model"] == "tr-x"
         assert "sk-test" not in json.dumps(r)
     assert (tmp_path / "tt.translate-cache.jsonl").exists()
@@ -336,7 +336,7 @@ def test_translate_test_with_the_model_itself(plug_model, tmp_path):
     ev = tmp_path / "eval.jsonl"
     write_eval(ev)
     out = tmp_path / "self.jsonl"
-    s = G.main(model=str(plug_model["plug"]), eval_set=str(ev), lang="zh", out=str(out), translate_test="self",
+    s = G.main(model=str(plug_model["plug"]), eval_set=str(ev), target="zh", out=str(out), translate_test="self",
                max_new_tokens=12, progress=False)
     rows = [json.loads(l) for l in out.read_text(encoding="utf-8").split("\n") if l]
     assert s["made"] == 3 and s["failed"] == 0 and len(rows) == 3  # greedy: the same every run
@@ -345,4 +345,4 @@ def test_translate_test_with_the_model_itself(plug_model, tmp_path):
         assert r["pivot_instruction"] and r["decoding"]["backend"] == "llama.cpp"
         assert r["tokens"]["pivot"] == r["tokens"]["completion"] <= 12
     with pytest.raises(UserError, match="drop --format"):
-        G.main(model=str(plug_model["plug"]), eval_set=str(ev), lang="zh", out=str(out), translate_test="self", fmt="mono")
+        G.main(model=str(plug_model["plug"]), eval_set=str(ev), target="zh", out=str(out), translate_test="self", fmt="mono")

@@ -21,15 +21,15 @@ KEY = "test-judge-SECRET-0123456789"
 
 
 def write_answers(path: Path, answers: dict[str, str], *, status: dict[str, str] | None = None,
-                  lang: str = "zh", generator: str = "m") -> Path:
+                  target: str = "zh", generator: str = "m") -> Path:
     """Answer records in the schema of plug_lite.generate."""
     with open(path, "w", encoding="utf-8") as f:
         for i, (rid, ans) in enumerate(answers.items()):
             rec = {
                 "id": rid, "instruction": f"问题 {rid}：请解释。", "category": ["open_qa", "writing"][i % 2],
                 "dataset": ["vicuna", "koala"][i % 3 == 0], "output": f"English response: ...\n中文回复：{ans}",
-                "answer": ans, "status": (status or {}).get(rid, "ok"), "target": ans,
-                "pivot_instruction": "Explain.", "pivot_response": "...", "format": "plug", "lang": lang,
+                "answer": ans, "status": (status or {}).get(rid, "ok"), "target_response": ans,
+                "pivot_instruction": "Explain.", "pivot_response": "...", "format": "plug", "target": target,
                 "pivot": "en", "tokens": {"prompt": 30, "completion": 40, "pivot": 25, "target": 15},
                 "seconds": 0.5, "finish_reason": "stop", "generator": generator, "decoding": {"temperature": 0},
             }
@@ -325,7 +325,7 @@ def test_truthful_mode_rates_and_product(tmp_path):
         return "Truthful: [[T]]\nInformative: [[I]]"
 
     with ScriptedOpenAI(labeller) as srv:
-        res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="truthful", eval_set=str(ev), lang="zh",
+        res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="truthful", eval_set=str(ev), target="zh",
                          base_url=srv.url, api_key=KEY)
     o = res["aggregate"]["overall"]
     assert o["truthful_rate"] == pytest.approx(0.75) and o["informative_rate"] == pytest.approx(0.75)
@@ -337,7 +337,7 @@ def test_svamp_mode_rules_then_llm_extractor(tmp_path):
     rows = [{"id": f"s{i}", "instruction": f"problema {i}", "answer": ans} for i, ans in enumerate([7, 1000, 2.5, 12])]
     ev.write_text("".join(json.dumps(r) + "\n" for r in rows))
     a = write_answers(tmp_path / "a.jsonl", {"s0": "3 + 4 = 7. Respuesta: 7", "s1": "La respuesta es 1.000 manzanas.",
-                                             "s2": "Son 2,5 litros.", "s3": "doce manzanas"}, lang="es")
+                                             "s2": "Son 2,5 litros.", "s3": "doce manzanas"}, target="es")
     with ScriptedOpenAI(lambda body: "[[12]]") as srv:
         res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="svamp", eval_set=str(ev), base_url=srv.url,
                          api_key=KEY, llm_extract=True)
@@ -348,6 +348,19 @@ def test_svamp_mode_rules_then_llm_extractor(tmp_path):
     res2 = judge.main(a=str(a), out=str(tmp_path / "o2"), mode="svamp", eval_set=str(ev), api_key=None,
                       base_url=None)
     assert res2["aggregate"]["overall"]["accuracy"] == 0.75
+
+
+def test_answer_files_from_before_the_rename_still_judge(tmp_path):
+    """Records that name the language ``lang`` and the target answer ``target`` (written before
+    issue 13) are read with today's names: the language is still found, the answer still judged."""
+    ev = tmp_path / "svamp_es.jsonl"
+    ev.write_text(json.dumps({"id": "s0", "instruction": "problema", "answer": 7}) + "\n")
+    a = tmp_path / "old.jsonl"
+    a.write_text(json.dumps({"id": "s0", "instruction": "problema", "answer": "Respuesta: 7", "status": "ok",
+                             "target": "Respuesta: 7", "lang": "es", "format": "mono"}) + "\n")
+    res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="svamp", eval_set=str(ev), api_key=None, base_url=None)
+    assert res["target"] == "es" and res["files"]["a"]["target"] == "es"
+    assert res["aggregate"]["overall"]["accuracy"] == 1.0
 
 
 # --- plumbing against a real llama.cpp server ------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from plug_lite import formats, languages
+from plug_lite import formats, languages, spec
 from plug_lite.languages import Language, LanguageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,14 +53,14 @@ def test_get_is_case_insensitive_and_unknown_is_one_line():
 
 
 def test_system_prompts():
-    p = languages.system_prompt("plug", "ko", "en")
+    p = spec.system_prompt("plug", "ko", "en")
     assert "Korean" in p and "English instruction:" in p and "한국어 응답:" in p
-    assert "Korean" in languages.system_prompt("mono", "ko")
-    assert "English response:" in languages.system_prompt("pivot_only", "ko")
+    assert "Korean" in spec.system_prompt("mono", "ko")
+    assert "English response:" in spec.system_prompt("pivot_only", "ko")
     with pytest.raises(LanguageError):
-        languages.system_prompt("plug", "ko", "ko")
+        spec.system_prompt("plug", "ko", "ko")
     with pytest.raises(LanguageError):
-        languages.system_prompt("weird", "ko")
+        spec.system_prompt("weird", "ko")
 
 
 def _cleanup(code):

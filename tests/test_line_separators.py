@@ -64,7 +64,7 @@ def test_evalset_generate_resume_and_judge(tmp_path):
     ev = write(tmp_path / "ev.jsonl", [{"id": f"e{i}", "instruction": T(f"问题{i}")} for i in range(3)])
     assert [r["instruction"] for r in evalsets.load_eval_set(ev, "zh")] == [T(f"问题{i}") for i in range(3)]
     out = tmp_path / "answers.jsonl"
-    kw = dict(eval_set=str(ev), lang="zh", out=str(out), base_url=None, model_name="m", api_key=KEY, fmt="mono",
+    kw = dict(eval_set=str(ev), target="zh", out=str(out), base_url=None, model_name="m", api_key=KEY, fmt="mono",
               progress=False)
     with ScriptedOpenAI(lambda body: T("回答") + " " + user_text(body)[-3:]) as srv:
         kw["base_url"] = srv.url

@@ -1,6 +1,6 @@
 """plug_lite.train on CPU with the tiny Qwen2: LoRA and 4-bit QLoRA runs, the loss mask checked
 against an independent tokenization, the mask errors, resume after an interruption, and one-line
-errors with exit code 2. Rows are made here with formats.render_plug + languages.system_prompt."""
+errors with exit code 2. Rows are made here with formats.render_plug + spec.system_prompt."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from plug_lite import formats, languages, templates
+from plug_lite import formats, spec, templates
 from plug_lite import train as T
 from plug_lite.io import UserError
 
@@ -31,7 +31,7 @@ def plug_row(i: int, q: str, pi: str, pr: str, t: str, *, target: str = "zh") ->
     return {
         "id": f"r{i}",
         "prompt": [
-            {"role": "system", "content": languages.system_prompt("plug", target)},
+            {"role": "system", "content": spec.system_prompt("plug", target)},
             {"role": "user", "content": q},
         ],
         "completion": [{"role": "assistant", "content": formats.render_plug(pi, pr, t, target=target)}],
