@@ -448,7 +448,7 @@ def add_lora(model, cfg: TrainConfig, backend: str, token_plan: turn_tokens.Toke
         task_type="CAUSAL_LM",
         **extra,
     )
-    return _expose_head_bias(get_peft_model(model, lora))
+    return get_peft_model(model, lora)
 
 
 def _counting_trainer(base, *, own_loss: bool):
@@ -503,18 +503,6 @@ def _sft_config(cls, **kw):
         raise UserError(f"TRL {v['trl']} / transformers {v['transformers']}: SFTConfig has no {', '.join(unknown)}; "
                         "use the versions in constraints.txt")
     return cls(**kw)
-
-
-def _expose_head_bias(model):
-    """TRL's fused LM head reads ``lm_head.weight`` and ``lm_head.bias``. PEFT's trainable-tokens
-    wrapper answers ``.weight`` with the trained rows in place but has no ``.bias``: give it the
-    head's own (``None`` for every LM head here)."""
-    head = model.get_output_embeddings()
-    if head is not None and "bias" not in dir(head):
-        original = getattr(head, "original_module", None) or getattr(head, "base_layer", None)
-        if getattr(original, "bias", None) is None:
-            head.bias = None
-    return model
 
 
 # --------------------------------------------------------------------------------------------
