@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,14 +25,6 @@ sys.path.insert(0, str(HERE.parent))
 
 RESULTS = HERE / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEach benchmark appends its own section: machine, versions, date, numbers.\n"
-
-
-def machine() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
-    return f"CPU only, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
 
 
 def main() -> int:
@@ -81,7 +72,7 @@ def main() -> int:
     v = rec["versions"]
     section = (
         f"\n## train: SFT speed (benchmarks/bench_train.py), {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-        f"Machine: {machine()} (recorded by the run: {m.get('device')}). Versions: torch {v['torch']}, "
+        f"Machine: {m.get('device')}, {os.cpu_count()} CPU cores. Versions: torch {v['torch']}, "
         f"transformers {v['transformers']}, trl {v['trl']}, "
         f"peft {v['peft']}, bitsandbytes {v['bitsandbytes']}, unsloth {v['unsloth']}, plug_lite {v['plug_lite']}.\n"
         f"Command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`; shipped sample rows "

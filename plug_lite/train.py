@@ -613,16 +613,20 @@ def check_mask(dataset, tokenizer, *, eos_id: int, eos: str, max_length: int, ro
     return {"rows": len(dataset), "truncated": truncated, "trained_tokens": trained_total, "tokens": tokens_total}
 
 
+def _trained_after_collation(collator, feats: list[dict]) -> tuple[list[int], list[int]]:
+    """(trained labels of ``feats`` collated into one flat sequence, trained labels of ``feats``)."""
+    batch = collator(feats)
+    got = [int(t) for t in batch["labels"][0].tolist() if t != -100]
+    return got, [t for f in feats for t in f["labels"] if t != -100]
+
+
 def check_packed(trainer, tokenizer, *, preview: bool, color: bool, n: int = 8) -> None:
     """Collate packed sequences the way training will (padding-free): every trained label of the
     rows, end-of-turn tokens included, must still be trained. With ``preview``, print the first
     rows of the first packed sequence with their boundaries."""
     ds = trainer.train_dataset
     for i in range(min(n, len(ds))):
-        ex = ds[i]
-        batch = trainer.data_collator([ex])
-        got = [int(t) for t in batch["labels"][0].tolist() if t != -100]
-        want = [t for t in ex["labels"] if t != -100]
+        got, want = _trained_after_collation(trainer.data_collator, [ds[i]])
         if got != want:  # the end-of-turn tokens included
             raise UserError(f"packed sequence {i}: the padding-free collator changed the trained tokens "
                             f"({len(got)} trained, expected {len(want)}); train with --no-packing")
@@ -646,8 +650,7 @@ def check_collated(trainer, dataset, *, eos_id: int, n: int = 16) -> None:
     batch = trainer.data_collator(feats)
     if n > 1 and batch["labels"].shape[0] == 1:
         # a padding-free collator (TRL's with padding_free, Unsloth's auto mode) flattened the rows
-        got = [t for t in batch["labels"][0].tolist() if t != -100]
-        want = [t for f in feats for t in f["labels"] if t != -100]
+        got, want = _trained_after_collation(trainer.data_collator, feats)
         if got != want:
             raise UserError(f"the padding-free collator ({type(trainer.data_collator).__name__}) changed the trained "
                             f"tokens of the first {n} rows ({len(got)} trained, expected {len(want)})")
@@ -699,8 +702,6 @@ def _metrics_callback(path: Path):
             self.t0 = time.perf_counter()
             self.last_t, self.last = self.t0, (0, 0)
             self.out: JsonlAppender | None = None
-            self.tokens_per_s: float | None = None
-            self.trained_tokens_per_s: float | None = None
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -713,7 +714,6 @@ def _metrics_callback(path: Path):
             tps = (tokens - self.last[0]) / dt if dt > 0 else None
             ttps = (trained - self.last[1]) / dt if dt > 0 else None
             self.last_t, self.last = now, (tokens, trained)
-            self.tokens_per_s, self.trained_tokens_per_s = tps, ttps
             if self.out is None:
                 self.out = JsonlAppender(path)
             reserved = _peak_reserved_mib()
@@ -923,7 +923,6 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     )
     L = cfg.max_length
     trainer.train_dataset = processed.map(lambda ex: {"input_ids": ex["input_ids"][:L], "labels": ex["labels"][:L]})
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     sequences = None
     if packed and not batching.collator_can_go_padding_free(trainer.data_collator):
         packed, why = False, f"not packed: the trainer's collator ({type(trainer.data_collator).__name__}) is not TRL's"
@@ -934,7 +933,7 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
         trainer.padding_free = True
         check_packed(trainer, tokenizer, preview=cfg.preview_rows > 0, color=color)
     layout = batching.describe(packed=packed, rows=len(processed), sequences=sequences, batch_size=cfg.batch_size,
-                               grad_accum=cfg.grad_accum, max_length=L, world=world, why=why)
+                               grad_accum=cfg.grad_accum, max_length=L, world=trainer.args.world_size, why=why)
     print(layout.pop("text"))
     data_summary.update(truncated_rows=stats["truncated"], trained_tokens=stats["trained_tokens"],
                         tokens=stats["tokens"], trained_share=round(share, 4), batching=layout)

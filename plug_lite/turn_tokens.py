@@ -99,43 +99,47 @@ def template_tokens(tokenizer, eos: str) -> list[tuple[str, int]]:
     return out
 
 
-def _row_stats(weight, idx: int) -> tuple[float, float, float]:
-    """(norm, median norm, cosine with the COLLAPSE_K-th nearest other row) of one row."""
+_CHUNK = 32768  # rows per float32 slice: a 262k x 640 matrix is never copied to float32 at once
+
+
+def _row_norms(w):
     import torch
 
-    w = weight.detach()
-    with torch.no_grad():
-        norms = torch.linalg.vector_norm(w.float(), dim=1)
-        median = float(norms.median())
-        row = w[idx].float()
-        norm = float(norms[idx])
-        if norm == 0.0:
-            return 0.0, median, 1.0
-        # chunked so a 262k x 640 matrix never needs a float32 copy at once
-        sims = []
-        for start in range(0, w.shape[0], 32768):
-            chunk = w[start:start + 32768].float()
-            sims.append((chunk @ row) / (norms[start:start + 32768].clamp_min(1e-12) * norm))
-        cos = torch.cat(sims)
-        cos[idx] = -2.0
-        kth = float(cos.topk(COLLAPSE_K).values[-1])
-    return norm, median, kth
+    return torch.cat([torch.linalg.vector_norm(w[a:a + _CHUNK].float(), dim=1) for a in range(0, w.shape[0], _CHUNK)])
+
+
+def _kth_neighbour_cos(w, norms, idx: int) -> float:
+    """Cosine of row ``idx`` with its COLLAPSE_K-th most similar other row."""
+    import torch
+
+    row, norm = w[idx].float(), norms[idx]
+    cos = torch.cat([(w[a:a + _CHUNK].float() @ row) / (norms[a:a + _CHUNK].clamp_min(1e-12) * norm)
+                     for a in range(0, w.shape[0], _CHUNK)])
+    cos[idx] = -2.0
+    return float(cos.topk(COLLAPSE_K).values[-1])
 
 
 def check_rows(weight, tokens: list[tuple[str, int]]) -> list[RowCheck]:
     """Classify each token's row of ``weight`` (vocab x hidden) as trained or untrained."""
+    import torch
+
     out = []
-    for text, idx in tokens:
-        if idx >= weight.shape[0]:
-            continue
-        norm, median, kth = _row_stats(weight, idx)
-        if median > 0 and norm < ZERO_FRACTION * median:
-            untrained, why = True, f"norm {norm:.3g} vs median {median:.3g}"
-        elif kth >= COLLAPSE_COS:
-            untrained, why = True, f"{COLLAPSE_K} rows at cosine >= {kth:.3f}"
-        else:
-            untrained, why = False, f"{COLLAPSE_K}th neighbour cosine {kth:.2f}"
-        out.append(RowCheck(text, idx, round(norm, 4), round(median, 4), round(kth, 4), untrained, why))
+    with torch.no_grad():
+        w = weight.detach()
+        norms = _row_norms(w)
+        median = float(norms.median())
+        for text, idx in tokens:
+            if idx >= w.shape[0]:
+                continue
+            norm = float(norms[idx])
+            kth = _kth_neighbour_cos(w, norms, idx) if norm > 0 else 1.0
+            if median > 0 and norm < ZERO_FRACTION * median:
+                untrained, why = True, f"norm {norm:.3g} vs median {median:.3g}"
+            elif kth >= COLLAPSE_COS:
+                untrained, why = True, f"{COLLAPSE_K} rows at cosine >= {kth:.3f}"
+            else:
+                untrained, why = False, f"{COLLAPSE_K}th neighbour cosine {kth:.2f}"
+            out.append(RowCheck(text, idx, round(norm, 4), round(median, 4), round(kth, 4), untrained, why))
     return out
 
 
