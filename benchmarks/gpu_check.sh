@@ -72,8 +72,12 @@ if [ -n "${GPU_CHECK_ONLY:-}" ]; then  # a second, shorter call: the steps named
       build_tiny) step build_tiny 60 30 "$QL_PP" build --shape tiny --out "$TINY" ;;
       unsloth_packed) step unsloth_packed 150 90 "$US_PP" train --model "$M" --backend unsloth --packing --steps "$STEPS" ;;
       e2e) step e2e 150 70 "${US_PP:-$QL_PP}" e2e --model "$TINY" --backend "$E2E_BACKEND" --steps 5 $SMALL ;;
+      packed) step packed $((60 + 4 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" $SMALL ;;
+      unpacked) step unpacked $((60 + 5 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --no-packing --batch-size 4 \
+                  --grad-accum 4 --steps "$STEPS" $SMALL ;;
       packed_nockpt) step packed_nockpt 100 50 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" \
                        --no-gradient-checkpointing $SMALL ;;
+      *) log "unknown step '$s' (build build_tiny packed unpacked unsloth_packed packed_nockpt e2e)"; exit 2 ;;
     esac
   done
   log "done in $((SECONDS - T0)) s"; exit 0
