@@ -20,6 +20,7 @@ Every step writes ``$OUT/<name>.json`` (rewritten as it goes) and never raises: 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import shutil
@@ -165,10 +166,9 @@ def cmd_train(a, rec: Record) -> None:
 
 def cmd_e2e(a, rec: Record) -> None:
     """Unsloth (or another backend) end to end on a tiny model: train, merge, GGUF, greedy ids."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from plug_lite import convert, export, gguf_meta, runs, spec
+    from plug_lite import convert, export, gguf_meta, runs
     from plug_lite import train as T
 
     run = WORK / a.name
@@ -187,8 +187,24 @@ def cmd_e2e(a, rec: Record) -> None:
     raw = run / "raw.gguf"
     gguf = OUT / f"{a.name}-Q8_0.gguf"
     template = AutoTokenizer.from_pretrained(str(merged)).chat_template
+    t = time.perf_counter()
     convert.hf_to_gguf(merged, raw, outtype="q8_0", model_name=gguf.stem)
     gguf_meta.write_plug_metadata(raw, gguf, runs.run_spec(meta), chat_template=template)
+    rec.set(gguf=gguf.name, gguf_bytes=gguf.stat().st_size, convert_s=round(time.perf_counter() - t, 1))
+    if a.backend == "unsloth":
+        # the reference ids come from a fresh process (step e2e_ref): Unsloth has patched Qwen2 in this one,
+        # and its compiled blocks would be compiled again for a CPU forward
+        return
+    rec.set(hf_greedy=hf_greedy(merged))
+
+
+def hf_greedy(merged: Path) -> list[dict]:
+    """Greedy ids of the merged model (transformers, CPU, float32) for PROMPTS."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from plug_lite import spec
+
     tok = AutoTokenizer.from_pretrained(str(merged))
     model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32)
     system = spec.system_prompt("plug", "zh", "en")
@@ -202,7 +218,12 @@ def cmd_e2e(a, rec: Record) -> None:
                                do_sample=False, max_new_tokens=16, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
                                pad_token_id=tok.pad_token_id)
         greedy.append({"prompt": p, "prompt_ids": ids, "ids": y[0, len(ids):].tolist()})
-    rec.set(gguf=gguf.name, gguf_bytes=gguf.stat().st_size, hf_greedy=greedy)
+    return greedy
+
+
+def cmd_e2e_ref(a, rec: Record) -> None:
+    """The merged model's greedy ids, in a process that has not imported Unsloth (``--model``: the e2e run)."""
+    rec.set(versions=versions(), hf_greedy=hf_greedy(Path(a.model) / "merged"))
 
 
 def cmd_compare(a, rec: Record) -> None:
@@ -214,6 +235,8 @@ def cmd_compare(a, rec: Record) -> None:
 
     folder = Path(a.model)
     e2e = json.loads((folder / "e2e.json").read_text())
+    if "hf_greedy" not in e2e:  # Unsloth runs: the reference came from its own step
+        e2e["hf_greedy"] = json.loads((folder / "e2e_ref.json").read_text())["hf_greedy"]
     gguf = folder / e2e["gguf"]
     md = read_metadata(gguf)
     eng = LlamaEngine(gguf, ctx=1024, gpu_layers=0)
@@ -233,7 +256,7 @@ def cmd_compare(a, rec: Record) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("build", "train", "e2e", "compare"))
+    ap.add_argument("step", choices=("build", "train", "e2e", "e2e_ref", "compare"))
     ap.add_argument("--name", required=True)
     ap.add_argument("--shape", default="1.5b")
     ap.add_argument("--out")
@@ -248,8 +271,11 @@ def main() -> int:
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     a = ap.parse_args()
     rec = Record(a.name)
+    if os.environ.get("GC_TIMEOUT"):  # a step about to be killed leaves its stacks in the log
+        faulthandler.dump_traceback_later(max(5, int(os.environ["GC_TIMEOUT"]) - 15), exit=False)
     try:
-        {"build": cmd_build, "train": cmd_train, "e2e": cmd_e2e, "compare": cmd_compare}[a.step](a, rec)
+        {"build": cmd_build, "train": cmd_train, "e2e": cmd_e2e, "e2e_ref": cmd_e2e_ref,
+         "compare": cmd_compare}[a.step](a, rec)
         rec.finish("ok")
         return 0
     except BaseException as e:  # noqa: BLE001 - everything goes into the record

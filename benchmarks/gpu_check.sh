@@ -49,7 +49,7 @@ step() {  # NAME TIMEOUT MIN_LEFT PYTHONPATH ARGS...
   fi
   [ "$tmo" -gt "$l" ] && tmo=$l
   log "$name (timeout ${tmo}s): $*"
-  PYTHONPATH=$pp timeout --signal=TERM --kill-after=10 "$tmo" $PY benchmarks/gpu_check.py "$@" --name "$name"
+  PYTHONPATH=$pp GC_TIMEOUT=$tmo timeout --signal=TERM --kill-after=10 "$tmo" $PY benchmarks/gpu_check.py "$@" --name "$name"
   local rc=$?
   log "$name: exit $rc"
   return $rc
@@ -71,13 +71,14 @@ if [ -n "${GPU_CHECK_ONLY:-}" ]; then  # a second, shorter call: the steps named
       build) step build 120 40 "$QL_PP" build --shape "$SHAPE" --out "$M" ;;
       build_tiny) step build_tiny 60 30 "$QL_PP" build --shape tiny --out "$TINY" ;;
       unsloth_packed) step unsloth_packed 150 90 "$US_PP" train --model "$M" --backend unsloth --packing --steps "$STEPS" ;;
-      e2e) step e2e 150 70 "${US_PP:-$QL_PP}" e2e --model "$TINY" --backend "$E2E_BACKEND" --steps 5 $SMALL ;;
+      e2e) step e2e 170 70 "${US_PP:-$QL_PP}" e2e --model "$TINY" --backend "$E2E_BACKEND" --steps 5 $SMALL ;;
+      e2e_ref) step e2e_ref 90 30 "$QL_PP" e2e_ref --model "$GC_WORK/e2e" ;;
       packed) step packed $((60 + 4 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" $SMALL ;;
       unpacked) step unpacked $((60 + 5 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --no-packing --batch-size 4 \
                   --grad-accum 4 --steps "$STEPS" $SMALL ;;
       packed_nockpt) step packed_nockpt 100 50 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" \
                        --no-gradient-checkpointing $SMALL ;;
-      *) log "unknown step '$s' (build build_tiny packed unpacked unsloth_packed packed_nockpt e2e)"; exit 2 ;;
+      *) log "unknown step '$s' (build build_tiny packed unpacked unsloth_packed packed_nockpt e2e e2e_ref)"; exit 2 ;;
     esac
   done
   log "done in $((SECONDS - T0)) s"; exit 0
@@ -93,5 +94,6 @@ if [ -n "$US" ]; then
   step qlora_trl115 150 90 "$US_PP" train --model "$M" --backend qlora --packing --steps "$STEPS"
 fi
 step e2e 200 100 "${US_PP:-$QL_PP}" e2e --model "$TINY" --backend "$E2E_BACKEND" --steps 5 $SMALL
+[ "$E2E_BACKEND" = unsloth ] && step e2e_ref 90 30 "$QL_PP" e2e_ref --model "$GC_WORK/e2e"
 log "done in $((SECONDS - T0)) s"
 ls -la "$OUT"
