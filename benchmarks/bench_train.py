@@ -63,7 +63,7 @@ def main() -> int:
     reserved = m.get("peak_reserved_mib")
     line = (
         f"| {rec['base_name']} {rec['size_label']} | {a.preset} | {rec['backend']} | "
-        f"{'packed' if batching.get('packed') else 'one row per slot'} | {m['steps']} | "
+        f"{batching.get('mode') or ('packed' if batching.get('packed') else 'rows')} | {m['steps']} | "
         f"{rec['config']['batch_size']}x{rec['config']['grad_accum']} | {rec['config']['max_length']} | "
         f"{m['tokens_per_s']:.0f} | {m['trained_tokens_per_s']:.0f} | {share:.0%} | {m['peak_memory_mib']:.0f} | "
         f"{f'{reserved:.0f}' if reserved is not None else '-'} | "

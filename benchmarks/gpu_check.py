@@ -145,6 +145,8 @@ def cmd_train(a, rec: Record) -> None:
         kw["max_length"] = a.max_length
     if a.gradient_checkpointing is not None:
         kw["gradient_checkpointing"] = a.gradient_checkpointing
+    if a.group_by_tokens is not None:
+        kw["group_by_tokens"] = a.group_by_tokens
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     T.train(T.TrainConfig(**kw))
@@ -269,6 +271,7 @@ def main() -> int:
     ap.add_argument("--max-length", type=int)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--group-by-tokens", action=argparse.BooleanOptionalAction, default=None)
     a = ap.parse_args()
     rec = Record(a.name)
     if os.environ.get("GC_TIMEOUT"):  # a step about to be killed leaves its stacks in the log

@@ -72,25 +72,27 @@ if [ -n "${GPU_CHECK_ONLY:-}" ]; then  # a second, shorter call: the steps named
       build_tiny) step build_tiny 60 30 "$QL_PP" build --shape tiny --out "$TINY" ;;
       unsloth_packed) step unsloth_packed 150 90 "$US_PP" train --model "$M" --backend unsloth --packing --steps "$STEPS" ;;
       e2e) step e2e 170 70 "${US_PP:-$QL_PP}" e2e --model "$TINY" --backend "$E2E_BACKEND" --steps 5 $SMALL ;;
+      bytokens) step bytokens $((60 + 4 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --no-packing --group-by-tokens \
+                  --steps "$STEPS" $SMALL ;;
       e2e_ref) step e2e_ref 90 30 "$QL_PP" e2e_ref --model "$GC_WORK/e2e" ;;
       packed) step packed $((60 + 4 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" $SMALL ;;
-      unpacked) step unpacked $((60 + 5 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --no-packing --batch-size 4 \
+      unpacked) step unpacked $((60 + 5 * STEPS)) 60 "$QL_PP" train --model "$M" --backend "$QL" --no-packing --no-group-by-tokens --batch-size 4 \
                   --grad-accum 4 --steps "$STEPS" $SMALL ;;
       packed_nockpt) step packed_nockpt 100 50 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" \
                        --no-gradient-checkpointing $SMALL ;;
-      *) log "unknown step '$s' (build build_tiny packed unpacked unsloth_packed packed_nockpt e2e e2e_ref)"; exit 2 ;;
+      *) log "unknown step '$s' (build build_tiny packed unpacked bytokens unsloth_packed packed_nockpt e2e e2e_ref)"; exit 2 ;;
     esac
   done
   log "done in $((SECONDS - T0)) s"; exit 0
 fi
 step build 120 60 "$QL_PP" build --shape "$SHAPE" --out "$M"
 [ "$SHAPE" != tiny ] && step build_tiny 60 40 "$QL_PP" build --shape tiny --out "$TINY"
-# the new default (ampere: 4 packed 2048-token sequences per micro-batch x 2) against main's (4 rows x 4)
+# the new default (ampere: 4 packed 2048-token sequences per micro-batch x 2) against 0.1's (4 rows x 4)
 step packed 150 90 "$QL_PP" train --model "$M" --backend "$QL" --packing --steps "$STEPS" $SMALL
-step unpacked 150 90 "$QL_PP" train --model "$M" --backend "$QL" --no-packing --batch-size 4 --grad-accum 4 --steps "$STEPS" $SMALL
+step unpacked 150 90 "$QL_PP" train --model "$M" --backend "$QL" --no-packing --no-group-by-tokens --batch-size 4 --grad-accum 4 --steps "$STEPS" $SMALL
 if [ -n "$US" ]; then
   step unsloth_packed 200 120 "$US_PP" train --model "$M" --backend unsloth --packing --steps "$STEPS" \
-    || step unsloth_unpacked 150 100 "$US_PP" train --model "$M" --backend unsloth --no-packing --batch-size 4 --grad-accum 4 --steps "$STEPS"
+    || step unsloth_unpacked 150 100 "$US_PP" train --model "$M" --backend unsloth --no-packing --no-group-by-tokens --batch-size 4 --grad-accum 4 --steps "$STEPS"
   step qlora_trl115 150 90 "$US_PP" train --model "$M" --backend qlora --packing --steps "$STEPS"
 fi
 step e2e 200 100 "${US_PP:-$QL_PP}" e2e --model "$TINY" --backend "$E2E_BACKEND" --steps 5 $SMALL

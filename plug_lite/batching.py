@@ -15,8 +15,13 @@ cost: on an H200, a Qwen2.5-1.5B-shaped QLoRA step cost ~0.6 s per micro-batch w
   the sequence boundaries, and transformers (4.53+) builds a block-diagonal mask from restarting
   ``position_ids`` for SDPA and eager attention (only without a KV cache: training passes
   ``use_cache=False``, and so does the probe). :func:`packed_attention_ok` checks that on the
-  loaded model before packing (two rows packed vs. each alone); when it fails, the rows are batched
-  one per slot, grouped by length so that little padding is left.
+  loaded model before packing (two rows packed vs. each alone).
+
+When rows are not packed (the probe failed, or ``--no-packing``), :class:`TokenBudgetBatches` can
+still fill micro-batches by tokens: rows sorted by length are cut into micro-batches of at most
+``batch_size x max_length`` padded tokens (many short rows, or a few long ones), kept apart by the
+ordinary attention mask (``--group-by-tokens``, on in the GPU presets). Without it, a micro-batch
+is ``batch_size`` rows.
 
 The labels (the completion-only mask) travel with the tokens unchanged; the collator additionally
 masks each row's first token, which is always a prompt token. Torch and TRL are imported inside
@@ -27,7 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["collator_can_go_padding_free", "packed_attention_ok", "pack", "packed_layout", "describe"]
+__all__ = ["collator_can_go_padding_free", "packed_attention_ok", "pack", "packed_layout", "TokenBudgetBatches",
+           "choose", "describe"]
 
 
 def _collator(pad_token_id: int, padding_free: bool):
@@ -87,16 +93,100 @@ def packed_layout(example: dict) -> list[tuple[int, int]]:
     return out
 
 
-def describe(*, packed: bool, rows: int, sequences: int | None, batch_size: int, grad_accum: int, max_length: int,
-             world: int = 1, why: str = "") -> dict[str, Any]:
-    """What :mod:`plug_lite.train` prints and records about its batching choice."""
-    if packed:
-        tokens = batch_size * max_length * grad_accum * world
+class TokenBudgetBatches:
+    """A batch sampler (``DataLoader(batch_sampler=...)``): micro-batches of rows grouped by length,
+    each at most ``budget`` padded tokens (rows x its longest row).
+
+    Rows are sorted by length (ties broken at random per epoch) and cut greedily, so each micro-batch
+    holds rows of about the same length; the order of the micro-batches is shuffled per epoch, except
+    that the first epoch starts with the largest micro-batch (an out-of-memory error shows at step 1).
+    The number of micro-batches is the same every epoch and a multiple of ``world`` (the processes
+    share them round-robin, so every process makes the same number of steps): when needed, the
+    micro-batches with most rows are halved. ``set_epoch`` is called by the Trainer through
+    accelerate; without it every pass over the data counts as the next epoch."""
+
+    def __init__(self, lengths: list[int], budget: int, *, seed: int = 0, world: int = 1) -> None:
+        if not lengths:
+            raise ValueError("no rows to batch")
+        if world > len(lengths):
+            raise ValueError(f"{len(lengths)} rows cannot feed {world} processes")
+        self.lengths, self.budget, self.seed, self.world = list(lengths), int(budget), seed, world
+        self.batch_size = None  # variable: accelerate then shards whole micro-batches
+        self.drop_last = False
+        self._epoch: int | None = None
+        self._passes = 0
+        self._count = len(self._cut(0))
+
+    def _cut(self, epoch: int) -> list[list[int]]:
+        import random
+
+        rng = random.Random(self.seed * 100_003 + epoch)
+        order = sorted(range(len(self.lengths)), key=lambda i: (-self.lengths[i], rng.random()))
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:  # longest first: a micro-batch's longest row is its first
+            if cur and (len(cur) + 1) * self.lengths[cur[0]] > self.budget:
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        batches.append(cur)
+        while len(batches) % self.world:
+            k = max(range(len(batches)), key=lambda j: len(batches[j]))
+            if len(batches[k]) < 2:
+                raise ValueError(f"{len(self.lengths)} rows cannot be cut into a multiple of {self.world} micro-batches")
+            b = batches.pop(k)
+            batches[k:k] = [b[: len(b) // 2], b[len(b) // 2:]]
+        first = max(range(len(batches)), key=lambda j: len(batches[j]) * self.lengths[batches[j][0]])
+        rest = [b for j, b in enumerate(batches) if j != first]
+        rng.shuffle(rest)
+        if epoch == 0:
+            return [batches[first], *rest]
+        rest.insert(rng.randrange(len(rest) + 1), batches[first])
+        return rest
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    @property
+    def sampler(self):
+        """accelerate passes ``set_epoch`` on to ``batch_sampler.sampler`` when it wraps this one."""
+        return self
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        epoch = self._epoch if self._epoch is not None else self._passes
+        self._epoch = None
+        self._passes += 1
+        yield from self._cut(epoch)
+
+
+def choose(*, packing: bool, packed_ok: bool, group_by_tokens: bool) -> str:
+    """The batching a run gets: ``packed``, ``tokens`` (length-grouped micro-batches by a token
+    budget) or ``rows`` (``batch_size`` rows per micro-batch)."""
+    if packing and packed_ok:
+        return "packed"
+    return "tokens" if group_by_tokens else "rows"
+
+
+def describe(*, mode: str, rows: int, batch_size: int, grad_accum: int, max_length: int, world: int = 1,
+             sequences: int | None = None, micro_batches: int | None = None, why: str = "") -> dict[str, Any]:
+    """What :mod:`plug_lite.train` prints and records about its batching (``mode`` from :func:`choose`)."""
+    procs = f" x {world} processes" if world > 1 else ""
+    budget = batch_size * max_length
+    if mode == "packed":
         text = (f"batching: packed {rows} rows into {sequences} sequences of at most {max_length} tokens "
                 f"(best-fit decreasing, padding-free; {why}); {batch_size} sequence(s) per micro-batch x {grad_accum} "
-                f"accumulation{f' x {world} processes' if world > 1 else ''}: up to {tokens:,} tokens per optimizer step")
+                f"accumulation{procs}: up to {budget * grad_accum * world:,} tokens per optimizer step")
+    elif mode == "tokens":
+        text = (f"batching: {rows} rows grouped by length into {micro_batches} micro-batches of at most {budget:,} "
+                f"padded tokens (about {rows / max(1, micro_batches or 1):.1f} rows each) x {grad_accum} accumulation"
+                f"{procs}" + (f" ({why})" if why else ""))
     else:
-        text = (f"batching: one row per slot, {batch_size} rows per micro-batch x {grad_accum} accumulation"
-                f"{f' x {world} processes' if world > 1 else ''}" + (f" ({why})" if why else ""))
-    return {"packed": packed, "rows": rows, "sequences": sequences, "batch_size": batch_size, "grad_accum": grad_accum,
-            "max_length": max_length, "processes": world, "why": why, "text": text}
+        text = (f"batching: one row per slot, {batch_size} rows per micro-batch x {grad_accum} accumulation{procs}"
+                + (f" ({why})" if why else ""))
+    return {"mode": mode, "packed": mode == "packed", "rows": rows, "sequences": sequences,
+            "micro_batches": micro_batches, "token_budget": budget if mode != "rows" else None,
+            "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length, "processes": world,
+            "why": why, "text": text}

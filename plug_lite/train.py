@@ -107,6 +107,9 @@ class TrainConfig:
     drop_long_rows: bool | None = _f(None, "drop rows longer than --max-length instead of truncating them")
     packing: bool | None = _f(None, "pack rows into padding-free sequences of --max-length tokens, so a micro-batch holds "
                                     "about batch-size x max-length real tokens (presets: on for t4/ampere, off on CPU)")
+    group_by_tokens: bool | None = _f(None, "rows not packed (--no-packing, or a model whose attention would mix packed rows): "
+                                            "micro-batches of length-grouped rows up to batch-size x max-length padded "
+                                            "tokens, instead of batch-size rows (presets: on for t4/ampere, off on CPU)")
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA alpha")
     lora_dropout: float = _f(0.05, "LoRA dropout")
@@ -126,20 +129,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 16 GB T4 (Colab free): fp16 compute, 4-bit base, checkpointing; rows packed into 2048-token
     # sequences, 1 per micro-batch x 8: up to 16k tokens (~60 PLUG rows) per optimizer step.
     "t4": dict(lr=2e-4, max_length=2048, batch_size=1, grad_accum=8, gradient_checkpointing=True, max_steps=-1,
-               save_steps=100, packing=True),
+               save_steps=100, packing=True, group_by_tokens=True),
     # Ampere or newer (A100, L4, RTX 30xx/40xx, H100): bf16 compute, 4-bit base; 4 packed sequences
     # per micro-batch x 2: the same 16k tokens per optimizer step in fuller micro-batches.
     "ampere": dict(lr=2e-4, max_length=2048, batch_size=4, grad_accum=2, gradient_checkpointing=True, max_steps=-1,
-                   save_steps=100, packing=True),
+                   save_steps=100, packing=True, group_by_tokens=True),
     # 2 CPU cores, embedded Gemma-3-270M, fp32 LoRA (+ its untrained turn-token rows), short rows,
     # 60 steps (2-4 minutes of training). lr 1e-3: with 2e-4 the loss barely moved in 40 steps.
     # 60 steps over the demo's 48 rows (2.5 epochs): the mono model ended 19 of 20 zh answers by
     # itself, against 15 of 20 after 40 steps and 10 of 20 after 40 steps over 80 rows (RESULTS.md).
     "cpu-demo": dict(model="default", lr=1e-3, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False,
-                     max_steps=60, save_steps=20, max_train_samples=80, drop_long_rows=True, packing=False),
+                     max_steps=60, save_steps=20, max_train_samples=80, drop_long_rows=True, packing=False,
+                     group_by_tokens=False),
     # Tests: a tiny model, a few steps.
     "cpu-tiny": dict(lr=2e-4, max_length=256, batch_size=2, grad_accum=1, gradient_checkpointing=False, max_steps=4, save_steps=2,
-                     packing=False),
+                     packing=False, group_by_tokens=False),
 }
 #: The preset to suggest after a CUDA out-of-memory error.
 SMALLER = {"ampere": "t4", "t4": "t4 with --max-length 1024"}
@@ -466,6 +470,17 @@ def _counting_trainer(base, *, own_loss: bool):
     class PlugSFTTrainer(base):
         plug_tokens = 0
         plug_trained_tokens = 0
+        plug_batches = None  # a batching.TokenBudgetBatches: micro-batches by tokens
+
+        def get_train_dataloader(self):
+            if self.plug_batches is None:
+                return super().get_train_dataloader()
+            from torch.utils.data import DataLoader
+
+            dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+            return self.accelerator.prepare(DataLoader(
+                dataset, batch_sampler=self.plug_batches, collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory))
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:
@@ -850,13 +865,14 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    packed, why = False, "off for this preset" if not cfg.packing else ""
+    packed_ok, why = False, "packing off"
     if cfg.packing:
         probe = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False)
                  for r in rows[:2]]
-        packed, why = batching.packed_attention_ok(model, probe, tokenizer.pad_token_id)
-        if not packed:
-            why = f"not packed: {why}; rows grouped by length instead"
+        packed_ok, why = batching.packed_attention_ok(model, probe, tokenizer.pad_token_id)
+        if not packed_ok:
+            why = f"not packed: {why}"
+    mode = batching.choose(packing=bool(cfg.packing), packed_ok=packed_ok, group_by_tokens=bool(cfg.group_by_tokens))
     bf16 = dtype == torch.bfloat16
     fp16 = dtype == torch.float16
     args = _sft_config(
@@ -867,7 +883,7 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
         learning_rate=cfg.lr,
         lr_scheduler_type="linear",
         warmup_ratio=0.05,
-        group_by_length=bool(cfg.packing and not packed),
+        group_by_length=bool(cfg.packing and mode == "rows"),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         gradient_checkpointing=bool(cfg.gradient_checkpointing) and backend != "unsloth",
@@ -923,17 +939,24 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     )
     L = cfg.max_length
     trainer.train_dataset = processed.map(lambda ex: {"input_ids": ex["input_ids"][:L], "labels": ex["labels"][:L]})
-    sequences = None
-    if packed and not batching.collator_can_go_padding_free(trainer.data_collator):
-        packed, why = False, f"not packed: the trainer's collator ({type(trainer.data_collator).__name__}) is not TRL's"
-    if packed:
+    sequences = micro_batches = None
+    if mode == "packed" and not batching.collator_can_go_padding_free(trainer.data_collator):
+        why = f"not packed: the trainer's collator ({type(trainer.data_collator).__name__}) is not TRL's"
+        mode = batching.choose(packing=False, packed_ok=False, group_by_tokens=bool(cfg.group_by_tokens))
+    if mode == "packed":
         trainer.train_dataset = batching.pack(trainer.train_dataset, L)
         sequences = len(trainer.train_dataset)
         trainer.data_collator.padding_free = True
         trainer.padding_free = True
         check_packed(trainer, tokenizer, preview=cfg.preview_rows > 0, color=color)
-    layout = batching.describe(packed=packed, rows=len(processed), sequences=sequences, batch_size=cfg.batch_size,
-                               grad_accum=cfg.grad_accum, max_length=L, world=trainer.args.world_size, why=why)
+    elif mode == "tokens":
+        lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+        trainer.plug_batches = batching.TokenBudgetBatches(lengths, cfg.batch_size * L, seed=cfg.seed,
+                                                           world=trainer.args.world_size)
+        micro_batches = len(trainer.plug_batches)
+    layout = batching.describe(mode=mode, rows=len(processed), sequences=sequences, micro_batches=micro_batches,
+                               batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, max_length=L,
+                               world=trainer.args.world_size, why=why if cfg.packing else "")
     print(layout.pop("text"))
     data_summary.update(truncated_rows=stats["truncated"], trained_tokens=stats["trained_tokens"],
                         tokens=stats["tokens"], trained_share=round(share, 4), batching=layout)
