@@ -1,4 +1,4 @@
-"""How training rows become micro-batches: packed by tokens, or one row per slot.
+"""How training rows become micro-batches: packed by tokens, grouped by a token budget, or one row per slot.
 
 PLUG rows are short (instruction + English pivot + target answer: a few hundred tokens). Batched
 one row per slot, a GPU micro-batch holds a few hundred real tokens and most of the step is fixed
@@ -181,7 +181,7 @@ def describe(*, mode: str, rows: int, batch_size: int, grad_accum: int, max_leng
                 f"accumulation{procs}: up to {budget * grad_accum * world:,} tokens per optimizer step")
     elif mode == "tokens":
         text = (f"batching: {rows} rows grouped by length into {micro_batches} micro-batches of at most {budget:,} "
-                f"padded tokens (about {rows / max(1, micro_batches or 1):.1f} rows each) x {grad_accum} accumulation"
+                f"padded tokens (about {rows / (micro_batches or 1):.1f} rows each) x {grad_accum} accumulation"
                 f"{procs}" + (f" ({why})" if why else ""))
     else:
         text = (f"batching: one row per slot, {batch_size} rows per micro-batch x {grad_accum} accumulation{procs}"

@@ -865,7 +865,7 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    packed_ok, why = False, "packing off"
+    packed_ok, why = False, ""
     if cfg.packing:
         probe = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False)
                  for r in rows[:2]]
@@ -956,7 +956,7 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
         micro_batches = len(trainer.plug_batches)
     layout = batching.describe(mode=mode, rows=len(processed), sequences=sequences, micro_batches=micro_batches,
                                batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, max_length=L,
-                               world=trainer.args.world_size, why=why if cfg.packing else "")
+                               world=trainer.args.world_size, why=why)
     print(layout.pop("text"))
     data_summary.update(truncated_rows=stats["truncated"], trained_tokens=stats["trained_tokens"],
                         tokens=stats["tokens"], trained_share=round(share, 4), batching=layout)
