@@ -138,7 +138,7 @@ class LlamaEngine:
 
         self.path = gguf_meta.check(model_path)
         if lora is not None:
-            lora = gguf_meta.check(lora)
+            lora = gguf_meta.check_lora(lora, self.path)
         header = gguf_meta.read_metadata(self.path)
         self.architecture = header.get("general.architecture")
         train_ctx = header.get(f"{self.architecture}.context_length")
@@ -153,15 +153,12 @@ class LlamaEngine:
         self.threads = (n_threads, n_threads_batch)
         kwargs = dict(n_gpu_layers=gpu_layers, seed=seed, verbose=False, n_ctx=n_ctx,
                       n_threads=n_threads, n_threads_batch=n_threads_batch)
-        if lora is not None:
-            kwargs["lora_path"] = str(lora)
         try:
             self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
         except (ValueError, RuntimeError, OSError) as e:
-            what = "the adapter or the model" if lora is not None else "the file"
-            raise UserError(
-                f"{self.path}: llama.cpp could not load {what} (truncated or corrupt GGUF? {e})"
-            ) from None
+            raise UserError(f"{self.path}: llama.cpp could not load the file (truncated or corrupt GGUF? {e})") from None
+        if lora is not None:
+            self._apply_lora(lora)
         meta = dict(self.llm.metadata or {})
         self.metadata = meta
         self.n_ctx = self.llm.n_ctx()
@@ -181,6 +178,26 @@ class LlamaEngine:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self._vocab = vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
+
+    def _apply_lora(self, lora: Path) -> None:
+        """Apply a LoRA adapter GGUF (scale 1) to the loaded model. Done here rather than with
+        ``Llama(lora_path=...)``: llama-cpp-python 0.3.36 tests llama.cpp's answer with ``is None``,
+        but a refused adapter comes back as a NULL pointer, which it then hands to llama.cpp
+        (a segmentation fault at the first prompt). :func:`gguf_meta.check_lora` refuses the
+        adapters we can recognise as wrong before this; this catches the rest."""
+        import ctypes
+
+        import llama_cpp
+
+        adapter = llama_cpp.llama_adapter_lora_init(self.llm.model, str(lora).encode("utf-8"))
+        if not adapter:  # a NULL pointer is falsy
+            self.close()
+            raise UserError(f"{lora}: llama.cpp refused the adapter for {self.path.name}")
+        self.llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+        if llama_cpp.llama_set_adapters_lora(self.llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)):
+            self.close()
+            raise UserError(f"{lora}: llama.cpp could not apply the adapter to {self.path.name}")
 
     def spec(self, **overrides) -> PlugSpec | None:
         """The PLUG spec the GGUF records (``plug.*``) with ``overrides``; None for a plain model."""

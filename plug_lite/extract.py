@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import formats
 from .cli import run
-from .io import UserError, read_records, strip_where, write_jsonl
+from .io import UserError, read_records, refuse_overwrite, strip_where, write_jsonl
 from .spec import FORMATS, PlugSpec
 
 __all__ = ["extract_record", "extract_records", "main", "cli"]
@@ -88,14 +88,13 @@ def main(
         out: output JSONL (default: <file stem>.extracted.jsonl)
     """
     PlugSpec(fmt, target, pivot)
+    src = Path(file)
+    dest = Path(out) if out else src.with_name(src.stem + ".extracted.jsonl")
+    refuse_overwrite({"--out": dest}, {"FILE": src})
     records = read_records(file)
     if not records:
         raise UserError(f"{file}: no records")
     extracted, counts = extract_records(records, target=target, pivot=pivot, fmt=fmt, field=field)
-    src = Path(file)
-    dest = Path(out) if out else src.with_name(src.stem + ".extracted.jsonl")
-    if dest.resolve() == src.resolve():
-        raise UserError(f"{dest}: the output would overwrite the input; pass another --out")
     write_jsonl(dest, extracted)
     total = len(extracted)
     for status in formats.STATUSES:

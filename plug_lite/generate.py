@@ -43,7 +43,7 @@ from typing import Iterable, Iterator
 from . import formats, gguf_meta, languages, llm, runs
 from .cli import parse, parser_for
 from .engine import LlamaEngine
-from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, run_cli
+from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
 from .spec import FORMATS, PlugSpec, upgrade_answer
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
@@ -554,6 +554,7 @@ def main(
         translator_base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
         translator_api_key: translator key (prefer env OPENAI_API_KEY); never printed
     """
+    refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": lora, "--base": base})
     recorded = recorded_spec(model)
     target = target or recorded.get("target")
     if not target:

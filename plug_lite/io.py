@@ -298,6 +298,28 @@ class JsonlAppender:
         self.close()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also through links and other spellings of one path
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def refuse_overwrite(outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """A one-line :class:`UserError` when a file a command would write is one it reads.
+    ``outputs`` / ``inputs``: what the user calls each file (a flag such as ``--out``, or a
+    description) -> its path (None entries are skipped). Checked before anything is written."""
+    ins = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p)]
+    for oname, o in outputs.items():
+        if o is None or not str(o):
+            continue
+        for iname, i in ins:
+            if _same_file(Path(o), i):
+                what = "" if oname == iname else f" {oname}"
+                raise UserError(f"{o}: the output{what} is the input {iname}: writing it would overwrite "
+                                "the input; choose another path")
+
+
 def check_disk_space(folder: str | os.PathLike, need_bytes: int, what: str = "this file") -> None:
     """Raise a :class:`UserError` when ``folder`` has less than ``need_bytes`` free (+5%)."""
     folder = Path(folder)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import llm
 from .cli import run
-from .io import UserError, read_records, redact, write_jsonl
+from .io import UserError, read_records, redact, refuse_overwrite, write_jsonl
 from .languages import get as get_language
 
 __all__ = ["main", "cli", "build_messages", "split_reply", "MARKERS"]
@@ -155,6 +155,7 @@ def main(
     out_p = Path(out)
     rej_p = Path(rejects) if rejects else out_p.with_name(out_p.stem + ".rejects.jsonl")
     cache_p = Path(cache) if cache else out_p.with_name(out_p.stem + ".cache.jsonl")
+    refuse_overwrite({"--out": out_p, "--rejects": rej_p, "--cache": cache_p}, {"INPUT": input, "--prices": prices})
     cc = llm.CallCache(cache_p)
     keys, jobs = [], {}
     for rid, ins, resp in items:
