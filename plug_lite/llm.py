@@ -141,14 +141,30 @@ class Client:
             raise CallError(f"connection failed ({retries_done(e)}): {_short(e, self.cfg.api_key)}") from None
         except oa.APIError as e:  # malformed responses and the like
             raise CallError(f"bad response: {_short(e, self.cfg.api_key)}") from None
-        try:
-            text = resp.choices[0].message.content or ""
-        except (AttributeError, IndexError, TypeError):
-            raise CallError("response has no choices[0].message.content") from None
-        usage = {}
-        if getattr(resp, "usage", None) is not None:
-            usage = {"prompt": resp.usage.prompt_tokens or 0, "completion": resp.usage.completion_tokens or 0}
-        return text, usage
+        except ValueError as e:  # a 200 whose body is not JSON (the client's json.loads)
+            raise CallError(f"the reply is not JSON ({_short(e, self.cfg.api_key)})") from None
+        text, _, usage = completion_parts(resp)
+        return text, {"prompt": usage["prompt"] or 0, "completion": usage["completion"] or 0} if usage["known"] else {}
+
+
+def completion_parts(resp: Any) -> tuple[str, str, dict]:
+    """(text, finish reason, usage) of a chat-completion reply: the one guard every endpoint reply
+    passes. A reply that is not a chat completion with text (no ``choices``, an empty list, a
+    ``message.content`` that is null or not a string) raises :class:`CallError`: the call counts as
+    failed, is never cached or written, and the next run makes it again. An empty string is text
+    (the model wrote nothing); what it is worth is the caller's to judge. ``usage``:
+    ``{"prompt", "completion"}`` token counts (None when not reported) and ``known``."""
+    try:
+        choice = resp.choices[0]
+        text = choice.message.content
+    except (AttributeError, IndexError, KeyError, TypeError):
+        raise CallError("the reply is not a chat completion (it has no choices[0].message)") from None
+    if not isinstance(text, str):
+        raise CallError(f"the reply has no text (choices[0].message.content is {'null' if text is None else type(text).__name__})")
+    usage = getattr(resp, "usage", None)
+    counts = {"prompt": getattr(usage, "prompt_tokens", None), "completion": getattr(usage, "completion_tokens", None),
+              "known": usage is not None}
+    return text, getattr(choice, "finish_reason", None) or "stop", counts
 
 
 class CallError(Exception):
