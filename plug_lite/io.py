@@ -436,7 +436,7 @@ def run_cli(fn: Callable[[], Any]) -> int:
     except OSError as e:
         if e.errno not in _ENVIRONMENT_ERRNOS:
             raise
-        where = e.filename or "writing"
+        where = e.filename2 or e.filename or "writing"  # a rename's target is the path the user named
         print(f"error: {redact(str(where))}: {e.strerror or e} (nothing half-written is kept)", file=sys.stderr)
         return 2
     return int(rc or 0)
@@ -447,4 +447,4 @@ def run_cli(fn: Callable[[], Any]) -> int:
 #: command line reports them in one line (exit 2); atomic writes leave no partial file behind.
 _ENVIRONMENT_ERRNOS = frozenset(
     getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "EISDIR",
-                                      "ENOTDIR", "ENAMETOOLONG") if hasattr(errno, name))
+                                      "ENOTDIR", "EEXIST", "ENAMETOOLONG") if hasattr(errno, name))
