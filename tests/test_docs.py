@@ -228,7 +228,8 @@ def all_flags() -> frozenset[str]:
 
 @pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
 def test_every_flag_a_page_names_exists(path):
-    assert not page_problems(path), "\n".join(page_problems(path))
+    problems = page_problems(path)
+    assert not problems, "\n".join(problems)
 
 
 def test_config_headers_name_real_flags():
