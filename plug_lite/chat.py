@@ -38,7 +38,7 @@ from typing import Iterator
 from . import formats, languages
 from .cli import run
 from .engine import LlamaEngine, StreamPrinter, TurnStats, stats_line
-from .formats import StreamEvent
+from .formats import AnswerRecord, StreamEvent
 from .gguf_meta import check as check_gguf
 from .io import UserError
 from .spec import PlugSpec
@@ -56,31 +56,27 @@ class ContextOverflow(UserError):
 
 @dataclass
 class Turn:
-    """The outcome of one :meth:`ChatSession.ask`."""
+    """The outcome of one :meth:`ChatSession.ask`: the question, what the model wrote, its parse
+    under the session's spec (None for a plain model) and the counts."""
 
     question: str
     output: str = ""
     parse: formats.PlugParse | None = None
     stats: TurnStats = field(default_factory=TurnStats)
+    spec: PlugSpec | None = None
 
-    def to_dict(self, session: "ChatSession") -> dict:
-        p = self.parse
-        d = {
-            "question": self.question,
-            "answer": p.answer if p else self.output.strip(),
-            "status": p.status if p else "plain",
-            "target_response": p.target if p else self.output.strip(),
-            "pivot_instruction": p.pivot_instruction if p else None,
-            "pivot_response": p.pivot_response if p else None,
-            "preamble": p.preamble if p else "",
-            "extra": p.extra if p else "",
-            "output": self.output,
-            "format": session.mode,
-            "target": session.target.code if session.target else None,
-            "pivot": session.pivot.code if session.pivot and session.mode == "plug" else None,
-            "stats": asdict(self.stats),
-        }
-        return d
+    @property
+    def record(self) -> AnswerRecord:
+        """The answer as every verb records one (:class:`plug_lite.formats.AnswerRecord`)."""
+        if self.parse is None:
+            return AnswerRecord.plain(self.output)
+        return AnswerRecord.from_parse(self.parse, self.output, self.spec)
+
+    def to_dict(self) -> dict:
+        """The question, the answer record with the text before and after its sections, and the stats."""
+        rec = self.record
+        return {"question": self.question, **rec.to_dict(), "preamble": rec.preamble, "extra": rec.extra,
+                "stats": asdict(self.stats)}
 
 
 class ChatSession:
@@ -170,7 +166,7 @@ class ChatSession:
     def ask(self, text: str) -> Iterator[StreamEvent]:
         """Stream the answer to ``text``; history is updated only when the answer completes."""
         t0 = time.perf_counter()
-        turn = Turn(question=text)
+        turn = Turn(question=text, spec=self.spec)
         self.last = turn
         eng = self.engine
         toks, stop = eng.tokenize(self.messages(text))
@@ -225,7 +221,7 @@ class ChatSession:
         """Ask and wait: the turn as a dict (answer, sections, status, stats)."""
         for _ in self.ask(text):
             pass
-        return self.last.to_dict(self)
+        return self.last.to_dict()
 
     def close(self) -> None:
         self.engine.close()
@@ -359,16 +355,17 @@ def main(
         if s.note:
             print(f"note: {s.note}", file=sys.stderr)
         d = s.answer(prompt.strip())
+        rec = s.last.record
         if as_json:
             d["note"] = s.note
             print(json.dumps(d, ensure_ascii=False, indent=2))
         else:
-            if show_pivot and d["pivot_instruction"] is not None:
-                print(f"{s.pivot.instruction_header} {d['pivot_instruction']}\n\n"
-                      f"{s.pivot.response_header} {d['pivot_response'] or ''}\n")
-            print(d["answer"])
-            if d["status"] not in ("ok", "plain"):
-                print(f"[status {d['status']}]", file=sys.stderr)
+            if show_pivot and rec.pivot_instruction is not None:
+                print(f"{s.pivot.instruction_header} {rec.pivot_instruction}\n\n"
+                      f"{s.pivot.response_header} {rec.pivot_response or ''}\n")
+            print(rec.answer)
+            if rec.status not in ("ok", "plain"):
+                print(f"[status {rec.status}]", file=sys.stderr)
         print(stats_line(s.last.stats), file=sys.stderr)
     return 0
 

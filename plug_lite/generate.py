@@ -10,7 +10,7 @@ has exactly these fields (judge, report and metrics read them)::
     seconds, finish_reason, generator, decoding {...}
 
 (Files written before these names held the language in ``lang`` and the target section in
-``target``; every reader takes both, see :func:`plug_lite.spec.upgrade_answer`.)
+``target``; every reader takes both, see :func:`plug_lite.formats.upgrade_answer`.)
 
 The target language, format, pivot and think variant default to what the model records: a
 GGUF's ``plug.*`` keys, or a training run folder's ``plug_run.json``.
@@ -43,14 +43,16 @@ from typing import Iterable, Iterator
 from . import formats, gguf_meta, languages, llm, runs
 from .cli import parse, parser_for
 from .engine import LlamaEngine
+from .formats import AnswerRecord, upgrade_answer
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
-from .spec import FORMATS, PlugSpec, upgrade_answer
+from .spec import FORMATS, PlugSpec
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
            "make_backend", "generate", "summarize", "main", "cli", "SelfTranslator", "translate_test_record"]
 
-FIELDS = ("id", "instruction", "category", "dataset", "output", "answer", "status", "target_response",
-          "pivot_instruction", "pivot_response", "format", "target", "pivot", "tokens", "seconds",
+#: The fields of one line: the instruction's, the answer's (:class:`plug_lite.formats.AnswerRecord`),
+#: then how it was made.
+FIELDS = ("id", "instruction", "category", "dataset", *AnswerRecord.FIELDS, "tokens", "seconds",
           "finish_reason", "generator", "decoding")
 
 
@@ -278,7 +280,7 @@ def recorded_spec(model: str | None) -> dict:
     if path.is_file() and (path.suffix.lower() == ".gguf" or _starts_with(path, gguf_meta.MAGIC)):
         return PlugSpec.gguf_values(gguf_meta.read_metadata(gguf_meta.check(path)))
     if path.is_dir() and runs.is_finished(path):
-        return {k: v for k, v in runs.run_spec(runs.read_run(path)).run_fields().items() if v not in (None, "")}
+        return {k: v for k, v in runs.RunRecord.load(path).spec.run_fields().items() if v not in (None, "")}
     return {}
 
 
@@ -304,24 +306,23 @@ def split_tokens(pieces: list[str] | None, spec: PlugSpec, completion_tokens: in
 
 
 def answer_record(rec: dict, gen: dict, *, spec: PlugSpec, seconds: float, generator: str, decoding: dict) -> dict:
-    finished = gen["finish_reason"] != "length"
-    p = formats.parse(gen["output"], **spec.parser_args(), finished=finished)
+    """The line of an answers file for the instruction ``rec`` and the backend's answer ``gen``."""
+    answer = AnswerRecord.parsed(gen["output"], spec, finished=gen["finish_reason"] != "length")
     piv, tgt = split_tokens(gen["pieces"], spec, gen["completion_tokens"])
+    return _line(rec, answer, gen, pivot_tokens=piv, target_tokens=tgt, seconds=seconds, generator=generator,
+                 decoding=decoding)
+
+
+def _line(rec: dict, answer: AnswerRecord, gen: dict, *, pivot_tokens: int | None, target_tokens: int | None,
+          seconds: float, generator: str, decoding: dict) -> dict:
     out = {
         "id": rec["id"],
         "instruction": rec["instruction"],
         "category": rec.get("category"),
         "dataset": rec.get("dataset"),
-        "output": gen["output"],
-        "answer": p.answer,
-        "status": p.status,
-        "target_response": p.target,
-        "pivot_instruction": p.pivot_instruction,
-        "pivot_response": p.pivot_response,
-        "format": spec.format,
-        "target": spec.target,
-        "pivot": spec.pivot_used,
-        "tokens": {"prompt": gen["prompt_tokens"], "completion": gen["completion_tokens"], "pivot": piv, "target": tgt},
+        **answer.to_dict(),
+        "tokens": {"prompt": gen["prompt_tokens"], "completion": gen["completion_tokens"], "pivot": pivot_tokens,
+                   "target": target_tokens},
         "seconds": round(seconds, 3),
         "finish_reason": gen["finish_reason"],
         "generator": generator,
@@ -377,20 +378,20 @@ def translate_test_record(backend, translator, rec: dict, *, system: str | None,
     gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     pivot_answer = gen["output"].strip()
     answer = translator(pivot_answer, source=pivot.code, target=target.code) if pivot_answer else ""
-    # The usual record (every field answer_record writes), with the three texts of this baseline.
-    row = answer_record(rec, gen, spec=spec, seconds=0.0, generator=generator, decoding=decoding)
-    row.update(
+    # The usual line, with the three texts of this baseline: every generated token is the pivot's.
+    record = AnswerRecord(
+        output=gen["output"],
         answer=answer,
         status="not_found" if not pivot_answer else "truncated" if gen["finish_reason"] == "length" else "ok",
         target_response=answer if pivot_answer else None,
         pivot_instruction=pivot_instruction,
         pivot_response=pivot_answer or None,
         format=TRANSLATE_TEST,
+        target=spec.target,
         pivot=pivot.code,
-        tokens={**row["tokens"], "pivot": gen["completion_tokens"], "target": None},
-        seconds=round(time.perf_counter() - t0, 3),
     )
-    return row
+    return _line(rec, record, gen, pivot_tokens=gen["completion_tokens"], target_tokens=None,
+                 seconds=time.perf_counter() - t0, generator=generator, decoding=decoding)
 
 
 def summarize(records: Iterable[dict]) -> dict:

@@ -46,9 +46,9 @@ from typing import Any, Callable
 
 from . import llm
 from .cli import run
+from .formats import upgrade_answer
 from .io import UserError, read_records, redact, write_json
 from .reporting import write_report
-from .spec import upgrade_answer
 
 __all__ = [
     "MODES",

@@ -1,9 +1,9 @@
 """The facts with one owner each (issue 13): the PLUG spec and its conversions, the GGUF value
-types, the run-folder layout and names, and the command lines built from typed mains."""
+types and the command lines built from typed mains (the run-folder layout and names:
+tests/test_runs.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +12,7 @@ import pytest
 
 from plug_lite import cli, gguf_meta, languages, runs, spec
 from plug_lite.io import UserError
-from plug_lite.spec import PlugSpec, SpecError, upgrade_answer
+from plug_lite.spec import PlugSpec, SpecError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_system_prompts_come_from_the_spec():
 def test_conversions_round_trip():
     s = PlugSpec("plug", "zh", "en", think=True)
     assert s.row_fields() == {"format": "plug", "target": "zh", "pivot": "en"}
-    assert PlugSpec.from_run(s.run_fields()) == s
+    assert runs.RunRecord.from_dict(s.run_fields()).spec == s  # plug_run.json is read back by runs.RunRecord
     md = s.gguf_fields()
     assert md == {"plug.format": "plug", "plug.target": "zh", "plug.pivot": "en", "plug.think": "true"}
     assert tuple(md) == spec.PLUG_KEYS and PlugSpec.from_gguf(md) == s
@@ -57,48 +57,12 @@ def test_conversions_round_trip():
     mixed = rows + [{"format": "mono", "target": "ko", "pivot": "ko"}]
     assert PlugSpec.from_rows(mixed, format="mono", target="es", pivot="en").target == "es"  # rows disagree
     with pytest.raises(UserError, match="run.json: missing field 'target'"):
-        PlugSpec.from_run({"format": "plug"}, "run.json")
-
-
-def test_answer_records_before_and_after_the_rename():
-    old = {"id": "1", "answer": "好", "target": "好", "lang": "zh", "pivot": "en", "_where": "a.jsonl:1"}
-    new = upgrade_answer(old)
-    assert new == {"id": "1", "answer": "好", "pivot": "en", "_where": "a.jsonl:1", "target_response": "好", "target": "zh"}
-    assert upgrade_answer(new) is new and old["target"] == "好"  # today's records pass through; nothing mutated
+        runs.RunRecord.from_dict({"format": "plug"}, "run.json")
 
 
 def test_gguf_value_types_are_gguf_pys():
     constants = pytest.importorskip("gguf.constants")
     assert {m.name: m.value for m in constants.GGUFValueType} == {k: v[0] for k, v in gguf_meta.VALUE_TYPES.items()}
-
-
-def test_one_naming_rule_and_the_work_folder(tmp_path):
-    assert runs.run_name("plug", "zh") == "plug-zh"
-    assert runs.run_name("mono", "ko", model="Qwen2.5 0.5B/x") == "Qwen2.5-0.5B-x-mono-ko"
-    work = runs.WorkFolder(tmp_path)
-    assert work.run_dir("plug", "zh") == tmp_path / "runs" / "plug-zh"
-    assert work.data_file("mono", "ko") == tmp_path / "data" / "train.mono.ko.jsonl"
-    assert work.answers_file("zh", "alpacaeval", "plug") == tmp_path / "eval" / "zh" / "alpacaeval.plug.jsonl"
-    assert work.judge_dir("zh", "alpacaeval") == tmp_path / "eval" / "zh" / "judge-alpacaeval"
-    assert work.report_dir("zh") == tmp_path / "eval" / "zh" / "report" and work.gguf_dir == tmp_path / "gguf"
-    run = work.run_dir("plug", "zh")
-    assert not runs.is_finished(run) and runs.export_report(run) is None
-    with pytest.raises(UserError, match="not found"):
-        runs.read_run(run)
-    run.mkdir(parents=True)
-    (run / runs.RUN_FILE).write_text(json.dumps({"format": "plug", "target": "zh"}))
-    assert runs.is_finished(run) and runs.run_spec(runs.read_run(run)) == PlugSpec("plug", "zh")
-    gguf = tmp_path / "gguf" / "m-Q8_0.gguf"
-    gguf.parent.mkdir()
-    gguf.write_bytes(b"GGUF")
-    report = {"files": {"Q8_0": {"path": str(gguf), "bytes": 4}}, "verify": {"greedy": {}}}
-    (run / runs.EXPORT_REPORT).write_text(json.dumps(report))
-    assert runs.export_report(run) == report and runs.export_report(run, "q8_0") == report
-    assert runs.export_report(run, "Q4_K_M") is None and runs.exported_gguf(run) == gguf
-    with pytest.raises(UserError, match="no Q4_K_M file exported"):
-        runs.exported_gguf(run, "Q4_K_M")
-    (run / runs.EXPORT_REPORT).write_text(json.dumps({**report, "verify": {"error": "parity"}}))
-    assert runs.export_report(run) is None  # a failed parity check is not an export
 
 
 def _verb_main(a: int, b: str = "x", *, out: str, flag: bool = True, quants: list[str] = ("Q4",),
