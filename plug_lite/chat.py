@@ -37,7 +37,7 @@ from typing import Iterator
 
 from . import formats, languages
 from .cli import run
-from .engine import LlamaEngine, StreamPrinter, TurnStats, stats_line
+from .engine import EngineOptions, LlamaEngine, StreamPrinter, TurnStats, stats_line
 from .formats import AnswerRecord, StreamEvent
 from .gguf_meta import check as check_gguf
 from .io import UserError
@@ -80,7 +80,8 @@ class Turn:
 
 
 class ChatSession:
-    """A multi-turn chat with a GGUF. ``ask(text)`` yields :class:`StreamEvent` s (section
+    """A multi-turn chat with a GGUF (loaded with ``options``, or an ``engine`` already loaded).
+    ``ask(text)`` yields :class:`StreamEvent` s (section
     ``pivot_instruction``/``pivot_response``/``target``/``preamble``/``extra``); afterwards
     :attr:`last` holds the :class:`Turn` (parse, stats). Use as a context manager or call
     :meth:`close`.
@@ -98,15 +99,11 @@ class ChatSession:
         pivot: str | None = None,
         think: bool | None = None,
         system: str | None = None,
-        ctx: int | None = None,
-        gpu_layers: int | None = None,
-        threads: int | None = None,
-        lora: str | os.PathLike | None = None,
+        options: EngineOptions | None = None,
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
-        seed: int = 0,
     ) -> None:
-        self.engine = engine or LlamaEngine(model_path, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
+        self.engine = engine or LlamaEngine(model_path, options)
         self.note: str | None = None
         self.spec = self.engine.spec(format=fmt, target=target, pivot=pivot, think=think)
         if self.spec is None:
@@ -312,10 +309,7 @@ def main(
     pivot: str | None = None,
     think: bool | None = None,
     system: str | None = None,
-    ctx: int | None = None,
-    gpu_layers: int | None = None,
-    threads: int | None = None,
-    lora: str | None = None,
+    options: EngineOptions = EngineOptions(),
     max_new_tokens: int = 1024,
     temperature: float = 0.0,
     show_pivot: bool = False,
@@ -331,24 +325,20 @@ def main(
         pivot: pivot language code (default: the GGUF's plug.pivot, else en)
         think: the <think> variant (default: the GGUF's plug.think)
         system: system prompt (default: the format's own)
-        ctx: context size in tokens (default 4096, capped by the model)
-        gpu_layers: layers to offload (default: all when a GPU is usable)
-        threads: CPU threads (default: every usable core)
-        lora: an adapter GGUF to apply over the base model
+        options: how llama.cpp loads the model (--ctx, --gpu-layers, --threads, --lora, --verbose)
         max_new_tokens: tokens per answer
         temperature: 0 = greedy
         show_pivot: print the pivot instruction and draft too
         as_json: one-shot: print all sections, status and stats as JSON
     """
     check_gguf(model)  # a bad path is the error to report, not an empty stdin
-    if lora:
-        check_gguf(lora)
+    if options.lora:
+        check_gguf(options.lora)
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
         if not prompt.strip():
             raise UserError("stdin is empty: give a prompt with --prompt or pipe text in")
-    with ChatSession(model, fmt=fmt, target=target, pivot=pivot, think=think, system=system,
-                     ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora,
+    with ChatSession(model, fmt=fmt, target=target, pivot=pivot, think=think, system=system, options=options,
                      max_new_tokens=max_new_tokens, temperature=temperature) as s:
         if prompt is None:
             return repl(s, show_pivot=show_pivot)
@@ -372,7 +362,7 @@ def main(
 
 def cli(argv: list[str] | None = None) -> int:
     return run(main, argv, prog="plug-lite chat", positional=("model",), names={"fmt": "--format", "as_json": "--json"},
-               choices={"fmt": ("plug", "mono")}, finish=lambda rc, args: rc)
+               choices={"fmt": ("plug", "mono")}, exclude=("options.seed",), finish=lambda rc, args: rc)
 
 
 if __name__ == "__main__":

@@ -229,10 +229,11 @@ def main(
     results = []
     if _judge_configured():
         from . import judge
+        from .llm import LLMSettings
 
         judge_out = work.judge_dir(target, EVAL_SET)
         judge_result = judge.main(str(answers["plug"]), str(answers["mono"]), out=str(judge_out), target=target,
-                                  model=judge_model)
+                                  judge=LLMSettings(model=judge_model))
         results = [str(p) for p in [judge_out / "judge.json"] if p.exists()]
     else:
         print("no judge configured: set OPENAI_API_KEY (OpenAI) or PLUG_LITE_JUDGE_BASE_URL="

@@ -15,6 +15,7 @@ import plug_gguf  # noqa: E402
 
 from plug_lite import formats  # noqa: E402
 from plug_lite.chat import ChatSession, ContextOverflow, one_shot  # noqa: E402
+from plug_lite.engine import EngineOptions  # noqa: E402
 from plug_lite.io import UserError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_session_streams_sections_and_keeps_target_history(plug_model):
 
 
 def test_interrupted_or_failed_turn_keeps_the_session(plug_model):
-    with ChatSession(plug_model["plug"], ctx=256) as s:
+    with ChatSession(plug_model["plug"], options=EngineOptions(ctx=256)) as s:
         gen = s.ask(Q[0][0])
         next(gen)
         gen.close()  # what Ctrl-C does in the REPL

@@ -237,6 +237,7 @@ def test_endpoint_401_stops_with_one_line(tmp_path):
 from scripted_openai import ScriptedOpenAI, user_text  # noqa: E402
 
 from plug_lite import judge  # noqa: E402
+from plug_lite.llm import LLMSettings  # noqa: E402
 
 
 def translating_server(fail_on: tuple[str, ...] = ()):
@@ -289,7 +290,8 @@ def test_translate_test_baseline_over_http(tmp_path, capsys):
     mono.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"], "answer": "答案"},
                                        ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
     with ScriptedOpenAI("[[A]]") as srv:
-        res = judge.main(a=str(out), b=str(mono), out=str(tmp_path / "j"), base_url=srv.url, api_key="k", bootstrap=0)
+        res = judge.main(a=str(out), b=str(mono), out=str(tmp_path / "j"), judge=LLMSettings(base_url=srv.url, api_key="k"),
+                         bootstrap=0)
         assert srv.calls == 6 and "[Chinese] Answer to:" in user_text(srv.bodies[0])
     assert res["aggregate"]["overall"]["n"] == 3 and res["aggregate"]["overall"]["error"] == 0
     assert res["files"]["a"]["format"] == "translate_test"

@@ -1,16 +1,14 @@
-"""The facts with one owner each (issue 13): the PLUG spec and its conversions, the GGUF value
-types and the command lines built from typed mains (the run-folder layout and names:
-tests/test_runs.py)."""
+"""The facts with one owner each (issue 13): the PLUG spec and its conversions and the GGUF value
+types (the run-folder layout and names: tests/test_runs.py; the command lines built from typed
+mains: tests/test_cli.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from plug_lite import cli, gguf_meta, languages, runs, spec
+from plug_lite import gguf_meta, languages, runs, spec
 from plug_lite.io import UserError
 from plug_lite.spec import PlugSpec, SpecError
 
@@ -63,54 +61,3 @@ def test_conversions_round_trip():
 def test_gguf_value_types_are_gguf_pys():
     constants = pytest.importorskip("gguf.constants")
     assert {m.name: m.value for m in constants.GGUFValueType} == {k: v[0] for k, v in gguf_meta.VALUE_TYPES.items()}
-
-
-def _verb_main(a: int, b: str = "x", *, out: str, flag: bool = True, quants: list[str] = ("Q4",),
-               target: str | None = None, n: float = 0.5) -> dict:
-    """A verb.
-
-    Args:
-        a: the first
-        b: the second, on
-            two lines
-        out: where it goes
-        flag: a switch
-        quants: repeatable
-        target: the language
-        n: a number
-    """
-    return dict(a=a, b=b, out=out, flag=flag, quants=quants, target=target, n=n)
-
-
-def test_flags_from_a_typed_main():
-    ap = cli.parser_for(_verb_main, prog="t", positional=("a", "b"), names={"target": ("--target", "--lang")},
-                        parser=__import__("argparse").ArgumentParser(prog="t"))
-    text = ap.format_help()
-    assert "the second, on two lines" in text and "--flag, --no-flag" in text and "--target TARGET, --lang TARGET" in text
-    assert "a number (default: 0.5)" in text
-    got = cli.parse(ap, _verb_main, ["3", "--out", "o", "--no-flag", "--lang", "zh", "--quants", "Q8", "--quants", "F16"])
-    assert _verb_main(**got) == dict(a=3, b="x", out="o", flag=False, quants=["Q8", "F16"], target="zh", n=0.5)
-    got = cli.parse(ap, _verb_main, ["3", "y", "--out", "o"])
-    assert _verb_main(**got)["quants"] == ("Q4",) and _verb_main(**got)["b"] == "y"  # an unset list keeps the default
-    with pytest.raises(SystemExit):
-        ap.parse_args(["3"])  # --out is required: it has no default
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=120,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-
-
-def test_python_m_plug_lite_lists_the_verbs_and_each_help_comes_from_main():
-    r = _run("-m", "plug_lite", "--help")
-    assert r.returncode == 0 and all(verb in r.stdout for verb in cli.VERBS)
-    assert _run("-m", "plug_lite", "nope").returncode == 2
-    for verb, flag in (("generate", "--target TARGET, --lang TARGET"), ("judge", "--report, --no-report"),
-                       ("chat", "--json, --no-json"), ("export", "--verify, --no-verify"),
-                       ("report", "--chart, --no-chart"), ("demo", "--target TARGET, --lang TARGET"),
-                       ("translate", "--dry-run"), ("extract", "--format {plug,mono,pivot_only}"),
-                       ("share", "--push USER/REPO"), ("train", "--think, --no-think")):
-        r = _run("-m", "plug_lite", verb, "--help")
-        assert r.returncode == 0 and flag in r.stdout, (verb, r.stdout + r.stderr)
-    r = _run("-m", "plug_lite", "data", "build", "--help")
-    assert r.returncode == 0 and "--system, --no-system" in r.stdout
