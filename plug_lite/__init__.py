@@ -37,3 +37,9 @@ Orchestrators: ``demo`` (``make demo``) and ``notebook`` (the helpers the notebo
 """
 
 __version__ = "0.1.0"
+
+# transformers 4.57.3+ warns of "an incorrect regex pattern" at every load of a tokenizer folder it
+# saved itself; for the models plug_lite uses that is a false alarm (the reasons are in gemma.py).
+from .gemma import quiet_regex_warning as _quiet_regex_warning  # noqa: E402
+
+_quiet_regex_warning()

@@ -101,6 +101,19 @@ def test_cli_one_shot_text_stdin_and_json(plug_model):
     assert Q[0][1] in r.stdout and Q[0][2] in r.stdout and r.stdout.rstrip().endswith(Q[0][3])
 
 
+def test_llama_cpp_log_only_with_verbose(plug_model):
+    """llama.cpp logs while it loads (a warning for a context above the 4096 tokens this model was
+    trained for, info lines); chat shows none of it unless --verbose, and answers the same."""
+    quiet = run_chat(plug_model["plug"], "--prompt", Q[0][0], "--ctx", "8192", "--json")
+    loud = run_chat(plug_model["plug"], "--prompt", Q[0][0], "--ctx", "8192", "--json", "--verbose")
+    assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "llama_context:" not in quiet.stderr and "training context overflow" not in quiet.stderr
+    assert quiet.stderr.strip().splitlines()[-1].startswith("[")  # the stats line, nothing else
+    assert "n_ctx_seq (8192) > n_ctx_train (4096) -- possible training context overflow" in loud.stderr
+    assert "llama_context:" in loud.stderr
+    assert json.loads(quiet.stdout)["answer"] == json.loads(loud.stdout)["answer"] == Q[0][3]
+
+
 @pytest.mark.parametrize("kind", ["missing", "not_gguf", "truncated", "folder"])
 def test_bad_model_file_is_one_line_exit_2(plug_model, tmp_path, kind):
     path = tmp_path / "m.gguf"

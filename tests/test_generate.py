@@ -107,6 +107,22 @@ def test_llama_cpp_resumes_after_sigkill(plug_model, tmp_path):
     assert out.stat().st_size == size
 
 
+def test_llama_cpp_log_only_with_verbose(plug_model, tmp_path, capsys):
+    """llama.cpp's own log (here its warning about a context above the 4096 tokens the model was
+    trained for, and its info lines) stays off the terminal unless --verbose."""
+    ev = tmp_path / "eval.jsonl"
+    write_eval(ev)
+    args = [str(plug_model["plug"]), "--eval-set", str(ev), "--lang", "zh", "--limit", "1", "--ctx", "8192",
+            "--max-new-tokens", "8", "--no-progress"]
+    assert G.cli([*args, "--out", str(tmp_path / "quiet.jsonl")]) == 0
+    quiet = capsys.readouterr().err
+    assert "answers (" in quiet and "llama_context:" not in quiet and "possible training context overflow" not in quiet
+    assert G.cli([*args, "--out", str(tmp_path / "loud.jsonl"), "--verbose"]) == 0
+    loud = capsys.readouterr().err
+    assert "n_ctx_seq (8192) > n_ctx_train (4096) -- possible training context overflow" in loud
+    assert "llama_context:" in loud and "answers (" in loud
+
+
 def test_length_limit_and_summary(plug_model, tmp_path):
     ev = tmp_path / "eval.jsonl"
     recs = write_eval(ev)
