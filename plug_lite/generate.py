@@ -571,23 +571,23 @@ def main(
             tt_cfg = replace(translator, max_retries=endpoint.max_retries,
                              max_tokens=max(1024, 2 * max_new_tokens)).resolved()
     be = make_backend(model, backend=backend, endpoint=endpoint, base=base, options=replace(options, seed=seed))
-    translator = None
+    to_pivot_and_back = None  # the translate-test baseline's translator
     try:
         fmt = fmt or recorded.get("format") or "plug"
         pivot = pivot or recorded.get("pivot") or "en"
         if tt_cfg is not None:
             from .translation import TextTranslator
 
-            translator = TextTranslator(tt_cfg, Path(out).with_name(Path(out).stem + ".translate-cache.jsonl"))
+            to_pivot_and_back = TextTranslator(tt_cfg, Path(out).with_name(Path(out).stem + ".translate-cache.jsonl"))
         elif translate_test == "self":
-            translator = SelfTranslator(be, max_new_tokens=2 * max_new_tokens, seed=seed)
+            to_pivot_and_back = SelfTranslator(be, max_new_tokens=2 * max_new_tokens, seed=seed)
         summary = generate(be, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            generator=generator, progress=progress, think=bool(recorded.get("think")),
-                           translator=translator)
+                           translator=to_pivot_and_back)
     finally:
-        if translator is not None:
-            translator.close()
+        if to_pivot_and_back is not None:
+            to_pivot_and_back.close()
         be.close()
     return summary
 
