@@ -66,10 +66,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, batching, formats, runs, templates, turn_tokens
-from .cli import add_arguments, dataclass_params, value_type
-from .io import JsonlAppender, UserError, read_records, run_cli, write_json, atomic_write_text
-from .spec import FORMATS, PlugSpec
+from .. import __version__, formats, runs, templates
+from ..cli import add_arguments, dataclass_params, value_type
+from ..io import JsonlAppender, UserError, read_records, run_cli, write_json, atomic_write_text
+from ..spec import FORMATS, PlugSpec
+from . import batching, turn_tokens
 
 __all__ = ["TrainConfig", "PRESETS", "BACKENDS", "Prepared", "prepare", "train", "main", "cli", "load_config", "choose_backend"]
 
@@ -243,7 +244,7 @@ def load_rows(cfg: TrainConfig) -> tuple[list[dict], dict]:
     """(rows, data summary) from ``cfg.data``: a JSONL file or ``sample``."""
     if cfg.data == "sample":
         try:
-            from . import data as plug_data
+            from .. import data as plug_data
         except ImportError:
             raise UserError("--data sample needs plug_lite.data, which is not in this install; pass --data ROWS.jsonl") from None
         rows, summary = plug_data.sample_rows(PlugSpec(cfg.format, cfg.target, cfg.pivot, cfg.think))
@@ -274,7 +275,7 @@ def resolve_model(model: str) -> tuple[str, Path | None]:
     """(name to load, local folder or None for a hub name). Unknown local paths are errors."""
     if model == "default":
         try:
-            from . import gemma
+            from .. import gemma
         except ImportError:
             raise UserError(
                 '--model default needs plug_lite.gemma (the embedded Gemma-3-270M), which is not in this '

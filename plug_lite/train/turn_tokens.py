@@ -154,7 +154,7 @@ def plan(model, tokenizer, eos: str, mode: str = "auto") -> TokenPlan:
     """Which turn-token rows to train: ``auto`` those that look untrained in the input embedding or
     the output head, ``all`` every turn token, ``none`` no row."""
     if mode not in MODES:
-        from .io import UserError
+        from ..io import UserError
 
         raise UserError(f"unknown turn-token mode {mode!r}; expected one of {', '.join(MODES)}")
     tied = _tied(model)
