@@ -1,4 +1,4 @@
-"""The chat template's turn tokens, and whether a base model ever learned them.
+"""Step 5, turn tokens: the chat template's turn tokens, and whether a base model ever learned them.
 
 A tuned model stops when it emits the token its chat template writes after an assistant turn
 (``<end_of_turn>``, ``<|im_end|>``). A *base* model may never have seen that token: its embedding

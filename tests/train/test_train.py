@@ -4,7 +4,9 @@ errors with exit code 2. Rows: tests/train/train_rows.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -203,3 +205,15 @@ def test_shipped_configs_load_and_explain_themselves(name):
     c = T.load_config(path)
     resolved, preset = T.resolve(c, cuda_capability=(7, 5))
     assert preset in T.PRESETS and resolved.max_length and resolved.batch_size
+
+
+def test_both_module_entry_points_give_every_field_as_a_flag(tmp_path):
+    """``python -m plug_lite.train`` (the package's __main__) and ``python -m plug_lite train`` print
+    the same help, with one flag per TrainConfig field."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    helps = [subprocess.run([sys.executable, "-m", *how, "--help"], capture_output=True, text=True, cwd=tmp_path,
+                            env=env, timeout=120) for how in (["plug_lite.train"], ["plug_lite", "train"])]
+    assert all(p.returncode == 0 for p in helps), [p.stderr for p in helps]
+    assert helps[0].stdout == helps[1].stdout
+    for f in dataclasses.fields(T.TrainConfig):
+        assert "--" + f.name.replace("_", "-") in helps[0].stdout, f.name
