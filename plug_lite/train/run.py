@@ -73,10 +73,10 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     TrainerCallbacks."""
     _check_early(config)
     capability = cuda_capability()
-    cfg, preset = resolve(config, cuda_capability=capability)
-    rows, data_summary = load_rows(cfg)
+    cfg, preset = resolve(config, cuda_capability=capability)  # 1. config and preset
+    rows, data_summary = load_rows(cfg)  # 2. rows
     spec = rows_spec(rows, cfg)
-    backend = pick_backend(cfg.backend, capability)
+    backend = pick_backend(cfg.backend, capability)  # 3. backend, base model
     print(f"backend: {backend.name} ({backend.reason}); preset: {preset}")
     name, local = resolve_model(cfg.model)
     folder = open_run_folder(cfg)
@@ -86,17 +86,18 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     print(f"model: {cfg.model} -> {base.base_name} {base.size_label} ({base.parameters:,} parameters); "
           f"data: {data_summary['source']}, {len(rows)} rows")
     model, tokenizer = load_base(cfg, base.name, backend.name, backend.dtype)
-    chat = setup_chat_format(tokenizer, cfg.chat_template)
-    token_plan = turn_tokens.plan(model, tokenizer, chat.eos, cfg.turn_tokens)
+    chat = setup_chat_format(tokenizer, cfg.chat_template)  # 4. chat template, EOS
+    token_plan = turn_tokens.plan(model, tokenizer, chat.eos, cfg.turn_tokens)  # 5. turn tokens
     print(token_plan.summary())
-    model = add_lora(model, cfg, backend.name, token_plan)
+    model = add_lora(model, cfg, backend.name, token_plan)  # 3. the adapter
     set_pad_token(tokenizer, chat.eos_id)
-    planned = batching.plan(model, tokenizer, rows, packing=bool(cfg.packing), group_by_tokens=bool(cfg.group_by_tokens))
-    trainer = build_trainer(model, tokenizer, rows, cfg, backend, eos=chat.eos, token_plan=token_plan,
+    planned = batching.plan(  # 8. what the model allows
+        model, tokenizer, rows, packing=bool(cfg.packing), group_by_tokens=bool(cfg.group_by_tokens))
+    trainer = build_trainer(model, tokenizer, rows, cfg, backend, eos=chat.eos, token_plan=token_plan,  # 6. trainer
                             group_by_length=bool(cfg.packing) and planned.mode == "rows",
                             checkpoints=folder.checkpoints, metrics_file=folder.metrics_file, callbacks=callbacks)
-    mask = check_loss_mask(trainer, tokenizer, cfg, chat, rows)
-    layout = _lay_out(trainer, tokenizer, cfg, planned, rows=mask.rows)
+    mask = check_loss_mask(trainer, tokenizer, cfg, chat, rows)  # 7. loss mask
+    layout = _lay_out(trainer, tokenizer, cfg, planned, rows=mask.rows)  # 8. batching
     data_summary.update(mask.summary(), batching=layout)
     return Prepared(cfg=cfg, folder=folder, backend=backend, base=base, spec=spec, chat=chat, token_plan=token_plan,
                     tokenizer=tokenizer, trainer=trainer, data_summary=data_summary)
