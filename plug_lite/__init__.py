@@ -32,11 +32,13 @@ Ground floor (standard library only at import time)
 Libraries any verb may use: ``data`` (training rows; also the ``data`` command), ``extract``
 (sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics``,
 ``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``translation``
-(one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``, ``batching``,
-``turn_tokens``.
+(one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``.
 
 Verbs (``plug-lite <verb>``, ``python -m plug_lite <verb>``, ``python -m plug_lite.<verb>``):
 ``train``, ``export``, ``share``, ``chat``, ``generate``, ``judge``, ``report``, ``translate``.
+``train`` is a package whose files are its steps, read top to bottom in its docstring; its
+``batching`` (rows into micro-batches) and ``turn_tokens`` (the chat template's special tokens'
+embedding rows) serve training alone and live inside it.
 Orchestrators: ``demo`` (``make demo``) and ``notebook`` (the helpers the notebooks call).
 """
 
