@@ -48,7 +48,7 @@ from .formats import AnswerRecord, upgrade_answer
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
 from .spec import FORMATS, PlugSpec
 
-__all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
+__all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend", "backend_kind",
            "make_backend", "generate", "summarize", "main", "cli", "SelfTranslator", "translate_test_record"]
 
 #: The fields of one line: the instruction's, the answer's (:class:`plug_lite.formats.AnswerRecord`),
@@ -247,10 +247,10 @@ class OpenAIBackend:
 ENDPOINT = llm.LLMSettings(timeout=600.0)
 
 
-def make_backend(model: str | None, *, backend: str | None = None, endpoint: llm.LLMSettings = ENDPOINT,
-                 base: str | None = None, options: EngineOptions | None = None):
-    """The backend for ``model`` (or ``endpoint.base_url``), chosen by ``backend`` or by what
-    ``model`` is: a .gguf file (llama.cpp), a folder (transformers), none (the endpoint)."""
+def backend_kind(model: str | None, backend: str | None = None, endpoint: llm.LLMSettings = ENDPOINT) -> str:
+    """The backend for ``model`` (or ``endpoint.base_url``): ``backend``, or what ``model`` is: a
+    .gguf file (llama.cpp), a folder (transformers), none (the endpoint). A missing model path
+    is an error here, before anything else is read."""
     if backend is None:
         if endpoint.base_url:
             backend = "openai"
@@ -263,16 +263,25 @@ def make_backend(model: str | None, *, backend: str | None = None, endpoint: llm
     if backend == "openai":
         if not endpoint.base_url:
             raise UserError("--backend openai needs --base-url")
-        return OpenAIBackend(replace(endpoint, model=endpoint.model or model))
+        return backend
+    if backend not in ("llama.cpp", "transformers"):
+        raise UserError(f"unknown backend {backend!r}; expected llama.cpp, transformers or openai")
     if model is None:
         raise UserError(f"--backend {backend} needs a model path")
     if not Path(model).exists():
         raise UserError(f"{model}: not found")
+    return backend
+
+
+def make_backend(model: str | None, *, backend: str | None = None, endpoint: llm.LLMSettings = ENDPOINT,
+                 base: str | None = None, options: EngineOptions | None = None):
+    """The backend for ``model`` (or ``endpoint.base_url``), of the kind :func:`backend_kind` picks."""
+    backend = backend_kind(model, backend, endpoint)
+    if backend == "openai":
+        return OpenAIBackend(replace(endpoint, model=endpoint.model or model))
     if backend == "llama.cpp":
         return LlamaCppBackend(model, options)
-    if backend == "transformers":
-        return TransformersBackend(model, base=base)
-    raise UserError(f"unknown backend {backend!r}; expected llama.cpp, transformers or openai")
+    return TransformersBackend(model, base=base)
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,6 +565,7 @@ def main(
         translator.api_key: translator key (prefer env OPENAI_API_KEY); never printed
     """
     refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": options.lora, "--base": base})
+    backend_kind(model, backend, endpoint)  # a missing model file is the first thing to say
     recorded = recorded_spec(model)
     target = target or recorded.get("target")
     if not target:

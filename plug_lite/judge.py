@@ -42,10 +42,10 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from . import llm
-from .cli import run
+from .cli import FOLDER, run
 from .formats import upgrade_answer
 from .io import UserError, read_records, redact, write_json
 from .reporting import write_report
@@ -702,7 +702,7 @@ def main(
     a: str,
     b: str | None = None,
     *,
-    out: str,
+    out: Annotated[str, FOLDER],
     mode: str = "pairwise",
     eval_set: str | None = None,
     target: str | None = None,

@@ -268,3 +268,89 @@ def test_an_answer_that_outgrows_the_context_stops_at_its_end(plug_model):
     d = json.loads(r.stdout)
     assert d["stats"]["finish_reason"] == "length"
     assert d["stats"]["prompt_tokens"] + d["stats"]["completion_tokens"] == 30
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers out of range and output paths of the wrong kind: refused by the command line's one rule
+# (plug_lite.cli.CHECKS, Annotated parameters) before anything runs, naming the flag and value.
+
+
+def _argument_cases(d: Path, model: Path) -> dict[str, tuple[list, tuple[str, ...]]]:
+    (d / "folder").mkdir(exist_ok=True)
+    (d / "file.json").write_text("{}\n", encoding="utf-8")
+    (d / "bad.yaml").write_text("lr: -1\n", encoding="utf-8")
+    gen = ["generate", model, "--eval-set", "sample", "--out", d / "a.jsonl"]
+    endpoint = ["--base-url", "http://127.0.0.1:9/v1", "--api-key", "sk-not-used"]
+    judge = ["judge", d / "file.json", d / "file.json", "--out", d / "j", *endpoint]
+    translate = ["translate", d / "file.json", "--target", "ko", "--out", d / "t.jsonl", *endpoint]
+    return {
+        # defect 14: counts, temperatures and timeouts
+        "max_new_tokens_0": ([*gen, "--max-new-tokens", "0"], ("--max-new-tokens 0", "at least 1")),
+        "max_new_tokens_-1": ([*gen, "--max-new-tokens", "-1"], ("--max-new-tokens -1", "at least 1")),
+        "limit_-1": ([*gen, "--limit", "-1"], ("--limit -1", "at least 1")),
+        "limit_0": ([*translate, "--limit", "0"], ("--limit 0", "at least 1")),
+        "temperature_nan": (["chat", model, "--prompt", "hi", "--temperature", "nan"],
+                            ("--temperature nan", "not a finite number")),
+        "temperature_-0.5": ([*gen, "--temperature", "-0.5"], ("--temperature -0.5", "at least 0")),
+        "timeout_0": ([*judge, "--timeout", "0"], ("--timeout 0.0", "above 0")),
+        "parallel_0": ([*translate, "--parallel", "0"], ("--parallel 0", "at least 1")),
+        "max_retries_-1": ([*judge, "--max-retries", "-1"], ("--max-retries -1", "at least 0")),
+        "price_inf": ([*judge, "--price-in", "inf"], ("--price-in inf", "not a finite number")),
+        "threads_0": (["chat", model, "--prompt", "hi", "--threads", "0"], ("--threads 0", "at least 1")),
+        "export_prompts_0": (["export", d / "folder", "--prompts", "0"], ("--prompts 0", "at least 1")),
+        # defect 18 and its kin: training settings, from flags or a config file
+        "train_lr_-1": (["train", "--lr", "-1"], ("--lr -1.0", "above 0")),
+        "train_lr_in_config": (["train", "--config", d / "bad.yaml"], ("bad.yaml: lr -1.0", "above 0")),
+        "train_epochs_0": (["train", "--epochs", "0"], ("--epochs 0.0", "above 0")),
+        "train_lora_r_0": (["train", "--lora-r", "0"], ("--lora-r 0", "at least 1")),
+        "train_lora_dropout_1": (["train", "--lora-dropout", "1"], ("--lora-dropout 1.0", "below 1")),
+        "train_seed_-1": (["train", "--seed", "-1"], ("--seed -1", "at least 0")),
+        "train_max_steps_0": (["train", "--max-steps", "0"], ("--max-steps 0", "-1 or at least 1")),
+        # defect 7: output paths of the wrong kind
+        "data_out_folder": (["data", "build", "--target", "zh", "--source", "sample", "--out", d / "folder"],
+                            ("--out", "folder", "is a folder; this output is a file")),
+        "generate_out_folder": ([*gen[:-1], d / "folder"], ("--out", "is a folder; this output is a file")),
+        "judge_out_file": ([*judge[:-len(endpoint) - 1], d / "file.json", *endpoint],
+                           ("--out", "file.json: is a file; this output is a folder")),
+        "report_out_file": (["report", d / "file.json", "--out", d / "file.json"], ("--out", "is a file")),
+        "export_out_dir_file": (["export", d / "folder", "--out-dir", d / "file.json"], ("--out-dir", "is a file")),
+        "train_output_dir_file": (["train", "--output-dir", d / "file.json"], ("--output-dir", "is a file")),
+        "out_inside_a_file": (["data", "build", "--target", "zh", "--source", "sample", "--out",
+                               d / "file.json" / "rows.jsonl"], ("file.json is a file, not a folder",)),
+        # defect 15: a missing model is said before anything the model would have told
+        "generate_missing_model": (["generate", d / "nope.gguf", "--eval-set", "sample", "--out", d / "a.jsonl"],
+                                   ("nope.gguf: not found",)),
+    }
+
+
+ARGUMENT_CASES = [
+    "max_new_tokens_0", "max_new_tokens_-1", "limit_-1", "limit_0", "temperature_nan", "temperature_-0.5", "timeout_0",
+    "parallel_0", "max_retries_-1", "price_inf", "threads_0", "export_prompts_0", "train_lr_-1", "train_lr_in_config",
+    "train_epochs_0", "train_lora_r_0", "train_lora_dropout_1", "train_seed_-1", "train_max_steps_0", "data_out_folder",
+    "generate_out_folder", "judge_out_file", "report_out_file", "export_out_dir_file", "train_output_dir_file",
+    "out_inside_a_file", "generate_missing_model"]
+
+
+@pytest.mark.parametrize("case", ARGUMENT_CASES)
+def test_arguments_out_of_range_or_of_the_wrong_kind(plug_model, tmp_path, case):
+    args, words = _argument_cases(tmp_path, plug_model["plug"])[case]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    refused(plug_lite(*args), *words)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_every_number_flag_has_a_range():
+    """A new count, size, rate or time flag must say what it may be (plug_lite.cli.CHECKS)."""
+    import importlib
+
+    from plug_lite import cli
+    from plug_lite.train.config import TrainConfig
+
+    params = cli.dataclass_params(TrainConfig)
+    for verb, (module, _) in cli.VERBS.items():
+        if verb != "train":
+            params += cli.flag_params(importlib.import_module(f"plug_lite.{module}").main)
+    unchecked = {p.name for p in params if cli.value_type(p.type)[0] in (int, float) and p.check is None}
+    assert unchecked == {"options.ctx"}  # the engine checks --ctx against the model's trained context
+    outs = {p.name: p.check for p in params if p.name in ("out", "out_dir", "output_dir", "cache")}
+    assert all(isinstance(c, cli.PathKind) for c in outs.values()), outs
