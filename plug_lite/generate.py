@@ -33,6 +33,7 @@ written (a rerun retries it); the exit status is 0, 1 (no answer succeeded) or 3
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -45,7 +46,8 @@ from . import formats, gguf_meta, languages, llm, runs
 from .cli import parse, parser_for
 from .engine import EngineOptions, LlamaEngine
 from .formats import AnswerRecord, upgrade_answer
-from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
+from .io import (JsonlAppender, UserError, file_identity, read_jsonl_resumable, read_records, redact, refuse_changed,
+                 refuse_overwrite, run_cli)
 from .spec import FORMATS, PlugSpec
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend", "backend_kind",
@@ -92,6 +94,10 @@ class LlamaCppBackend:
     def __init__(self, model: str, options: EngineOptions | None = None) -> None:
         self.engine = LlamaEngine(model, options)
         self.default_name = Path(model).stem
+        #: what the answers depend on, recorded in each line and compared on resume
+        self.fingerprint = {"model": file_identity(model)}
+        if options is not None and options.lora:
+            self.fingerprint["lora"] = file_identity(options.lora)
 
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         eng = self.engine
@@ -147,9 +153,12 @@ class TransformersBackend:
             self.tok = AutoTokenizer.from_pretrained(str(tok_src))
             m = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=dtype)
             self.model = PeftModel.from_pretrained(m, str(adapter))
+            weights = sorted(adapter.glob("*.safetensors")) + sorted(Path(base).glob("*.safetensors"))
         else:
             self.tok = AutoTokenizer.from_pretrained(str(folder))
             self.model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=dtype)
+            weights = sorted(folder.glob("*.safetensors"))
+        self.fingerprint = {"model": file_identity(*weights)}
         self.model.to(self.device).eval()
         self.default_name = folder.name
         if not self.tok.chat_template:
@@ -211,6 +220,7 @@ class OpenAIBackend:
             model_name = ids[0]
         self.model_name = model_name
         self.default_name = model_name
+        self.fingerprint = {"model": model_name}
 
     def _call(self, fn):
         o = self._openai
@@ -428,7 +438,8 @@ def summarize(records: Iterable[dict]) -> dict:
 
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
-             generator: str | None = None, progress: bool = True, think: bool = False, translator=None) -> dict:
+             generator: str | None = None, progress: bool = True, think: bool = False, translator=None,
+             force_resume: bool = False) -> dict:
     """Answer ``records`` into ``out`` (appending; ids already there are skipped). Returns the
     summary of the whole file, with this run's ``made`` and ``failed`` answers and the
     ``first_error``. An answer whose call fails (an endpoint's error after its retries, an
@@ -437,25 +448,40 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
 
     ``translator`` (``text, source=, target= -> text``) makes it the translate-test baseline:
     format ``translate_test``, the model answers the translated instruction in the pivot language
-    (system prompt: answer in the pivot) and its answer is translated back."""
+    (system prompt: answer in the pivot) and its answer is translated back.
+
+    A rerun continues ``out`` only when it would answer as the run that wrote it: the model (its
+    file's identity, :func:`plug_lite.io.file_identity`, not its name), the LoRA, the system
+    prompt, the decoding (``max_new_tokens``, ``temperature``, the seed when sampling), the
+    translator and the generator name are recorded in each line's ``decoding`` and compared with
+    the last line's; a difference is a one-line error naming the setting, unless
+    ``force_resume``. Answers of another format or target language are never added."""
     if translator is not None:
         fmt, spec = TRANSLATE_TEST, PlugSpec("mono", target, pivot)
     else:
         spec = PlugSpec(fmt, target, pivot, think and fmt == "plug")
     generator = generator or backend.default_name
-    decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
-                "greedy": temperature <= 0, "seed": seed}
     if translator is not None:
-        decoding["translator"] = translator.public()
         # the model answers in the pivot: the mono prompt of the pivot language
         system = system if system is not None else PlugSpec("mono", spec.pivot_language).system_prompt()
     system = system if system is not None else spec.system_prompt()
+    decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
+                "greedy": temperature <= 0, "seed": seed, **getattr(backend, "fingerprint", {}),
+                "system": hashlib.sha256(system.encode("utf-8")).hexdigest()[:16] if system else None}
+    if translator is not None:
+        decoding["translator"] = translator.public()
     done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
-    for d in done[:1]:
-        for key, want in (("format", fmt), ("target", spec.target), ("generator", generator)):
-            if d.get(key) != want:
-                raise UserError(f"{out}: holds answers with {key}={d.get(key)!r}, this run has {want!r}: "
+    if done:
+        last = done[-1]
+        for key, want in (("format", fmt), ("target", spec.target)):  # never mixed in one file
+            if last.get(key) != want:
+                raise UserError(f"{out}: holds answers with {key}={last.get(key)!r}, this run has {want!r}: "
                                 "use another --out file")
+        recorded = {"generator": last.get("generator"), **(last.get("decoding") or {})}
+        now = {"generator": generator,  # (the system prompt names the pivot language)
+               **{k: v for k, v in decoding.items() if k != "greedy" and (k != "seed" or temperature > 0)}}
+        refuse_changed(str(out), recorded, now, made="holds answers made", instead="another --out file",
+                       force=force_resume)
     done_ids = {str(d["id"]) for d in done}
     todo = [r for r in records if str(r["id"]) not in done_ids]
     bar = _progress(len(records), len(records) - len(todo), progress)
@@ -529,6 +555,7 @@ def main(
     progress: bool = True,
     translate_test: str | None = None,
     translator: llm.LLMSettings = llm.LLMSettings(),
+    force_resume: bool = False,
 ) -> dict:
     """Answer every instruction of ``eval_set`` with ``model`` into ``out``; returns the summary
     (see :func:`generate`).
@@ -563,6 +590,8 @@ def main(
         translator.model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
         translator.base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
         translator.api_key: translator key (prefer env OPENAI_API_KEY); never printed
+        force_resume: add to an --out file whose answers were made with another model, LoRA,
+            system prompt, decoding or translator (refused by default, naming the setting)
     """
     refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": options.lora, "--base": base})
     backend_kind(model, backend, endpoint)  # a missing model file is the first thing to say
@@ -594,7 +623,7 @@ def main(
         summary = generate(be, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            generator=generator, progress=progress, think=bool(recorded.get("think")),
-                           translator=to_pivot_and_back)
+                           translator=to_pivot_and_back, force_resume=force_resume)
     finally:
         if to_pivot_and_back is not None:
             to_pivot_and_back.close()

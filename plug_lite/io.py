@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -37,6 +38,8 @@ __all__ = [
     "read_jsonl_resumable",
     "JsonlAppender",
     "check_disk_space",
+    "file_identity",
+    "refuse_changed",
     "run_cli",
     "redact",
 ]
@@ -402,6 +405,40 @@ def check_disk_space(folder: str | os.PathLike, need_bytes: int, what: str = "th
             f"{folder}: not enough disk space for {what}: need about {need_bytes / 2**20:.0f} MiB, "
             f"{free / 2**20:.0f} MiB free"
         )
+
+
+def file_identity(*paths: str | os.PathLike) -> str:
+    """What tells files apart without reading them whole (a model of gigabytes in milliseconds):
+    the sha256 of each file's size and of 16 pieces of 64 KiB spread evenly through it (the whole
+    file when it is smaller), over the files in the order given. Another model, fine-tune or data
+    file gives another identity; a copy (another name, another date) the same."""
+    h = hashlib.sha256()
+    piece, pieces = 1 << 16, 16
+    for path in paths:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            h.update(f"{size}\n".encode())
+            if size <= piece * pieces:
+                h.update(f.read())
+                continue
+            for i in range(pieces):
+                f.seek((size - piece) * i // (pieces - 1))
+                h.update(f.read(piece))
+    return h.hexdigest()[:16]
+
+
+def refuse_changed(where: str, recorded: dict, now: dict, *, made: str, instead: str, force: bool = False) -> None:
+    """A one-line :class:`UserError` naming the first setting whose value ``now`` differs from the
+    one ``recorded`` for the work ``where`` would continue (``made``: how that work was made, e.g.
+    "holds answers made"; ``instead``: what to choose to start afresh, e.g. "another --out file").
+    Settings missing from ``recorded`` (work written before they were recorded) are not compared;
+    ``force`` (``--force-resume``) continues anyway."""
+    if force:
+        return
+    for key, value in now.items():
+        if key in recorded and recorded[key] != value:
+            raise UserError(f"{where}: {made} with {key}={recorded[key]!r}, this run has {value!r}: choose "
+                            f"{instead}, or pass --force-resume to continue it anyway")
 
 
 _SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLUG_LITE_JUDGE_API_KEY")

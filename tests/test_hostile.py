@@ -354,3 +354,55 @@ def test_every_number_flag_has_a_range():
     assert unchecked == {"options.ctx"}  # the engine checks --ctx against the model's trained context
     outs = {p.name: p.check for p in params if p.name in ("out", "out_dir", "output_dir", "cache")}
     assert all(isinstance(c, cli.PathKind) for c in outs.values()), outs
+
+
+# --------------------------------------------------------------------------------------------
+# Resumes that check what they continue (defect 5): generate adds to an answers file only when it
+# would answer as the run that wrote it; --force-resume adds anyway.
+
+
+@pytest.fixture
+def answered(plug_model, tmp_path) -> tuple[Path, list]:
+    """One answer of a model at models/model.gguf (a copy of the PLUG model) in answers.jsonl."""
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "model.gguf"
+    model.write_bytes(Path(plug_model["plug"]).read_bytes())
+    out = tmp_path / "answers.jsonl"
+    args = ["generate", model, "--eval-set", "sample", "--target", "zh", "--format", "plug", "--out", out,
+            "--max-new-tokens", "24", "--no-progress"]
+    r = plug_lite(*args, "--limit", "1")
+    assert r.returncode == 0, r.stderr
+    return out, args
+
+
+@pytest.mark.parametrize("change,words", [
+    (["--max-new-tokens", "25"], "max_new_tokens=24, this run has 25"),
+    (["--temperature", "0.7"], "temperature=0.0, this run has 0.7"),
+    (["--system", "Answer briefly."], "system="),
+    (["--generator", "other"], "generator='model', this run has 'other'"),
+    ("another_model", "model='"),  # another model file at the same path
+])
+def test_generate_resume_refuses_other_settings(answered, plug_model, change, words):
+    out, args = answered
+    if change == "another_model":
+        Path(args[1]).write_bytes(Path(plug_model["plain"]).read_bytes())
+        change = []
+    before = out.read_bytes()
+    line = refused(plug_lite(*args, *change, "--limit", "2"), str(out), words, "--force-resume")
+    assert line.count("=") >= 1 and out.read_bytes() == before
+    # the same settings resume; --force-resume adds with the new ones
+    r = plug_lite(*args, *change, "--limit", "2", "--force-resume")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and out.read_bytes().startswith(before)
+
+
+def test_generate_resume_with_the_same_settings_and_a_copied_model(answered, tmp_path):
+    out, args = answered
+    moved = tmp_path / "elsewhere.gguf"
+    moved.write_bytes(Path(args[1]).read_bytes())  # another name and date, the same model
+    args = [args[0], moved, *args[2:]]
+    r = plug_lite(*args, "--limit", "2", "--generator", "model")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [rows[0]["id"], rows[1]["id"]] and rows[0]["decoding"] == rows[1]["decoding"]
