@@ -477,9 +477,10 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
             if last.get(key) != want:
                 raise UserError(f"{out}: holds answers with {key}={last.get(key)!r}, this run has {want!r}: "
                                 "use another --out file")
-        recorded = {"generator": last.get("generator"), **(last.get("decoding") or {})}
-        now = {"generator": generator,  # (the system prompt names the pivot language)
-               **{k: v for k, v in decoding.items() if k != "greedy" and (k != "seed" or temperature > 0)}}
+        recorded = _compared({"generator": last.get("generator"), **(last.get("decoding") or {})})
+        now = _compared({"generator": generator, **decoding})  # (the system prompt names the pivot language)
+        if temperature <= 0:  # greedy answers do not depend on the seed
+            del now["seed"]
         refuse_changed(str(out), recorded, now, made="holds answers made", instead="another --out file",
                        force=force_resume)
     done_ids = {str(d["id"]) for d in done}
@@ -522,6 +523,15 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     summary.update(made=len(written), failed=len(failed), first_error=failed[0] if failed else None,
                    stopped=not_tried > 0, not_tried=not_tried)
     return summary
+
+
+def _compared(settings: dict) -> dict:
+    """What a resume compares of a line's settings: not ``greedy`` (the temperature says it), nor
+    where a translator is served and how long it is waited for (its model and decoding are kept)."""
+    out = {k: v for k, v in settings.items() if k != "greedy"}
+    if isinstance(out.get("translator"), dict):
+        out["translator"] = {k: v for k, v in out["translator"].items() if k not in ("base_url", "timeout", "max_retries")}
+    return out
 
 
 def _progress(total: int, initial: int, enabled: bool):

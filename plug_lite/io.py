@@ -427,18 +427,21 @@ def file_identity(*paths: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def refuse_changed(where: str, recorded: dict, now: dict, *, made: str, instead: str, force: bool = False) -> None:
+def refuse_changed(where: str, recorded: dict, now: dict, *, made: str, instead: str, force: bool = False,
+                   can_force: bool = True) -> None:
     """A one-line :class:`UserError` naming the first setting whose value ``now`` differs from the
     one ``recorded`` for the work ``where`` would continue (``made``: how that work was made, e.g.
     "holds answers made"; ``instead``: what to choose to start afresh, e.g. "another --out file").
     Settings missing from ``recorded`` (work written before they were recorded) are not compared;
-    ``force`` (``--force-resume``) continues anyway."""
-    if force:
+    ``force`` (``--force-resume``) continues anyway, unless not ``can_force`` (what cannot go on
+    with another value)."""
+    if force and can_force:
         return
     for key, value in now.items():
         if key in recorded and recorded[key] != value:
+            how = ", or pass --force-resume to continue it anyway" if can_force else " (this cannot be continued)"
             raise UserError(f"{where}: {made} with {key}={recorded[key]!r}, this run has {value!r}: choose "
-                            f"{instead}, or pass --force-resume to continue it anyway")
+                            f"{instead}{how}")
 
 
 _SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLUG_LITE_JUDGE_API_KEY")

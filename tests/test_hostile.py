@@ -406,3 +406,72 @@ def test_generate_resume_with_the_same_settings_and_a_copied_model(answered, tmp
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == [rows[0]["id"], rows[1]["id"]] and rows[0]["decoding"] == rows[1]["decoding"]
+
+
+# --------------------------------------------------------------------------------------------
+# train --resume continues a checkpoint only with what it was trained with (defect 11).
+
+sys.path.insert(0, str(Path(__file__).parent / "train"))
+from train_rows import QUESTIONS, plug_row, write_rows  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tiny_model, tmp_path_factory) -> tuple[Path, list]:
+    """A run folder whose training stopped after its checkpoint at step 2 (no plug_run.json)."""
+    d = tmp_path_factory.mktemp("train")
+    rows = write_rows(d / "rows.jsonl", [plug_row(i, *q) for i, q in enumerate(QUESTIONS)])
+    args = ["train", "--model", tiny_model, "--data", rows, "--output-dir", d / "run", "--preset", "cpu-tiny",
+            "--max-steps", "2", "--save-steps", "2", "--preview-rows", "0"]
+    r = plug_lite(*args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (d / "run" / "plug_run.json").unlink()
+    assert (d / "run" / "checkpoints" / "checkpoint-2" / "plug_resume.json").is_file()
+    return d, [*args, "--resume"]
+
+
+def _train_change(d: Path, change: str, tiny_model_256: Path) -> list:
+    if change == "other_data":  # the same file name, other rows
+        other = d / "other" / "rows.jsonl"
+        other.parent.mkdir(exist_ok=True)
+        write_rows(other, [plug_row(i, *q) for i, q in enumerate(reversed(QUESTIONS))])
+        return ["--data", other]
+    if change == "other_base":
+        return ["--model", tiny_model_256]
+    return change.split()
+
+
+@pytest.mark.parametrize("change,words", [
+    ("--lr 0.001", "lr=0.0002, this run has 0.001"),
+    ("--lora-r 8", "lora_r=16, this run has 8"),
+    ("--lora-alpha 8", "lora_alpha=32, this run has 8"),
+    ("--max-length 128", "max_length=256, this run has 128"),
+    ("--seed 7", "seed=0, this run has 7"),
+    ("other_data", "data="),
+    ("other_base", "model="),
+])
+def test_train_resume_refuses_other_settings(interrupted_run, tiny_model_256, change, words):
+    d, args = interrupted_run
+    ck = d / "run" / "checkpoints" / "checkpoint-2"
+    before = sorted(p.name for p in (d / "run").rglob("*"))
+    config = (d / "run" / "config.yaml").read_bytes()
+    line = refused(plug_lite(*args, *_train_change(d, change, tiny_model_256), timeout=300), str(ck), words)
+    cannot = change.split()[0] in ("--lora-r", "other_base")
+    assert ("cannot be continued" in line) == cannot and ("--force-resume" in line) != cannot
+    assert sorted(p.name for p in (d / "run").rglob("*")) == before and (d / "run" / "config.yaml").read_bytes() == config
+    if cannot:
+        line = refused(plug_lite(*args, *_train_change(d, change, tiny_model_256), "--force-resume", timeout=300),
+                       words)
+
+
+def test_train_resume_without_a_record_and_force_resume(interrupted_run, tmp_path):
+    d, args = interrupted_run
+    copy = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(d / "run", copy)
+    (copy / "checkpoints" / "checkpoint-2" / "plug_resume.json").unlink()
+    args = [*args[:args.index("--output-dir") + 1], copy, *args[args.index("--output-dir") + 2:]]
+    refused(plug_lite(*args, timeout=300), "checkpoint-2", "records no settings", "--force-resume")
+    r = plug_lite(*args, "--lr", "0.001", "--force-resume", timeout=900)  # continued anyway: the run finishes
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((copy / "plug_run.json").read_text())["metrics"]["steps"] == 2

@@ -69,7 +69,9 @@ class TrainConfig:
     chat_template: str = _f("chatml", "template (name in plug_lite.templates) for a model that has none")
     turn_tokens: str = _f("auto", "train the embedding/output rows of the chat template's turn tokens: auto (those that "
                                   "look untrained in the base, e.g. <end_of_turn> of a base Gemma), all, or none")
-    resume: bool = _f(False, "continue from the last checkpoint in the run folder")
+    resume: bool = _f(False, "continue from the last checkpoint in the run folder (refused when the model, data or a "
+                             "setting that changes the result differs from the checkpoint's)")
+    force_resume: bool = _f(False, "with --resume: continue a checkpoint made with other settings anyway")
     trust_remote_code: bool = _f(False, "allow model code from the hub (off by default)")
 
 
