@@ -475,3 +475,34 @@ def test_train_resume_without_a_record_and_force_resume(interrupted_run, tmp_pat
     r = plug_lite(*args, "--lr", "0.001", "--force-resume", timeout=900)  # continued anyway: the run finishes
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((copy / "plug_run.json").read_text())["metrics"]["steps"] == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Files no reader should choke on (defects 8, 9), through the commands that read them.
+
+
+def _bad_file(d: Path, kind: str) -> Path:
+    f = d / f"{kind}.jsonl"
+    good = dict(PARALLEL[0])
+    if kind == "lone_surrogate":
+        f.write_text(json.dumps(good)[:-1] + ', "note": "\\ud800"}\n', encoding="utf-8")
+    elif kind == "deep_nesting":
+        f.write_text(json.dumps(good)[:-1] + ', "deep": ' + "[" * 100000 + "]" * 100000 + "}\n", encoding="utf-8")
+    elif kind == "latin1":
+        f.write_bytes(json.dumps({"id": "a", "instruction": "café"}, ensure_ascii=False).encode("latin-1") + b"\n")
+    elif kind == "binary":
+        f.write_bytes(bytes(range(256)) * 4)
+    return f
+
+
+@pytest.mark.parametrize("verb", ["data", "report", "judge"])
+@pytest.mark.parametrize("kind", ["lone_surrogate", "deep_nesting", "latin1", "binary"])
+def test_files_that_are_not_records(tmp_path, verb, kind):
+    f = _bad_file(tmp_path, kind)
+    out = tmp_path / "out"
+    args = {"data": ["data", "build", "--target", "zh", "--input", f, "--out", out / "rows.jsonl"],
+            "report": ["report", f, "--out", out],
+            "judge": ["judge", f, f, "--out", out, "--base-url", "http://127.0.0.1:9/v1", "--api-key", "sk-x",
+                      "--model", "m"]}[verb]
+    refused(plug_lite(*args), f.name)
+    assert not out.exists()
