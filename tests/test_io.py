@@ -90,3 +90,23 @@ def test_csv_and_tsv_tables(tmp_path):
     dup.write_text("a,a\n1,2\n")
     with pytest.raises(UserError, match=r"dup.csv:1: the header row has an empty or repeated column name"):
         read_records(dup)
+
+
+def test_file_identity_tells_models_apart_not_names_or_dates(tmp_path):
+    import os
+    import random
+
+    from plug_lite.io import file_identity
+
+    a, b, copy = tmp_path / "a.gguf", tmp_path / "b.gguf", tmp_path / "sub" / "a.gguf"
+    a.write_bytes(random.Random(0).randbytes(3 << 20))
+    b.write_bytes(random.Random(1).randbytes(3 << 20))  # same size, other weights everywhere
+    copy.parent.mkdir()
+    copy.write_bytes(a.read_bytes())
+    os.utime(copy, (1, 1))
+    assert file_identity(a) == file_identity(copy) != file_identity(b)
+    small = tmp_path / "s.json"
+    small.write_text("{}")
+    assert file_identity(small) != file_identity(a) and file_identity(a, small) != file_identity(small, a)
+    with pytest.raises(FileNotFoundError):
+        file_identity(tmp_path / "missing")
