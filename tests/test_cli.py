@@ -119,8 +119,9 @@ FLAGS_BEFORE = {
              "--no-show-pivot", "--no-think", "--pivot", "--prompt", "--show-pivot", "--system", "--target",
              "--temperature", "--think", "--threads"],
 }
-#: ... and the one pair added since: llama.cpp's own log on request.
-ADDED = {"generate": ["--verbose", "--no-verbose"], "chat": ["--verbose", "--no-verbose"]}
+#: ... and the pairs added since: llama.cpp's own log on request; a resume with other settings.
+ADDED = {"generate": ["--verbose", "--no-verbose", "--force-resume", "--no-force-resume"],
+         "chat": ["--verbose", "--no-verbose"]}
 
 
 def _parser(module, monkeypatch) -> argparse.ArgumentParser:
