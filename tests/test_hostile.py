@@ -506,3 +506,55 @@ def test_files_that_are_not_records(tmp_path, verb, kind):
                       "--model", "m"]}[verb]
     refused(plug_lite(*args), f.name)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Export on a run whose adapter or record is broken, or whose adapter is another base's (defect 10):
+# one line before the merge.
+
+
+@pytest.fixture(scope="module")
+def export_runs(tiny_model, tiny_model_256, tmp_path_factory) -> Path:
+    from export_run import make_run
+
+    d = tmp_path_factory.mktemp("export_runs")
+    make_run(d / "good", tiny_model)
+    make_run(d / "other", tiny_model_256)
+    return d
+
+
+def _break_run(run: Path, other: Path, case: str) -> str:
+    """Break ``run`` as ``case`` says; returns the words its refusal must hold."""
+    weights = run / "adapter" / "adapter_model.safetensors"
+    if case == "empty_adapter":
+        weights.write_bytes(b"")
+        return "not a safetensors file, or cut short (0 bytes)"
+    if case == "truncated_adapter":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        return "cut short"
+    if case == "garbage_adapter_config":
+        (run / "adapter" / "adapter_config.json").write_bytes(b"\x00\xffnot json")
+        return "adapter_config.json"
+    if case == "adapter_config_list":
+        (run / "adapter" / "adapter_config.json").write_text("[1, 2]")
+        return "adapter_config.json: expected a JSON object, got list"
+    if case == "run_record_list":
+        (run / "plug_run.json").write_text("[1, 2]")
+        return "plug_run.json: expected a JSON object, got list"
+    if case == "adapter_of_another_base":
+        weights.write_bytes((other / "adapter" / "adapter_model.safetensors").read_bytes())
+        return "does not fit the base model"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["empty_adapter", "truncated_adapter", "garbage_adapter_config", "adapter_config_list",
+                                  "run_record_list", "adapter_of_another_base"])
+def test_export_of_a_broken_run(export_runs, tmp_path, case):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(export_runs / "good", run)
+    words = _break_run(run, export_runs / "other", case)
+    before = sorted(p.name for p in run.rglob("*"))
+    refused(plug_lite("export", run, "--out-dir", tmp_path / "gguf", "--quant", "Q8_0", "--no-verify"), words)
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "gguf").exists()
