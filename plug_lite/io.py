@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -28,6 +29,8 @@ __all__ = [
     "atomic_path",
     "umask",
     "keep_umask",
+    "staging_folder",
+    "remove_stale_staging",
     "atomic_write_text",
     "write_json",
     "write_jsonl",
@@ -63,6 +66,64 @@ def keep_umask(path: str | os.PathLike) -> None:
     """Give a file or folder made by :mod:`tempfile` (mode 0600 / 0700) the mode an ordinary
     ``open()`` / ``mkdir()`` would have given it under the user's umask (0644 / 0755 usually)."""
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
+
+
+#: When this process started (as near as plug_lite can tell): staging folders older than this
+#: were not made by it.
+_STARTED = time.time()
+
+
+def staging_folder(folder: str | os.PathLike, name: str) -> Path:
+    """A new hidden folder ``.<name>.<pid>.<random>.tmp`` in ``folder`` (created), with the mode an
+    ordinary ``mkdir`` gives under the user's umask, for work that is renamed into place when done;
+    the staging folders of the same ``name`` that killed processes left there are removed first
+    (:func:`remove_stale_staging`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(folder, name)
+    path = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder))
+    keep_umask(path)
+    return path
+
+
+def remove_stale_staging(folder: str | os.PathLike, name: str, *, legacy_age_s: float = 86400.0) -> list[Path]:
+    """Remove the staging folders of ``name`` in ``folder`` that a killed process left; returns them.
+    Only ours: named ``.<name>.<pid>.<random>.tmp`` by :func:`staging_folder`, last changed before
+    this process started, and their process no longer running. Named ``.<name>.<random>.tmp`` (made
+    before the name held the process id): last changed more than ``legacy_age_s`` ago."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:(\d+)\.)?[A-Za-z0-9_]+\.tmp")
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = pattern.fullmatch(p.name)
+        if not m or p.is_symlink() or not p.is_dir():
+            continue
+        try:
+            changed = p.stat().st_mtime
+        except OSError:
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        if pid is None:
+            stale = changed < time.time() - legacy_age_s
+        else:
+            stale = changed < _STARTED and pid != os.getpid() and not _running(pid)
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or not a pid this system has): leave its folder alone
+    return True
 
 
 @contextlib.contextmanager
