@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, runs
-from ..io import UserError, atomic_write_text, run_cli, write_json
+from ..io import UserError, atomic_write_text, run_cli
 from ..spec import PlugSpec
 from . import batching, turn_tokens
 from .config import SMALLER, TrainConfig, build_parser, check_names, load_config, resolve
@@ -159,7 +159,7 @@ def train(config: TrainConfig, *, callbacks: list | None = None) -> Path:
     save_model(prep.trainer, prep.tokenizer, run)
     metrics = run_metrics(prep.trainer, output, seconds)
     write_run_record(prep, metrics)
-    print(f"done: {run} (loss {metrics['first_loss']} -> {metrics['final_loss']}, {metrics['steps']} steps, "
+    print(f"done: {run} (loss {metrics.first_loss} -> {metrics.final_loss}, {metrics.steps} steps, "
           f"{seconds:.0f} s)")
     return run
 
@@ -190,51 +190,52 @@ def save_model(trainer, tokenizer, run: Path) -> None:
     _save_dir(tokenizer.save_pretrained, run / "tokenizer")
 
 
-def run_metrics(trainer, output, seconds: float) -> dict:
+def run_metrics(trainer, output, seconds: float) -> runs.RunMetrics:
     """The ``metrics`` of ``plug_run.json``: loss, steps, tokens (all processes), tokens/s, peak memory."""
     state = trainer.state
     tokens, trained = trainer.plug_tokens, trainer.plug_trained_tokens
     reserved = peak_reserved_mib()
-    return {
-        "train_loss": output.training_loss,
-        "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
-        "first_loss": next((h["loss"] for h in state.log_history if "loss" in h), None),
-        "steps": state.global_step,
-        "seconds": round(seconds, 2),
-        "tokens": tokens,
-        "trained_tokens": trained,
-        "tokens_per_s": tokens / seconds if seconds > 0 else None,
-        "trained_tokens_per_s": trained / seconds if seconds > 0 else None,
-        "peak_memory_mib": round(peak_memory_mib(), 1),
-        "peak_reserved_mib": round(reserved, 1) if reserved is not None else None,
-        "world_size": trainer.args.world_size,
-        "device": device_name(),
-    }
+    return runs.RunMetrics(
+        train_loss=output.training_loss,
+        final_loss=next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
+        first_loss=next((h["loss"] for h in state.log_history if "loss" in h), None),
+        steps=state.global_step,
+        seconds=round(seconds, 2),
+        tokens=tokens,
+        trained_tokens=trained,
+        tokens_per_s=tokens / seconds if seconds > 0 else None,
+        trained_tokens_per_s=trained / seconds if seconds > 0 else None,
+        peak_memory_mib=round(peak_memory_mib(), 1),
+        peak_reserved_mib=round(reserved, 1) if reserved is not None else None,
+        world_size=trainer.args.world_size,
+        device=device_name(),
+    )
 
 
-def write_run_record(prep: Prepared, metrics: dict) -> None:
+def write_run_record(prep: Prepared, metrics: runs.RunMetrics) -> runs.RunRecord:
     """``plug_run.json``, written last: its presence means the run finished (``plug-lite export`` reads it)."""
     four_bit = prep.backend.four_bit
-    record = {
-        "plug_lite_version": __version__,
-        "base_model": prep.cfg.model,
-        "base_model_path": str(prep.base.local) if prep.base.local else None,
-        "base_name": prep.base.base_name,
-        "size_label": prep.base.size_label,
-        **prep.spec.run_fields(),
-        "backend": prep.backend.name,
-        "load_in_4bit": four_bit,
-        "bnb_4bit": {"quant_type": "nf4", "double_quant": True, "compute_dtype": prep.backend.compute_dtype}
-        if four_bit else None,
-        "chat_template_name": prep.chat.template_name,
-        "eos_token": prep.chat.eos,
-        "turn_tokens": prep.token_plan.to_dict(),
-        "config": dataclasses.asdict(prep.cfg),
-        "versions": versions(),
-        "data_summary": prep.data_summary,
-        "metrics": metrics,
-    }
-    write_json(prep.folder.path / runs.RUN_FILE, record)
+    record = runs.RunRecord(
+        spec=prep.spec,
+        base_model=prep.cfg.model,
+        base_model_path=str(prep.base.local) if prep.base.local else None,
+        base_name=prep.base.base_name,
+        size_label=prep.base.size_label,
+        backend=prep.backend.name,
+        load_in_4bit=four_bit,
+        bnb_4bit=runs.FourBit(compute_dtype=prep.backend.compute_dtype) if four_bit else None,
+        chat_template_name=prep.chat.template_name,
+        eos_token=prep.chat.eos,
+        turn_tokens=prep.token_plan.to_dict(),
+        config=dataclasses.asdict(prep.cfg),
+        versions=versions(),
+        data_summary=prep.data_summary,
+        metrics=metrics,
+        plug_lite_version=__version__,
+        folder=prep.folder.path,
+    )
+    record.save()
+    return record
 
 
 def _default_name(cfg: TrainConfig) -> str:
