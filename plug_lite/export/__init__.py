@@ -50,12 +50,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import convert, gguf_meta, templates, toolchain
-from .cli import run
-from .engine import Greedy, LlamaEngine
-from .io import UserError, check_disk_space, write_json
-from .runs import EXPORT_REPORT, gguf_name, load_run, resolve_base, run_spec
-from .spec import PLUG_KEYS
+from .. import convert, gguf_meta, templates, toolchain
+from ..cli import run
+from ..engine import Greedy, LlamaEngine
+from ..io import UserError, check_disk_space, write_json
+from ..runs import EXPORT_REPORT, gguf_name, load_run, resolve_base, run_spec
+from ..spec import PLUG_KEYS
 
 __all__ = ["merge", "verify", "main", "cli"]
 
@@ -585,7 +585,3 @@ def cli(argv: list[str] | None = None) -> int:
                names={"quants": "--quant", "verify_parity": "--verify", "n_prompts": "--prompts"},
                choices={"outtype": ("f16", "bf16", "q8_0")},
                extra={"quants": {"metavar": "TYPE", "help": f"quant type, repeatable (default Q4_K_M): {quants}"}})
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli())
