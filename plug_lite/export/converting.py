@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import convert, gguf_meta
-from ..io import UserError
-from ..runs import gguf_name, run_spec
+from ..io import UserError, keep_umask
+from ..runs import RunRecord, gguf_name
 from ..spec import PLUG_KEYS
 
 __all__ = ["OUTTYPES", "Written", "check_types", "inference_template", "adapter_refusal", "write_ggufs"]
@@ -128,14 +128,14 @@ def _quantize(ref: Path, dst: Path, q: str, plug: dict, timings: dict) -> Path:
     return dst
 
 
-def write_ggufs(meta: dict, merged: Path, base_dir: Path, stage: Path, *, quants: list[str], outtype: str,
+def write_ggufs(rec: RunRecord, merged: Path, base_dir: Path, stage: Path, *, quants: list[str], outtype: str,
                 template: str, adapter: bool, with_base: bool) -> Written:
     """Steps 1-4 above, into ``stage``; the files are made readable by all (they are meant to be shared)."""
-    run = Path(meta["_dir"])
-    plug = dict(spec=run_spec(meta), chat_template=template)
+    run = rec.folder
+    plug = dict(spec=rec.spec, chat_template=template)
     w = Written()
     ref_key = outtype.upper()
-    ref = stage / gguf_name(meta, ref_key)
+    ref = stage / gguf_name(rec, ref_key)
     t0 = time.time()
     print(f"convert: {merged} -> {ref} ({ref_key})", file=sys.stderr)
     w.files[ref_key] = _with_plug_metadata(
@@ -143,24 +143,24 @@ def write_ggufs(meta: dict, merged: Path, base_dir: Path, stage: Path, *, quants
     w.timings["convert_s"] = round(time.time() - t0, 1)
     for q in quants:
         if q != ref_key:
-            w.files[q] = _quantize(ref, stage / gguf_name(meta, q), q, plug, w.timings)
+            w.files[q] = _quantize(ref, stage / gguf_name(rec, q), q, plug, w.timings)
     w.adapter_refused = adapter_refusal(run / "adapter") if adapter else None
     if w.adapter_refused:
         print(f"adapter: not written: {w.adapter_refused}", file=sys.stderr)
     elif adapter:
-        w.adapter = stage / gguf_name(meta, "F16", kind="adapter")
+        w.adapter = stage / gguf_name(rec, "F16", kind="adapter")
         print(f"adapter: {run / 'adapter'} -> {w.adapter}", file=sys.stderr)
         t0 = time.time()
         _with_plug_metadata(w.adapter, plug, lambda raw: convert.lora_to_gguf(run / "adapter", base_dir, raw))
         w.timings["adapter_s"] = round(time.time() - t0, 1)
     if with_base:
-        w.base = stage / gguf_name(meta, "F16", kind="base")
+        w.base = stage / gguf_name(rec, "F16", kind="base")
         print(f"base: {base_dir} -> {w.base}", file=sys.stderr)
         t0 = time.time()
         convert.hf_to_gguf(base_dir, w.base, outtype="f16")
         w.timings["base_convert_s"] = round(time.time() - t0, 1)
-    for p in w.paths():  # mkstemp made them 0600; these files are meant to be shared
-        os.chmod(p, 0o644 & ~_umask())
+    for p in w.paths():  # files made through temporary names: give them the user's umask
+        keep_umask(p)
     return w
 
 
@@ -183,8 +183,3 @@ def _quiet_stderr(what: str):
             os.dup2(saved, 2)
             os.close(saved)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
