@@ -223,10 +223,13 @@ class OpenAIBackend:
             msg = redact(str(e), [self._secret]).split("\n")[0][:160]
             raise llm.CallError(f"{self.base_url}: HTTP {e.status_code} ({llm.retries_done(e)}): {msg}") from None
 
+    def body(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        """The request body of one answer (:func:`plug_lite.llm.chat_body`), live or in a batch file."""
+        return llm.chat_body(self.model_name, messages, temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
-        r = self._call(lambda: self.client.chat.completions.create(
-            model=self.model_name, messages=messages, temperature=temperature,
-            max_tokens=max_new_tokens, seed=seed))
+        r = self._call(lambda: self.client.chat.completions.create(**self.body(
+            messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)))
         ch = r.choices[0]
         usage = getattr(r, "usage", None)
         return {"output": ch.message.content or "", "finish_reason": ch.finish_reason or "stop",

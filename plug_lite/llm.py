@@ -3,6 +3,8 @@
 
 * :func:`settings` resolves model, base URL and key from flags, then ``PLUG_LITE_JUDGE_*``, then
   ``OPENAI_*`` environment variables. The key is kept out of every repr, message and file.
+* :func:`chat_body` is the one owner of what a chat-completions request holds, live or written
+  to a batch file (:mod:`plug_lite.llm_batch`).
 * :class:`Client` wraps the official ``openai`` client. Retries with exponential backoff on 408,
   409, 429, 5xx, timeouts and dropped connections are the client's own (``max_retries``,
   ``timeout``); other statuses (400, 422...) are not retried, and error texts say how many
@@ -34,6 +36,7 @@ from .io import JsonlAppender, UserError, read_jsonl_resumable, redact
 __all__ = [
     "LLMSettings",
     "settings",
+    "chat_body",
     "Client",
     "FatalLLMError",
     "CallCache",
@@ -62,6 +65,10 @@ class LLMSettings:
     max_retries: int = 5
     temperature: float = 0.0
     max_tokens: int = 1024
+
+    def body(self, messages: list[dict], *, max_tokens: int | None = None) -> dict:
+        """The request body of one call with these settings (:func:`chat_body`)."""
+        return chat_body(self.model, messages, temperature=self.temperature, max_tokens=max_tokens or self.max_tokens)
 
     def public(self) -> dict:
         """Settings safe to write into a results file (no key)."""
@@ -100,6 +107,17 @@ def settings(
     return LLMSettings(model, base_url, key, timeout, max_retries, temperature, max_tokens)
 
 
+def chat_body(model: str, messages: list[dict], *, temperature: float, max_tokens: int,
+              seed: int | None = None) -> dict:
+    """The body of one chat-completions request as plug_lite sends it, live or as a batch request
+    line: only fields every OpenAI-compatible server reads (model, messages, temperature,
+    max_tokens, and seed where the caller sets one)."""
+    body = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+    if seed is not None:
+        body["seed"] = seed
+    return body
+
+
 class Client:
     """A thin chat-completions client. ``chat`` returns ``(text, usage)``; it raises
     :class:`FatalLLMError` on 401/403/404 and :class:`CallError` on anything else that still
@@ -117,12 +135,7 @@ class Client:
     def chat(self, messages: list[dict], *, max_tokens: int | None = None) -> tuple[str, dict]:
         oa = self._openai
         try:
-            resp = self._client.chat.completions.create(
-                model=self.cfg.model,
-                messages=messages,
-                temperature=self.cfg.temperature,
-                max_tokens=max_tokens or self.cfg.max_tokens,
-            )
+            resp = self._client.chat.completions.create(**self.cfg.body(messages, max_tokens=max_tokens))
         except (oa.AuthenticationError, oa.PermissionDeniedError) as e:
             raise FatalLLMError(
                 f"the judge server refused the API key (HTTP {e.status_code}) at "
