@@ -222,6 +222,8 @@ class OpenAIBackend:
         except o.APIStatusError as e:  # 429 / 5xx after the client's retries, 400, ...
             msg = redact(str(e), [self._secret]).split("\n")[0][:160]
             raise llm.CallError(f"{self.base_url}: HTTP {e.status_code} ({llm.retries_done(e)}): {msg}") from None
+        except ValueError:  # a 200 whose body is not JSON (the client's json.loads)
+            raise llm.CallError(f"{self.base_url}: the reply is not JSON") from None
 
     def body(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         """The request body of one answer (:func:`plug_lite.llm.chat_body`), live or in a batch file."""
@@ -230,11 +232,9 @@ class OpenAIBackend:
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         r = self._call(lambda: self.client.chat.completions.create(**self.body(
             messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)))
-        ch = r.choices[0]
-        usage = getattr(r, "usage", None)
-        return {"output": ch.message.content or "", "finish_reason": ch.finish_reason or "stop",
-                "prompt_tokens": getattr(usage, "prompt_tokens", None),
-                "completion_tokens": getattr(usage, "completion_tokens", None), "pieces": None}
+        text, finish_reason, usage = llm.completion_parts(r)
+        return {"output": text, "finish_reason": finish_reason, "prompt_tokens": usage["prompt"],
+                "completion_tokens": usage["completion"], "pieces": None}
 
     def close(self) -> None:
         self.client.close()

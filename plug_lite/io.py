@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -23,6 +25,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 __all__ = [
     "UserError",
     "atomic_path",
+    "umask",
+    "keep_umask",
     "atomic_write_text",
     "write_json",
     "write_jsonl",
@@ -43,6 +47,19 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).split("\n")))
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def keep_umask(path: str | os.PathLike) -> None:
+    """Give a file or folder made by :mod:`tempfile` (mode 0600 / 0700) the mode an ordinary
+    ``open()`` / ``mkdir()`` would have given it under the user's umask (0644 / 0755 usually)."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
@@ -56,8 +73,11 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        keep_umask(tmp_path)
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(final)  # a failed write names no file by itself
         if tmp_path.is_dir():
             shutil.rmtree(tmp_path, ignore_errors=True)
         else:
@@ -337,13 +357,18 @@ def check_disk_space(folder: str | os.PathLike, need_bytes: int, what: str = "th
 _SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLUG_LITE_JUDGE_API_KEY")
 
 
+#: The user-information part of a URL (``https://USER:PASSWORD@host``), which holds credentials.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+
+
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with any known secret (given, or from the usual environment variables) masked."""
+    """``text`` with any known secret (given, or from the usual environment variables) and the
+    credentials of any URL in it (``http://user:pass@host`` -> ``http://***@host``) masked."""
     values = [s for s in secrets if s] + [os.environ.get(k, "") for k in _SECRET_ENV]
     for s in values:
         if s and len(s) >= 6:
             text = text.replace(s, "***")
-    return text
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 def run_cli(fn: Callable[[], Any]) -> int:
@@ -358,4 +383,18 @@ def run_cli(fn: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = e.filename or "writing"
+        print(f"error: {redact(str(where))}: {e.strerror or e} (nothing half-written is kept)", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+#: What the machine refuses, not what plug_lite got wrong: a full disk or quota, a file over the
+#: size limit, no permission, a read-only file system, a path of the wrong kind or too long. The
+#: command line reports them in one line (exit 2); atomic writes leave no partial file behind.
+_ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "EISDIR",
+                                      "ENOTDIR", "ENAMETOOLONG") if hasattr(errno, name))

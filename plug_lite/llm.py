@@ -154,14 +154,39 @@ class Client:
             raise CallError(f"connection failed ({retries_done(e)}): {_short(e, self.cfg.api_key)}") from None
         except oa.APIError as e:  # malformed responses and the like
             raise CallError(f"bad response: {_short(e, self.cfg.api_key)}") from None
-        try:
-            text = resp.choices[0].message.content or ""
-        except (AttributeError, IndexError, TypeError):
-            raise CallError("response has no choices[0].message.content") from None
-        usage = {}
-        if getattr(resp, "usage", None) is not None:
-            usage = {"prompt": resp.usage.prompt_tokens or 0, "completion": resp.usage.completion_tokens or 0}
-        return text, usage
+        except ValueError as e:  # a 200 whose body is not JSON (the client's json.loads)
+            raise CallError(f"the reply is not JSON ({_short(e, self.cfg.api_key)})") from None
+        text, _, usage = completion_parts(resp)
+        return text, {"prompt": usage["prompt"] or 0, "completion": usage["completion"] or 0} if usage["known"] else {}
+
+
+def completion_parts(resp: Any) -> tuple[str, str, dict]:
+    """(text, finish reason, usage) of a chat-completion reply: the one guard every endpoint reply
+    passes, live (the client's reply object) or from a batch result file (the same as JSON). A
+    reply that is not a chat completion with text (no ``choices``, an empty list, a
+    ``message.content`` that is null or not a string) raises :class:`CallError`: the call counts as
+    failed, is never cached or written, and the next run makes it again. An empty string is text
+    (the model wrote nothing); what it is worth is the caller's to judge. ``usage``:
+    ``{"prompt", "completion"}`` token counts (None when not reported) and ``known``."""
+    try:
+        choice = _part(resp, "choices")[0]
+        message = _part(choice, "message")
+        if message is None:
+            raise TypeError
+        text = _part(message, "content")
+    except (AttributeError, IndexError, KeyError, TypeError):
+        raise CallError("the reply is not a chat completion (it has no choices[0].message)") from None
+    if not isinstance(text, str):
+        raise CallError(f"the reply has no text (choices[0].message.content is {'null' if text is None else type(text).__name__})")
+    usage = _part(resp, "usage")
+    counts = {"prompt": _part(usage, "prompt_tokens"), "completion": _part(usage, "completion_tokens"),
+              "known": usage is not None}
+    return text, _part(choice, "finish_reason") or "stop", counts
+
+
+def _part(obj: Any, name: str) -> Any:
+    """A field of a reply object or of its JSON; None when absent."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 class CallError(Exception):

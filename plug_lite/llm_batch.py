@@ -35,7 +35,8 @@ one file)::
      "body": <chat.completion>}, "error": null}
 
 A line is a success only when ``error`` is null, ``response.status_code`` is 200 and
-``response.body.choices[0].message.content`` is a non-empty string; everything else is a failure,
+``response.body`` is a chat completion with text (``choices[0].message.content`` a string: the
+live client's own guard, :func:`plug_lite.llm.completion_parts`); everything else is a failure,
 never cached, so the next ``--write-requests`` holds exactly the calls still missing. Failures
 seen in the wild: an error-file line with ``response.status_code`` 400 and the reason in
 ``response.body.error`` (openai/openai-openapi issue 302), a line with ``response: null`` and
@@ -326,15 +327,11 @@ def parse_result(obj: Any, where: str) -> Result:
             why = f": {e.get('code') + ': ' if e.get('code') else ''}{_one_line(e.get('message') or '')}"
         return Result(cid, error=f"HTTP {status}{why}")
     try:
-        choice = body["choices"][0]
-        text = choice["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return Result(cid, error="status 200 but no choices[0].message.content in the body")
-    if not isinstance(text, str) or not text:
-        return Result(cid, error="status 200 but an empty reply")
-    usage = body.get("usage") or {}
-    return Result(cid, text=text, finish_reason=choice.get("finish_reason"),
-                  usage={"prompt": usage.get("prompt_tokens") or 0, "completion": usage.get("completion_tokens") or 0})
+        text, finish_reason, usage = llm.completion_parts(body)
+    except llm.CallError as e:
+        return Result(cid, error=f"status 200 but {e}")
+    return Result(cid, text=text, finish_reason=finish_reason,
+                  usage={"prompt": usage["prompt"] or 0, "completion": usage["completion"] or 0} if usage["known"] else {})
 
 
 def _one_line(text: Any) -> str:

@@ -2,7 +2,8 @@
 
 ``ScriptedOpenAI(reply)`` listens on 127.0.0.1 (a free port) in a thread. ``reply`` decides each
 answer from the request body (a dict): it returns the assistant text (str) or a dict
-``{"status": 429|500|401|..., "delay": s, "content": text, "headers": {...}}``. ``queue`` holds
+``{"status": 429|500|401|..., "delay": s, "content": text, "headers": {...}}`` (``"body"``: a 200
+whose whole body is that text or JSON value, for malformed replies). ``queue`` holds
 one-shot actions used before ``reply`` (e.g. a 429 then the normal answer).
 
 Counters: ``calls`` (requests answered with 200), ``requests`` (all requests), ``statuses``
@@ -226,10 +227,14 @@ class ScriptedOpenAI:
                 with server._lock:
                     server.calls += 1
                     server.bodies.append(body)
+                if "body" in action:  # a 200 whose body is scripted as it is (text sent raw, a dict as JSON)
+                    self._send(200, action["body"])
+                    return
                 self._send(200, completion(body, content, str(k)))
 
             def _send(self, status, obj, headers=None):
-                self._send_bytes(status, json.dumps(obj).encode(), headers, "application/json")
+                data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
+                self._send_bytes(status, data, headers, "application/json")
 
             def _send_bytes(self, status, data, headers=None, ctype="application/octet-stream"):
                 with server._lock:
@@ -346,9 +351,9 @@ class ScriptedOpenAI:
         status = int(action.get("status", 200))
         rid = self._new_id("req_")
         if status == 200:
+            body = action["body"] if "body" in action else completion(line["body"], action.get("content", ""), rid)
             rec = {"id": f"batch_req_{rid}", "custom_id": cid, "response": {
-                "status_code": 200, "request_id": rid, "body": completion(line["body"], action.get("content", ""), rid)},
-                "error": None}
+                "status_code": 200, "request_id": rid, "body": body}, "error": None}
             w["out"].append(rec)
             self.batches[bid]["request_counts"]["completed"] += 1
         else:

@@ -135,3 +135,113 @@ def test_output_that_is_an_input_is_refused(inputs, plug_model, case):
     refused(r, "is the input " + names)
     assert inputs.read_bytes() == before
     assert sorted(p.name for p in inputs.parent.iterdir()) == ["in.jsonl", "link.jsonl", "sub"]
+
+
+# --------------------------------------------------------------------------------------------
+# Endpoint replies that are not a chat completion with text: a failed call (counted, not cached,
+# not written), the run goes on, and the rerun makes exactly those calls again.
+
+from scripted_openai import ScriptedOpenAI, user_text  # noqa: E402
+
+KEY = "sk-hostile-0123456789"
+MALFORMED = {
+    "not_json": "<html>502 from a proxy</html>",
+    "no_choices": {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": []},
+    "null_content": {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]},
+}
+
+
+def _good(body: dict) -> str:
+    text = user_text(body)
+    if "<<<INSTRUCTION>>>" in text:  # translate's protocol
+        return "<<<INSTRUCTION>>>\n指令\n<<<RESPONSE>>>\n回答\n<<<END>>>"
+    return "Both were read. [[A]]" if "[[A]]" in text or "Assistant A" in text else "答案。"
+
+
+def _job(verb: str, d: Path, url: str) -> tuple[list, Path]:
+    ev = d / "ev.jsonl"
+    if not ev.exists():
+        ev.write_text("".join(json.dumps({"id": f"q{i}", "instruction": f"Say {i}.", "response": f"{i}."}) + "\n"
+                              for i in range(3)), encoding="utf-8")
+        for side in "ab":
+            (d / f"{side}.jsonl").write_text("".join(json.dumps(
+                {"id": f"q{i}", "instruction": f"Say {i}.", "answer": f"{side} {i}", "target": "zh"}) + "\n"
+                for i in range(3)), encoding="utf-8")
+    endpoint = ["--base-url", url, "--api-key", KEY, "--max-retries", "0"]
+    if verb == "judge":
+        return ["judge", d / "a.jsonl", d / "b.jsonl", "--out", d / "j", "--model", "m", "--bootstrap", "0",
+                *endpoint], d / "j" / "judge_cache.jsonl"
+    if verb == "translate":
+        return ["translate", ev, "--target", "zh", "--out", d / "t.jsonl", "--model", "m", *endpoint], d / "t.cache.jsonl"
+    return ["generate", "--eval-set", ev, "--target", "zh", "--out", d / "g.jsonl", "--model-name", "m", *endpoint], \
+        d / "g.jsonl"
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+@pytest.mark.parametrize("verb", ["judge", "translate", "generate"])
+def test_malformed_replies_are_failed_calls(tmp_path, verb, kind):
+    def reply(body):
+        return {"body": MALFORMED[kind]} if "Say 1." in user_text(body) else _good(body)
+
+    with ScriptedOpenAI(reply) as srv:
+        args, kept = _job(verb, tmp_path, srv.url)
+        r = plug_lite(*args)
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and KEY not in r.stderr + r.stdout
+    warning = [x for x in r.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warning) == 1 and "failed" in warning[0], r.stderr
+    kept_lines = kept.read_text(encoding="utf-8").splitlines()
+    assert not any("Say 1." in x and "q1" in x for x in kept_lines if verb == "generate")
+    failed_calls = 2 if verb == "judge" else 1  # the judge asks both orders
+    with ScriptedOpenAI(_good) as srv:
+        args, _ = _job(verb, tmp_path, srv.url)
+        r = plug_lite(*args)
+        assert r.returncode == 0, r.stderr
+        assert srv.calls == failed_calls
+
+
+# --------------------------------------------------------------------------------------------
+# The disk fills up (here: a file-size limit, EFBIG) after the free-space checks: one line, exit 2,
+# no partial file.
+
+
+def test_a_write_the_machine_refuses_is_one_line(tmp_path):
+    import resource
+    import signal
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = tmp_path / "rows.jsonl"
+    r = subprocess.run([sys.executable, "-m", "plug_lite", "data", "build", "--target", "zh", "--source", "sample",
+                        "--out", str(out)], capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+                       preexec_fn=small_files)
+    refused(r, "rows.jsonl", "File too large")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_written_files_keep_the_users_umask(tmp_path, mask):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = tmp_path / "rows.jsonl"
+    r = subprocess.run([sys.executable, "-m", "plug_lite", "data", "build", "--target", "zh", "--source", "sample",
+                        "--out", str(out)], capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+                       preexec_fn=lambda: os.umask(mask))
+    assert r.returncode == 0, r.stderr
+    for f in (out, tmp_path / "rows.jsonl.summary.json"):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, oct(f.stat().st_mode)
+
+
+def test_credentials_in_a_base_url_are_never_written(tmp_path):
+    with ScriptedOpenAI(_good) as srv:
+        url = srv.url.replace("http://", "http://user:PASSWORD-1234567@")
+        args, _ = _job("judge", tmp_path, url)
+        r = plug_lite(*args)
+    assert r.returncode == 0, r.stderr
+    assert "PASSWORD-1234567" not in r.stdout + r.stderr
+    written = [p for p in (tmp_path / "j").rglob("*") if p.is_file()]
+    assert written and not any(b"PASSWORD-1234567" in p.read_bytes() for p in written)
+    assert "http://***@127.0.0.1" in (tmp_path / "j" / "judge.json").read_text(encoding="utf-8")

@@ -27,14 +27,18 @@ def echo(body: dict) -> dict | str:
     u = user_text(body)
     if "FAIL" in u:
         return {"status": 400, "content": f"refused {u}"}
+    if "NOTEXT" in u:  # a 200 that is not a chat completion with text
+        return {"body": {"object": "chat.completion", "choices": [{"message": {"content": None}}]}}
     return f"A: {u}"
 
 
-def make_calls(cfg: llm.LLMSettings, n: int, *, fail: tuple[int, ...] = (), start: int = 0) -> list[llm_batch.Call]:
+def make_calls(cfg: llm.LLMSettings, n: int, *, fail: tuple[int, ...] = (), start: int = 0,
+               no_text: tuple[int, ...] = ()) -> list[llm_batch.Call]:
     out = []
     for i in range(start, start + n):
         msgs = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": f"question {i}" + (" FAIL" if i in fail else "")}]
+                {"role": "user", "content": f"question {i}" + (" FAIL" if i in fail else "")
+                 + (" NOTEXT" if i in no_text else "")}]
         out.append(llm_batch.Call(llm.cache_key(task="t", model=cfg.model, messages=msgs), cfg.body(msgs),
                                   {"job": "t", "id": str(i), "order": "AB"}))
     return out
@@ -167,10 +171,13 @@ def test_parse_result_lines():
     v = llm_batch.parse_result(vllm_line("k", error="Model not found"), "f:4")
     assert v.text is None and v.error == "Model not found" and not v.not_run
     assert llm_batch.parse_result(vllm_line("k", "hi"), "f:5").text == "hi"
-    empty = openai_line("k", "")
-    assert llm_batch.parse_result(empty, "f:6").error == "status 200 but an empty reply"
+    empty = openai_line("k", "")  # text, as from a live call (what it is worth is the job's to judge)
+    assert llm_batch.parse_result(empty, "f:6").text == ""
     empty["response"]["body"]["choices"][0]["message"]["content"] = None
-    assert llm_batch.parse_result(empty, "f:7").text is None
+    assert llm_batch.parse_result(empty, "f:7").error == ("status 200 but the reply has no text "
+                                                          "(choices[0].message.content is null)")
+    empty["response"]["body"] = {"choices": []}
+    assert "not a chat completion" in llm_batch.parse_result(empty, "f:7").error
     with pytest.raises(UserError, match=r"^f:8: a request line, not a result line"):
         llm_batch.parse_result({"custom_id": "k", "method": "POST", "url": "/v1/chat/completions", "body": {}}, "f:8")
     with pytest.raises(UserError, match=r"^f:9: missing field 'custom_id'"):
@@ -285,6 +292,14 @@ def test_without_wait_a_rerun_collects_and_a_cancelled_batch_is_resubmitted(tmp_
         assert first["status"] == "cancelled" and second["request_counts"]["total"] == 6
         assert max(srv.batch_lines.values()) == 1 and srv.routes["POST /batches"] == 2
     assert cached_texts(cache, calls) == {c.key: expected(c) for c in calls}
+
+
+def test_a_200_line_without_text_is_a_failure_not_cached(tmp_path):
+    with ScriptedOpenAI(echo) as srv:
+        calls = make_calls(llm.settings("batch-model", srv.url, KEY), 2, no_text=(1,))
+        d, cache, _ = run_batch(srv, tmp_path, calls)
+    assert d.by_batch == 1 and calls[0].key in cache and calls[1].key not in cache
+    assert d.failed == {calls[1].key: "status 200 but the reply has no text (choices[0].message.content is null)"}
 
 
 def test_a_failed_batch_caches_nothing_and_names_the_reason(tmp_path):
