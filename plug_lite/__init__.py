@@ -22,12 +22,14 @@ Ground floor (standard library only at import time)
                    streaming printer, and how many CPU threads to use
 ``runs``           the run folder and the work folder: where each file goes, one naming rule, and
                    whether a run is finished / exported at a quant type
-``cli``            the command line: each verb's flags made from its typed ``main(...)``
+``cli``            the command line: each verb's flags made from its typed ``main(...)`` (a dataclass
+                   parameter stands for its fields' flags)
 =================  ==================================================================================
 
 Libraries any verb may use: ``data`` (training rows; also the ``data`` command), ``extract``
 (sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics``,
-``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``translation``
+``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``llm_batch`` (the
+same calls through batch engines: request files, result files, the Batch API), ``translation``
 (one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``, ``batching``,
 ``turn_tokens``.
 

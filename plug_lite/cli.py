@@ -10,6 +10,11 @@
   command's description the docstring's first paragraph. A verb only names what a signature
   cannot say: positional arguments, other flag names (``fmt`` is ``--format``; ``--lang`` is kept
   as another name of ``--target``), choices.
+* A parameter whose type is a dataclass (options that travel together, such as
+  :class:`plug_lite.llm_batch.BatchOptions`) becomes its fields' flags: field ``batch_wait`` of
+  ``batch_opts: BatchOptions = BatchOptions()`` is ``--batch-wait``, its default the parameter's
+  default's, its help the field's ``metadata["help"]``; the flags given are gathered back into one
+  value for ``main`` (:func:`flag_params`, :func:`parse`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-__all__ = ["VERBS", "Param", "description", "function_params", "dataclass_params", "value_type", "add_arguments", "parser_for", "parse",
+__all__ = ["VERBS", "Param", "description", "function_params", "dataclass_params", "flag_params", "value_type", "add_arguments", "parser_for", "parse",
            "run", "usage", "main"]
 
 #: verb -> (module, one-line summary)
@@ -104,6 +109,20 @@ def dataclass_params(cls: type) -> list[Param]:
     return [Param(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
 
 
+def flag_params(fn: Callable, exclude: Iterable[str] = ()) -> list[Param]:
+    """The parameters of ``fn`` as flags: a dataclass parameter ``p`` stands for its fields, named
+    ``p.field`` (defaults from ``p``'s default value)."""
+    out: list[Param] = []
+    for p in function_params(fn, exclude):
+        if not (isinstance(p.type, type) and dataclasses.is_dataclass(p.type)):
+            out.append(p)
+            continue
+        value = p.default if p.default is not _REQUIRED else p.type()
+        out += [Param(f"{p.name}.{f.name}", f.type, getattr(value, f.name), f.help)
+                for f in dataclass_params(p.type)]
+    return out
+
+
 def value_type(tp: Any) -> tuple[type, bool]:
     """(the value type argparse converts to, whether it is a list) of an annotation."""
     args = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
@@ -147,7 +166,7 @@ def add_arguments(ap: argparse.ArgumentParser, params: list[Param], *, positiona
             kw.update(extra.get(p.name, {}))
             ap.add_argument(p.name, **kw)
             continue
-        flags = names.get(p.name) or "--" + p.name.replace("_", "-")
+        flags = names.get(p.name) or "--" + p.name.rpartition(".")[2].replace("_", "-")
         flags = (flags,) if isinstance(flags, str) else tuple(flags)
         kw["dest"] = p.name
         if typ is bool and not many:
@@ -157,6 +176,8 @@ def add_arguments(ap: argparse.ArgumentParser, params: list[Param], *, positiona
             kw.setdefault("metavar", p.name.rstrip("s").upper())
         elif typ is not str:
             kw["type"] = typ
+        if "." in p.name and kw.get("action") in (None, "append"):  # a field's value is named after its flag
+            kw["metavar"] = flags[0].lstrip("-").replace("-", "_").upper()
         if required:
             kw["required"] = True
         elif suppress:
@@ -172,19 +193,31 @@ def parser_for(fn: Callable, *, prog: str, exclude: Iterable[str] = (), parser: 
     """An argument parser for ``fn``'s parameters (``how``: see :func:`add_arguments`); its
     description is the first paragraph of ``fn``'s module docstring unless ``parser`` is given."""
     ap = parser or argparse.ArgumentParser(prog=prog, description=description(sys.modules[fn.__module__].__doc__))
-    add_arguments(ap, function_params(fn, exclude), **how)
+    add_arguments(ap, flag_params(fn, exclude), **how)
     return ap
 
 
 def parse(ap: argparse.ArgumentParser, fn: Callable, argv: list[str] | None, drop: Iterable[str] = ()) -> dict:
     """Parsed arguments as ``fn``'s keyword arguments: a flag left unset whose parameter has a
-    default other than None is left out (so ``fn`` keeps its default, e.g. for list parameters)."""
-    defaults = {p.name: p.default for p in function_params(fn)}
-    out = {}
+    default other than None is left out (so ``fn`` keeps its default, e.g. for list parameters);
+    the flags of a dataclass parameter's fields make one value of it (its default with the fields
+    given)."""
+    params = {p.name: p for p in function_params(fn)}
+    out: dict[str, Any] = {}
+    fields: dict[str, dict[str, Any]] = {}
     for k, v in vars(ap.parse_args(argv)).items():
-        if k in drop or (v is None and defaults.get(k, None) is not None):
+        owner, dot, name = k.partition(".")
+        if k in drop:
             continue
-        out[k] = v
+        if dot:
+            fields.setdefault(owner, {})[name] = v
+        elif not (v is None and params.get(k) is not None and params[k].default is not None):
+            out[k] = v
+    for owner, values in fields.items():
+        p = params[owner]
+        base = p.default if p.default is not _REQUIRED else p.type()
+        out[owner] = dataclasses.replace(base, **{k: v for k, v in values.items()
+                                                  if v is not None or getattr(base, k) is None})
     return out
 
 
