@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import llm
+from . import llm, llm_batch
 from .cli import run
 from .io import UserError, read_records, redact, write_json
 from .reporting import write_report
@@ -726,9 +726,11 @@ def main(
     bootstrap: int = 1000,
     seed: int = 0,
     report: bool = True,
+    batch_opts: llm_batch.BatchOptions = llm_batch.BatchOptions(),
 ) -> dict:
     """Judge answer file ``a`` (against ``b`` in pairwise mode); write ``out``/judge.json (and the
-    report unless ``report=False``). Returns the results dict, or the plan when ``dry_run``.
+    report unless ``report=False``). Returns the results dict, or the plan when ``dry_run``, or
+    what to do next when the calls went to a request file or to batches still running.
 
     Args:
         a: answer file A (JSONL from plug-lite generate)
@@ -758,10 +760,13 @@ def main(
         bootstrap: bootstrap resamples of the 95% interval
         seed: seed of the bootstrap
         report: write the report (report.md/.json/.png) into the output folder too
+        batch_opts: how the calls are made: live (default), or through a batch engine (the flags
+            --write-requests, --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`)
     """
     _check_mode(mode, b, eval_set)
-    cfg = llm.settings(model, base_url, api_key, timeout=timeout, max_retries=max_retries,
-                       max_tokens=max_tokens, need_key=not dry_run and not (mode == "svamp" and not llm_extract))
+    sends = batch_opts.check().mode in ("live", "batch")
+    cfg = llm.settings(model, base_url, api_key, timeout=timeout, max_retries=max_retries, max_tokens=max_tokens,
+                       need_key=not dry_run and sends and not (mode == "svamp" and not llm_extract))
     prompt = load_prompt_file(judge_prompts, mode, prompt_name) if judge_prompts else default_prompt(mode)
     out_dir = Path(out)
     cache_path = Path(cache) if cache else out_dir / "judge_cache.jsonl"
@@ -778,17 +783,21 @@ def main(
     cc = llm.CallCache(cache_path)
     runner = _Runner(cfg, cc, prompt, dry_run)
     jobs: dict[str, list[dict]] = {}  # key -> messages
+    meta: dict[str, dict] = {}  # key -> the call's bookkeeping (a batch request file's manifest)
+    item: list[str] = [""]  # the id whose row is being built
 
     def want(messages: list[dict], **parts: Any) -> str:
         k = runner.key(messages=messages, **parts)
         if k not in cc and k not in jobs:
             jobs[k] = messages
+            meta[k] = {"job": "judge", "mode": mode, "id": item[0], **parts, "target": target}
         return k
 
     ask = _Ask(prompt, want, refs, eval_set, target, llm_extract)
     m = _MODES[mode]
     rows = []
     for i in ids:
+        item[0] = i
         ra, ref = A[i], refs.get(i, {})
         row = {"id": i, "instruction": str(ra.get("instruction") or ref.get("instruction") or ""),
                "category": ra.get("category") or ref.get("category"), "dataset": ra.get("dataset") or ref.get("dataset")}
@@ -799,17 +808,28 @@ def main(
     if dry_run:
         tok_in = sum(llm.estimate_tokens("".join(msg["content"] for msg in msgs)) for msgs in jobs.values())
         tok_out = n_calls * m.reply_tokens
-        price = llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices)
-        plan = {"mode": mode, "judge_model": cfg.model, "calls": n_calls, "cached": cached,
+        price = llm_batch.price(llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices),
+                                batch_opts)
+        plan = {"mode": mode, "judge_model": cfg.model, "calls": n_calls, "cached": cached, "batch": batch_opts.batch,
                 "est_input_tokens": tok_in, "est_output_tokens": tok_out,
                 "est_cost_usd": (tok_in * price[0] + tok_out * price[1]) / 1e6 if price else None}
         cc.close()
         return {"dry_run": plan}
 
     try:
-        llm.run_jobs(list(jobs.items()), runner.call, parallel=parallel, desc=f"judge ({mode})")
+        calls = [llm_batch.Call(k, cfg.body(msgs), meta[k]) for k, msgs in jobs.items()]
+        sent = llm_batch.dispatch(calls, cc, batch_opts, cfg=cfg, ledger=llm_batch.ledger_path(cache_path),
+                                  job=f"judge-{mode}")
+        if sent is None:
+            llm.run_jobs(list(jobs.items()), runner.call, parallel=parallel, desc=f"judge ({mode})")
     finally:
         cc.close()
+    if sent is not None and not sent.finished:
+        return {"unfinished": sent.message(), "batch": sent.public()}
+    if sent is not None:
+        runner.errors.update(sent.failed)
+        runner.stats.update(failed=len(sent.failed), by_batch=sent.by_batch)
+        runner.usage.update(sent.usage)
 
     for row in rows:
         m.read(row, runner)
@@ -823,8 +843,9 @@ def main(
         "target": target,
         "files": files,
         **({"pairing": pairing} if pairing else {}),
-        "calls": {"made": runner.stats["made"], "cached": cached, "failed": runner.stats["failed"],
-                  "first_error": next(iter(runner.errors.values()), None), "usage": dict(runner.usage)},
+        "calls": {"made": runner.stats["made"], "cached": cached, "by_batch": runner.stats["by_batch"],
+                  "failed": runner.stats["failed"], "first_error": next(iter(runner.errors.values()), None),
+                  "usage": dict(runner.usage), **({"batch": sent.public()} if sent is not None else {})},
     })
     write_json(out_dir / "judge.json", results)
     if report:
@@ -845,10 +866,13 @@ def _finish(res: dict, args: dict) -> int:
         cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (no price for this model; pass --price-in/--price-out)"
         print(f"dry run ({d['mode']}, judge {d['judge_model']}): {d['calls']} calls to make "
               f"({d['cached']} cached), about {d['est_input_tokens']} input + {d['est_output_tokens']} "
-              f"output tokens, estimated cost {cost}")
+              f"output tokens, estimated cost {cost}" + (" at the Batch API's price" if d["batch"] else ""))
+        return 0
+    if "unfinished" in res:
+        print(res["unfinished"], file=sys.stderr)
         return 0
     calls = res["calls"]
-    rc, line = llm.run_outcome(made=calls["made"], failed=calls["failed"], what="judge calls",
+    rc, line = llm.run_outcome(made=calls["made"] + calls["by_batch"], failed=calls["failed"], what="judge calls",
                                first_error=calls["first_error"])
     if rc == llm.EXIT_ALL_FAILED:
         print(f"error: {redact(line)}", file=sys.stderr)
@@ -859,8 +883,8 @@ def _finish(res: dict, args: dict) -> int:
     if pairing and (pairing["only_a"] or pairing["only_b"]):
         print(f"paired {pairing['paired']} answers on the {pairing['by']}; not judged: {pairing['only_a']} "
               f"only in {args['a']}, {pairing['only_b']} only in {args['b']}", file=sys.stderr)
-    print(f"calls: {calls['made']} made, {calls['cached']} cached, {calls['failed']} failed; "
-          f"results in {Path(args['out']) / 'judge.json'}", file=sys.stderr)
+    print(llm.calls_summary(made=calls["made"], cached=calls["cached"], by_batch=calls["by_batch"],
+                            failed=calls["failed"]) + f"; results in {Path(args['out']) / 'judge.json'}", file=sys.stderr)
     if line:
         print(f"warning: {redact(line)}", file=sys.stderr)
     return rc

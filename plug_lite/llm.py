@@ -44,6 +44,7 @@ __all__ = [
     "run_jobs",
     "retries_done",
     "run_outcome",
+    "calls_summary",
     "estimate_tokens",
     "PRICES",
     "price_for",
@@ -223,6 +224,12 @@ def run_outcome(*, made: int, failed: int, what: str, first_error: str | None = 
         return EXIT_ALL_FAILED, f"all {failed} {what} failed{why}; rerun to try them again"
     return EXIT_PARTIAL, (f"{failed} of {made + failed} {what} failed{why}; the {made} that succeeded are "
                           "kept, rerun to try the failed ones again")
+
+
+def calls_summary(*, made: int, cached: int, by_batch: int, failed: int) -> str:
+    """How a run's calls went, in one line: made live now, answered from the call cache, answered
+    by a batch (:mod:`plug_lite.llm_batch`) and failed."""
+    return f"calls: {made} made, {cached} cached, {by_batch} by batch, {failed} failed"
 
 
 def _short(e: Exception, key: str | None = None) -> str:

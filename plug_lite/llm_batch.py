@@ -111,6 +111,7 @@ __all__ = [
     "Dispatched",
     "dispatch",
     "ledger_path",
+    "price",
 ]
 
 URL = "/v1/chat/completions"
@@ -151,7 +152,7 @@ class BatchOptions:
         "help": "ingest a batch result file (OpenAI output or error file, vLLM run-batch output) into the call "
                 "cache and finish the job; repeat for several files; calls without a good line fail"})
     batch: bool = field(default=False, metadata={
-        "help": "submit the uncached calls to the endpoint's Batch API (50%% cheaper at OpenAI); a rerun "
+        "help": "submit the uncached calls to the endpoint's Batch API (half price at OpenAI); a rerun "
                 "collects what finished and never submits a shard twice"})
     batch_wait: bool = field(default=False, metadata={
         "help": "with --batch: poll until every batch has ended, then finish the job (default: submit, "
@@ -535,10 +536,38 @@ class Dispatched:
         returns to be collected later)."""
         return self.mode == "read" or (self.mode == "batch" and not self.pending)
 
-    def summary(self, *, cached: int, live: int = 0) -> str:
-        """One line: how many calls went by batch, cache or live call."""
-        parts = [f"{self.by_batch} by batch", f"{cached} from the cache", f"{live} live", f"{len(self.failed)} failed"]
-        return "calls: " + ", ".join(parts)
+    def message(self) -> str:
+        """What to do next, for a job that stops here (``write``, or batches still running)."""
+        if self.mode == "write":
+            w = self.written
+            if not w.get("requests"):
+                return "no requests written: every call is cached; run without --write-requests to finish"
+            files = ", ".join(w["files"])
+            return (f"{w['requests']} requests written to {files} (bookkeeping in {w['manifest']}); nothing was "
+                    "sent. Run them (vllm run-batch -i FILE -o OUT --model NAME, or a provider's Batch API), "
+                    "then rerun this command with --read-results OUT")
+        ids = ", ".join(self.pending)
+        return (f"{len(self.pending)} batch{'es' if len(self.pending) > 1 else ''} still running ({ids}); rerun "
+                "the same command to collect (nothing is submitted twice), or add --batch-wait")
+
+    def public(self) -> dict:
+        """What a results file records of the batch runner."""
+        out = {"mode": self.mode, "by_batch": self.by_batch, "failed": len(self.failed)}
+        if self.pending:
+            out["pending"] = list(self.pending)
+        if self.written:
+            out["written"] = {k: v for k, v in self.written.items() if k != "shards"}
+        if self.counts:
+            out["counts"] = dict(self.counts)
+        return out
+
+
+def price(base: tuple[float, float] | None, opts: BatchOptions) -> tuple[float, float] | None:
+    """USD per 1M (input, output) tokens for a dry run: the Batch API's discount applied with
+    ``--batch`` (calls written for another engine cost what that engine costs: list price)."""
+    if base is None or not opts.batch:
+        return base
+    return base[0] * BATCH_DISCOUNT, base[1] * BATCH_DISCOUNT
 
 
 class BatchRunner:
