@@ -20,6 +20,12 @@ HF model folder, or a folder holding a PEFT adapter applied over its base) and `
 OpenAI-compatible endpoint via the official client: ``--base-url``, key from ``--api-key`` or
 ``OPENAI_API_KEY``). Greedy decoding by default (temperature 0), as in the paper.
 
+Through an endpoint the answers can also go by a batch engine (``--write-requests``,
+``--read-results``, ``--batch``: :mod:`plug_lite.llm_batch`): the same request bodies, keyed in a
+call cache ``OUT.calls.jsonl``; the records are then written from the cached answers (``seconds``
+is then the time to write a record, not to make the answer). ``--translate-test`` needs three
+calls in a row per answer and always runs live.
+
 ``tokens.pivot`` is the number of generated tokens before the target section began (what the
 pivot costs); the endpoint backend sees no tokens, so there it and ``tokens.target`` are null.
 
@@ -40,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import formats, gguf_meta, languages, llm, runs
+from . import formats, gguf_meta, languages, llm, llm_batch, runs
 from .cli import parse, parser_for
 from .engine import LlamaEngine
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
@@ -411,6 +417,57 @@ def summarize(records: Iterable[dict]) -> dict:
             "mean_target_tokens": mean("target"), "mean_completion_tokens": mean("completion")}
 
 
+def answer_messages(rec: dict, system: str | None) -> list[dict]:
+    """The chat messages that ask for one answer: the system prompt (if any) and the instruction."""
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": str(rec["instruction"])}]
+
+
+def answer_spec(fmt: str, target: str, pivot: str = "en", system: str | None = None, think: bool = False,
+                translate_test: bool = False) -> tuple[PlugSpec, str | None]:
+    """(the spec of the answers, the system prompt they are asked with): ``system`` when given,
+    else the format's own; the translate-test baseline answers as a mono model of the pivot."""
+    if translate_test:
+        spec = PlugSpec("mono", target, pivot)
+        # the model answers in the pivot: the mono prompt of the pivot language
+        return spec, system if system is not None else PlugSpec("mono", spec.pivot_language).system_prompt()
+    spec = PlugSpec(fmt, target, pivot, think and fmt == "plug")
+    return spec, system if system is not None else spec.system_prompt()
+
+
+class BatchAnswers:
+    """The endpoint backend's answers as a batch engine gave them: :meth:`generate` reads the
+    call cache (keyed by :meth:`key` of the request body) instead of calling; an answer not there
+    is a :class:`plug_lite.llm.CallError` with the batch's reason (``failed``)."""
+
+    name = "openai"
+    give_up_after = None  # a missing answer says nothing about the next one
+
+    def __init__(self, model_name: str, cache: llm.CallCache) -> None:
+        self.model_name = self.default_name = model_name
+        self.cache = cache
+        self.failed: dict[str, str] = {}
+
+    def body(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        return llm.chat_body(self.model_name, messages, temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+
+    @staticmethod
+    def key(body: dict) -> str:
+        return llm.cache_key(task="generate", body=body)
+
+    def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        k = self.key(self.body(messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+        rec = self.cache.get(k)
+        if rec is None:
+            raise llm.CallError(self.failed.get(k, "no answer from the batch"))
+        usage = rec.get("usage") or {}
+        return {"output": rec.get("text") or "", "finish_reason": rec.get("finish_reason") or "stop",
+                "prompt_tokens": usage.get("prompt"), "completion_tokens": usage.get("completion"), "pieces": None}
+
+    def close(self) -> None:
+        self.cache.close()
+
+
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
              generator: str | None = None, progress: bool = True, think: bool = False, translator=None) -> dict:
@@ -423,18 +480,14 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     ``translator`` (``text, source=, target= -> text``) makes it the translate-test baseline:
     format ``translate_test``, the model answers the translated instruction in the pivot language
     (system prompt: answer in the pivot) and its answer is translated back."""
+    spec, system = answer_spec(fmt, target, pivot, system, think, translator is not None)
     if translator is not None:
-        fmt, spec = TRANSLATE_TEST, PlugSpec("mono", target, pivot)
-    else:
-        spec = PlugSpec(fmt, target, pivot, think and fmt == "plug")
+        fmt = TRANSLATE_TEST
     generator = generator or backend.default_name
     decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
                 "greedy": temperature <= 0, "seed": seed}
     if translator is not None:
         decoding["translator"] = translator.public()
-        # the model answers in the pivot: the mono prompt of the pivot language
-        system = system if system is not None else PlugSpec("mono", spec.pivot_language).system_prompt()
-    system = system if system is not None else spec.system_prompt()
     done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
     for d in done[:1]:
         for key, want in (("format", fmt), ("target", spec.target), ("generator", generator)):
@@ -455,16 +508,15 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
                                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                                                 generator=generator, decoding=decoding)
                 else:
-                    msgs = ([{"role": "system", "content": system}] if system else []) + [
-                        {"role": "user", "content": str(rec["instruction"])}]
                     t0 = time.perf_counter()
-                    gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+                    gen = backend.generate(answer_messages(rec, system), max_new_tokens=max_new_tokens,
+                                           temperature=temperature, seed=seed)
                     row = answer_record(rec, gen, spec=spec, seconds=time.perf_counter() - t0,
                                         generator=generator, decoding=decoding)
             except llm.CallError as e:
                 failed.append(f"id {rec['id']}: {e}")
                 in_a_row += 1
-                if in_a_row >= GIVE_UP_AFTER:
+                if in_a_row >= (getattr(backend, "give_up_after", GIVE_UP_AFTER) or len(todo) + 1):
                     break
                 continue
             in_a_row = 0
@@ -522,6 +574,7 @@ def main(
     translator_model: str | None = None,
     translator_base_url: str | None = None,
     translator_api_key: str | None = None,
+    batch_opts: llm_batch.BatchOptions = llm_batch.BatchOptions(),
 ) -> dict:
     """Answer every instruction of ``eval_set`` with ``model`` into ``out``; returns the summary
     (see :func:`generate`).
@@ -556,6 +609,9 @@ def main(
         translator_model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
         translator_base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
         translator_api_key: translator key (prefer env OPENAI_API_KEY); never printed
+        batch_opts: endpoint answers through a batch engine (the flags --write-requests,
+            --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`); the model's name
+            there is --model-name (else MODEL)
     """
     refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": lora, "--base": base})
     recorded = recorded_spec(model)
@@ -563,6 +619,18 @@ def main(
     if not target:
         raise UserError("no target language: pass --target CODE (the model records none)")
     records = load_instructions(eval_set, target, limit)
+    if batch_opts.check().mode != "live":
+        if translate_test is not None:
+            raise UserError("--translate-test makes three calls in a row per answer: it runs live only (drop "
+                            "--write-requests / --read-results / --batch)")
+        if backend not in (None, "openai"):
+            raise UserError(f"--backend {backend} answers locally: --write-requests / --read-results / --batch are "
+                            "for an endpoint's model (--backend openai)")
+        return _via_batch(records, out, batch_opts, model_name=model_name or model, base_url=base_url,
+                          api_key=api_key, max_retries=max_retries, fmt=fmt or recorded.get("format") or "plug",
+                          target=target, pivot=pivot or recorded.get("pivot") or "en", system=system,
+                          think=bool(recorded.get("think")), max_new_tokens=max_new_tokens, temperature=temperature,
+                          seed=seed, generator=generator, progress=progress)
     tt_cfg = None
     if translate_test is not None:
         if translate_test not in ("llm", "self"):
@@ -596,8 +664,52 @@ def main(
     return summary
 
 
+def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, *, model_name: str | None,
+               base_url: str | None, api_key: str | None, max_retries: int, fmt: str, target: str, pivot: str,
+               system: str | None, think: bool, max_new_tokens: int, temperature: float, seed: int,
+               generator: str | None, progress: bool) -> dict:
+    """:func:`generate` with the endpoint's answers from a batch engine: the requests of the
+    answers not yet in ``out`` are written, read or submitted (``opts``), then the records are
+    written from the call cache ``OUT.calls.jsonl``."""
+    if not model_name:
+        raise UserError("a batch engine needs the model's name: pass --model-name NAME (what the engine serves, "
+                        "e.g. the --model of vllm run-batch)")
+    cache_p = Path(out).with_name(Path(out).stem + ".calls.jsonl")
+    answers = BatchAnswers(model_name, llm.CallCache(cache_p))
+    try:
+        _, system = answer_spec(fmt, target, pivot, system, think)
+        done = {str(d.get("id")) for d in read_jsonl_resumable(out)}
+        calls = []
+        for rec in records:
+            if str(rec["id"]) not in done:
+                body = answers.body(answer_messages(rec, system), max_new_tokens=max_new_tokens,
+                                    temperature=temperature, seed=seed)
+                calls.append(llm_batch.Call(answers.key(body), body,
+                                            {"job": "generate", "id": str(rec["id"]), "target": target, "format": fmt}))
+        cached = sum(1 for c in calls if c.key in answers.cache)
+        cfg = None
+        if opts.mode == "batch":
+            cfg = llm.LLMSettings(model=model_name, base_url=base_url, max_retries=max_retries,
+                                  api_key=api_key or os.environ.get("OPENAI_API_KEY") or "no-key")
+        sent = llm_batch.dispatch(calls, answers.cache, opts, cfg=cfg, ledger=llm_batch.ledger_path(cache_p),
+                                  job="generate")
+        if not sent.finished:
+            return {"unfinished": sent.message(), "batch": sent.public()}
+        answers.failed = sent.failed
+        summary = generate(answers, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
+                           max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                           generator=generator, progress=progress, think=think)
+    finally:
+        answers.close()
+    summary["calls"] = {"cached": cached, "by_batch": sent.by_batch, "failed": len(sent.failed), "batch": sent.public()}
+    return summary
+
+
 def _finish(s: dict, args: dict) -> int:
     """What ``plug-lite generate`` prints, and its exit status."""
+    if "unfinished" in s:
+        print(s["unfinished"], file=sys.stderr)
+        return 0
     rc, line = llm.run_outcome(made=s["made"], failed=s["failed"], what="answers", first_error=s["first_error"])
     if line and s["stopped"]:
         line += f"; stopped after {GIVE_UP_AFTER} failures in a row, {s['not_tried']} not tried"
@@ -607,6 +719,9 @@ def _finish(s: dict, args: dict) -> int:
     st = ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items()))
     print(f"{args['out']}: {s['records']} answers ({st}); mean tokens: pivot {s['mean_pivot_tokens']}, "
           f"target {s['mean_target_tokens']}", file=sys.stderr)
+    if "calls" in s:
+        c = s["calls"]
+        print(llm.calls_summary(made=0, cached=c["cached"], by_batch=c["by_batch"], failed=c["failed"]), file=sys.stderr)
     if line:
         print(f"warning: {redact(line)}", file=sys.stderr)
     return rc
