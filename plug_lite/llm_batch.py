@@ -158,6 +158,8 @@ class BatchOptions:
         "help": "with --batch: poll until every batch has ended, then finish the job (default: submit, "
                 "check once and return; rerun to collect)"})
     batch_poll: float = field(default=30.0, metadata={"help": "with --batch-wait: seconds between polls"})
+    batch_url: str = field(default=URL, metadata={
+        "help": "the url of every request line and the batch's endpoint (Azure OpenAI wants /chat/completions)"})
 
     @property
     def mode(self) -> str:
@@ -181,6 +183,8 @@ class BatchOptions:
             raise UserError("--batch-wait needs --batch")
         if self.batch_poll <= 0:
             raise UserError(f"--batch-poll must be positive (got {self.batch_poll:g})")
+        if not self.batch_url.startswith("/"):
+            raise UserError(f"--batch-url must be a path such as {URL} (got {self.batch_url!r})")
         return self
 
 
@@ -824,7 +828,7 @@ def dispatch(calls: list[Call], cache: llm.CallCache, opts: BatchOptions, *, cfg
         return None
     uncached = [c for c in calls if c.key not in cache]
     if mode == "write":
-        written = write_requests(uncached, opts.write_requests)
+        written = write_requests(uncached, opts.write_requests, url=opts.batch_url)
         return Dispatched("write", written=written)
     if mode == "read":
         wanted = {c.key: c for c in uncached}
@@ -838,5 +842,6 @@ def dispatch(calls: list[Call], cache: llm.CallCache, opts: BatchOptions, *, cfg
                                   "already_cached": rep.already_cached})
     if cfg is None:
         raise UserError("--batch needs an endpoint (--base-url, or the OpenAI API with OPENAI_API_KEY)")
-    runner = BatchRunner(cfg, cache, ledger, job=job, wait=opts.batch_wait, poll=opts.batch_poll, say=say)
+    runner = BatchRunner(cfg, cache, ledger, job=job, wait=opts.batch_wait, poll=opts.batch_poll, url=opts.batch_url,
+                         say=say)
     return runner.run(uncached)

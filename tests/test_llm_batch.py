@@ -221,6 +221,22 @@ def test_options_that_cannot_go_together():
     with pytest.raises(UserError, match="--batch-wait needs --batch"):
         llm_batch.BatchOptions(batch_wait=True).check()
     assert llm_batch.BatchOptions().check().mode == "live"
+    with pytest.raises(UserError, match="--batch-url must be a path"):
+        llm_batch.BatchOptions(batch=True, batch_url="chat/completions").check()
+
+
+def test_azure_url_in_lines_and_batch(tmp_path):
+    """--batch-url /chat/completions (Azure OpenAI): the lines and the batch's endpoint agree."""
+    with ScriptedOpenAI(echo) as srv:
+        cfg = llm.LLMSettings(model="my-batch-deployment", base_url=srv.url, api_key=KEY, max_retries=0)
+        calls = make_calls(cfg, 3)
+        cache = llm.CallCache(tmp_path / "c.jsonl")
+        opts = llm_batch.BatchOptions(batch=True, batch_wait=True, batch_poll=0.001, batch_url="/chat/completions")
+        d = llm_batch.dispatch(calls, cache, opts, cfg=cfg, ledger=tmp_path / "l.jsonl", job="t", say=lambda _: None)
+        (b,) = srv.batches.values()
+        first = json.loads(srv.file_data[b["input_file_id"]].splitlines()[0])
+    assert d.by_batch == 3 and b["endpoint"] == first["url"] == "/chat/completions"
+    assert first["body"]["model"] == "my-batch-deployment"
 
 
 # --- the Batch API runner ---------------------------------------------------------------------------
