@@ -12,7 +12,8 @@
 * :func:`run_outcome` turns a run's counts into its exit status: 0 all good, 1 no call
   succeeded, 3 some calls failed (2 stays bad input).
 * :class:`CallCache` is an append-only JSONL file keyed by a hash of everything that determines an
-  answer; each call is fsynced as soon as it returns, so a killed run repeats no call.
+  answer; each call is fsynced as soon as it returns, so a killed run repeats no call (a batch's
+  results, which can be downloaded again, are fsynced a block at a time).
 * :func:`run_jobs` runs uncached calls on a thread pool; the first one runs alone, so a bad key or
   model name stops the run after one request whatever ``--parallel`` is.
 
@@ -269,6 +270,17 @@ class CallCache:
             self._out.write(rec)
             self._data[key] = rec
         return rec
+
+    def put_many(self, records: Iterable[tuple[str, dict]]) -> None:
+        """:meth:`put` for several calls with one fsync (ingesting a batch's results)."""
+        recs = [{"key": key, **record} for key, record in records]
+        if not recs:
+            return
+        with self._lock:
+            if self._out is None:
+                self._out = JsonlAppender(self.path)
+            self._out.write_many(recs)
+            self._data.update((r["key"], r) for r in recs)
 
     def close(self) -> None:
         if self._out is not None:

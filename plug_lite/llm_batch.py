@@ -78,6 +78,7 @@ Standard library only at import time; ``openai`` and ``tqdm`` are imported when 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -205,7 +206,7 @@ class Shard:
     calls: list[Call]
     data: bytes
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
@@ -402,38 +403,47 @@ class Ingested:
 
 
 def ingest(lines: Iterable[tuple[str, Any]], cache: llm.CallCache, wanted: Mapping[str, Call], *,
-           source: str) -> Ingested:
+           source: str, block: int = 1000) -> Ingested:
     """Put the successful result lines of ``lines`` into ``cache`` (a record like a live call's:
-    ``text``, ``usage``, ``model``, plus ``finish_reason``, ``via: "batch"`` and ``source``).
+    ``text``, ``usage``, ``model``, plus ``finish_reason``, ``via: "batch"`` and ``source``), fsynced
+    ``block`` lines at a time and whatever happens (a bad line further on keeps what came before).
     Only keys in ``wanted`` are taken; the first success of a key wins; failures are returned,
     never cached."""
     rep = Ingested()
     seen: set[str] = set()
-    for where, obj in lines:
-        r = parse_result(obj, where)
-        call = wanted.get(r.custom_id)
-        if call is None:
-            rep.unknown += 1
-            continue
-        if r.custom_id in seen:
-            rep.duplicates += 1
-        seen.add(r.custom_id)
-        if r.custom_id in cache:
-            if r.custom_id not in rep.ok:
+    todo: list[tuple[str, dict]] = []
+    try:
+        for where, obj in lines:
+            r = parse_result(obj, where)
+            call = wanted.get(r.custom_id)
+            if call is None:
+                rep.unknown += 1
+                continue
+            if r.custom_id in seen:
+                rep.duplicates += 1
+            seen.add(r.custom_id)
+            if r.custom_id in rep.ok:
+                continue
+            if r.custom_id in cache:
                 rep.already_cached += 1
-            continue
-        if r.text is None:
-            if r.not_run:
-                rep.not_run.add(r.custom_id)
-            else:
-                rep.failed.setdefault(r.custom_id, r.error or "failed")
-            continue
-        cache.put(r.custom_id, {"text": r.text, "usage": r.usage, "model": call.body.get("model"),
-                                "finish_reason": r.finish_reason, "via": "batch", "source": source})
-        rep.ok.add(r.custom_id)
-        rep.failed.pop(r.custom_id, None)
-        rep.not_run.discard(r.custom_id)
-        rep.usage.update(r.usage)
+                continue
+            if r.text is None:
+                if r.not_run:
+                    rep.not_run.add(r.custom_id)
+                else:
+                    rep.failed.setdefault(r.custom_id, r.error or "failed")
+                continue
+            todo.append((r.custom_id, {"text": r.text, "usage": r.usage, "model": call.body.get("model"),
+                                       "finish_reason": r.finish_reason, "via": "batch", "source": source}))
+            rep.ok.add(r.custom_id)
+            rep.failed.pop(r.custom_id, None)
+            rep.not_run.discard(r.custom_id)
+            rep.usage.update(r.usage)
+            if len(todo) >= block:
+                cache.put_many(todo)
+                todo = []
+    finally:
+        cache.put_many(todo)
     rep.not_run -= set(rep.failed)
     return rep
 

@@ -208,11 +208,14 @@ def test_read_results_vllm_shape_gives_the_same_cache_as_openai_shape(tmp_path):
     d = llm_batch.dispatch(calls, cache, llm_batch.BatchOptions(write_requests=str(tmp_path / "again.jsonl")),
                            cfg=None, ledger=tmp_path / "l.jsonl", job="t")
     assert [json.loads(x)["custom_id"] for x in (tmp_path / "again.jsonl").read_text().splitlines()] == [failing]
-    # a result file that is not one: a one-line error naming file and line
+    # a result file that is not one: a one-line error naming file and line; the lines before it are kept
     (tmp_path / "bad.jsonl").write_text(json.dumps(openai_line(calls[0].key, "x")) + "\n{not json\n")
+    fresh = llm.CallCache(tmp_path / "fresh.jsonl")
     with pytest.raises(UserError, match=r"bad.jsonl:2: not a JSON line"):
-        llm_batch.dispatch(calls, cache, llm_batch.BatchOptions(read_results=[str(tmp_path / "bad.jsonl")]),
+        llm_batch.dispatch(calls, fresh, llm_batch.BatchOptions(read_results=[str(tmp_path / "bad.jsonl")]),
                            cfg=None, ledger=tmp_path / "l.jsonl", job="t")
+    fresh.close()
+    assert llm.CallCache(tmp_path / "fresh.jsonl").get(calls[0].key)["text"] == "x"
 
 
 def test_options_that_cannot_go_together():
