@@ -32,10 +32,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from plug_lite import judge  # noqa: E402
 from plug_lite.llm_batch import BatchOptions  # noqa: E402
+from results import publish  # noqa: E402
 from scripted_openai import ScriptedOpenAI, completion, user_text  # noqa: E402
-
-HEADER = "# Benchmarks\n\nEach section is appended by the script named in its title.\n"
-
 
 def verdict(body: dict) -> str:
     """A judge whose verdict depends on the pair (so the three runs can be compared)."""
@@ -129,14 +127,7 @@ def main() -> None:
     lines.append(f"\nHTTP requests, live / batch: **{live['requests'] / max(1, rows[1]['requests']):.0f}x** fewer "
                  f"by batch; client wall time, batch / live: {rows[1]['wall_s'] / live['wall_s']:.2f}, "
                  f"files / live: {rows[2]['wall_s'] / live['wall_s']:.2f}.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_append:
-        res = HERE / "RESULTS.md"
-        if not res.exists():
-            res.write_text(HEADER, encoding="utf-8")
-        with open(res, "a", encoding="utf-8") as f:
-            f.write(text)
+    publish("\n".join(lines) + "\n", append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,9 @@ class ScriptedOpenAI:
             def log_message(self, *a):  # quiet
                 pass
 
-            def _batch_route_refused(self, path: str) -> bool:
-                """404 without a Batch API, 401 with the wrong key (on the batch routes)."""
+            def _batch_api(self, method: str, path: str, raw: bytes = b"") -> bool:
+                """Answer a Files / Batches API request (404 without a Batch API, 401 with the wrong
+                key); False when ``path`` is not one."""
                 if not re.search(r"/(files|batches)(/|$)", path):
                     return False
                 if not server.batch_api:
@@ -124,67 +125,68 @@ class ScriptedOpenAI:
                 if server.require_key and self.headers.get("Authorization") != f"Bearer {server.require_key}":
                     self._send(401, {"error": {"message": "invalid api key"}})
                     return True
-                return False
+                query = parse_qs(urlsplit(self.path).query)
+                routes = (
+                    ("GET", r"/files/([^/]+)$", lambda m: self._send_file(m.group(1), content=False)),
+                    ("GET", r"/files/([^/]+)/content$", lambda m: self._send_file(m.group(1), content=True)),
+                    ("GET", r"/batches/([^/]+)$", lambda m: self._send_batch(server._advance(m.group(1)))),
+                    ("GET", r"/batches$", lambda m: self._send(200, server._list(query))),
+                    ("POST", r"/files$", lambda m: self._send_or(400, "bad upload", server._upload(
+                        self.headers.get("Content-Type", ""), raw))),
+                    ("POST", r"/batches/([^/]+)/cancel$", lambda m: self._send_batch(server._cancel(m.group(1)))),
+                    ("POST", r"/batches$", lambda m: self._create(raw)),
+                )
+                for verb, pattern, handle in routes:
+                    m = re.search(pattern, path)
+                    if verb == method and m:
+                        handle(m)
+                        return True
+                self._send(404, {"error": {"message": f"no route {method} {path}"}})
+                return True
+
+            def _send_file(self, fid: str, *, content: bool) -> None:
+                f = server.files.get(fid)
+                if f is None:
+                    self._send(404, {"error": {"message": f"no file {fid}"}})
+                elif content:
+                    self._send_bytes(200, server.file_data[fid])
+                else:
+                    self._send(200, f)
+
+            def _send_batch(self, b: dict | None) -> None:
+                self._send_or(404, "no such batch", b)
+
+            def _send_or(self, status: int, message: str, obj: dict | None) -> None:
+                self._send(200, obj) if obj else self._send(status, {"error": {"message": message}})
+
+            def _create(self, raw: bytes) -> None:
+                b = server._create(json.loads(raw or b"{}"))
+                if b is None:
+                    self._send(400, {"error": {"message": "no such input file"}})
+                elif server.hold_create:  # the batch exists; its creator never hears of it
+                    server.held.set()
+                    server._release.wait(30)
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(2)
+                    except OSError:
+                        pass
+                else:
+                    self._send(200, b)
 
             def do_GET(self):
                 server._count("GET", self.path)
                 path = urlsplit(self.path).path.rstrip("/")
                 if path.endswith("/models"):
                     self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
-                    return
-                if self._batch_route_refused(path):
-                    return
-                m = re.search(r"/files/([^/]+)(/content)?$", path)
-                if m:
-                    f = server.files.get(m.group(1))
-                    if f is None:
-                        self._send(404, {"error": {"message": f"no file {m.group(1)}"}})
-                    elif m.group(2):
-                        self._send_bytes(200, server.file_data[f["id"]])
-                    else:
-                        self._send(200, f)
-                    return
-                m = re.search(r"/batches/([^/]+)$", path)
-                if m:
-                    b = server._advance(m.group(1))
-                    self._send(200, b) if b else self._send(404, {"error": {"message": "no such batch"}})
-                    return
-                if path.endswith("/batches"):
-                    self._send(200, server._list(parse_qs(urlsplit(self.path).query)))
-                    return
-                self._send(404, {"error": {"message": "not found"}})
+                elif not self._batch_api("GET", path):
+                    self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n)
                 server._count("POST", self.path)
-                path = urlsplit(self.path).path.rstrip("/")
-                if self._batch_route_refused(path):
-                    return
-                if path.endswith("/files"):
-                    f = server._upload(self.headers.get("Content-Type", ""), raw)
-                    self._send(200, f) if f else self._send(400, {"error": {"message": "bad upload"}})
-                    return
-                m = re.search(r"/batches/([^/]+)/cancel$", path)
-                if m:
-                    b = server._cancel(m.group(1))
-                    self._send(200, b) if b else self._send(404, {"error": {"message": "no such batch"}})
-                    return
-                if path.endswith("/batches"):
-                    b = server._create(json.loads(raw or b"{}"))
-                    if b is None:
-                        self._send(400, {"error": {"message": "no such input file"}})
-                        return
-                    if server.hold_create:  # the batch exists; its creator never hears of it
-                        server.held.set()
-                        server._release.wait(30)
-                        self.close_connection = True
-                        try:
-                            self.connection.shutdown(2)
-                        except OSError:
-                            pass
-                        return
-                    self._send(200, b)
+                if self._batch_api("POST", urlsplit(self.path).path.rstrip("/"), raw):
                     return
                 with server._lock:
                     server.requests += 1
