@@ -143,7 +143,12 @@ class LlamaEngine:
         self.architecture = header.get("general.architecture")
         train_ctx = header.get(f"{self.architecture}.context_length")
         self.context_length = int(train_ctx) if train_ctx else None
-        # The default is capped by what the model was trained for; an explicit ctx is kept.
+        # The default is capped by what the model was trained for; an explicit ctx is kept when
+        # the model allows it.
+        if ctx is not None and ctx < 1:
+            raise UserError(f"--ctx {ctx}: the context must be at least 1 token")
+        if ctx is not None and self.context_length and ctx > self.context_length:
+            raise UserError(f"--ctx {ctx}: {self.path.name} was trained for {self.context_length} tokens at most")
         n_ctx = ctx or min(DEFAULT_CTX, self.context_length or DEFAULT_CTX)
         if gpu_layers is None:
             gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
@@ -161,7 +166,9 @@ class LlamaEngine:
             self._apply_lora(lora)
         meta = dict(self.llm.metadata or {})
         self.metadata = meta
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp rounds the context up (to a multiple of 256) but llama-cpp-python keeps the
+        # tokens in a buffer of the size asked for: past that, its eval fails. The smaller counts.
+        self.n_ctx = min(self.llm.n_ctx(), n_ctx)
         template = meta.get("tokenizer.chat_template")
         self.template_source = "gguf"
         if not template:

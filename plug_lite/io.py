@@ -31,6 +31,8 @@ __all__ = [
     "write_json",
     "write_jsonl",
     "read_records",
+    "read_json",
+    "loads",
     "strip_where",
     "read_jsonl_resumable",
     "JsonlAppender",
@@ -101,6 +103,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_json(path: str | os.PathLike, *, missing: str = "file not found") -> Any:
+    """The JSON document in ``path``; a one-line :class:`UserError` when it is missing
+    (``missing`` says what that means), a folder, not UTF-8 or not JSON."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: {missing}")
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, expected a JSON file")
+    try:
+        return loads(p.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})") from None
 
 
 def _loc(path: Path, line: int | None, index: int | None) -> str:
@@ -192,13 +210,45 @@ def _read_table(p: Path, text: str, delimiter: str, header_names: Iterable[str] 
     return out
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` for files a user hands us: a value nested too deeply for the parser, or
+    text holding a lone surrogate (an escaped ``"\\ud800"``, which is not Unicode and cannot be
+    written back as UTF-8), is a :class:`json.JSONDecodeError` like any other bad JSON."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    if "\\u" in text and _has_lone_surrogate(value):
+        at = text.lower().find("\\ud")
+        raise json.JSONDecodeError("a lone surrogate escape (\\ud800-\\udfff) is not a character", text, max(at, 0))
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _LONE_SURROGATE.search(v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def _read_json_or_jsonl(p: Path, text: str) -> list[dict]:
     body = text.strip()
     data: Any = None
     whole_error: json.JSONDecodeError | None = None
     if body.startswith(("[", "{")):
         try:
-            data = json.loads(body)
+            data = loads(body)
         except json.JSONDecodeError as e:
             whole_error = e
     if data is None and (body.startswith("[") or not _first_line_is_object(body)):
@@ -233,7 +283,7 @@ def _read_json_or_jsonl(p: Path, text: str) -> list[dict]:
 
 def _first_line_is_object(body: str) -> bool:
     try:
-        return isinstance(json.loads(body.split("\n", 1)[0]), dict)
+        return isinstance(loads(body.split("\n", 1)[0]), dict)
     except json.JSONDecodeError:
         return False
 
@@ -244,7 +294,7 @@ def _jsonl(p: Path, text: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}:{n}: bad JSON line ({e.msg}, column {e.colno})") from None
         if not isinstance(rec, dict):
@@ -274,7 +324,7 @@ def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
             good_bytes += len(raw) + 1
             continue
         try:
-            rec = json.loads(raw.decode("utf-8"))
+            rec = loads(raw.decode("utf-8"))
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as e:
@@ -390,7 +440,7 @@ def run_cli(fn: Callable[[], Any]) -> int:
     except OSError as e:
         if e.errno not in _ENVIRONMENT_ERRNOS:
             raise
-        where = e.filename or "writing"
+        where = e.filename2 or e.filename or "writing"  # a rename's target is the path the user named
         print(f"error: {redact(str(where))}: {e.strerror or e} (nothing half-written is kept)", file=sys.stderr)
         return 2
     return int(rc or 0)
@@ -401,4 +451,4 @@ def run_cli(fn: Callable[[], Any]) -> int:
 #: command line reports them in one line (exit 2); atomic writes leave no partial file behind.
 _ENVIRONMENT_ERRNOS = frozenset(
     getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "EISDIR",
-                                      "ENOTDIR", "ENAMETOOLONG") if hasattr(errno, name))
+                                      "ENOTDIR", "EEXIST", "ENAMETOOLONG") if hasattr(errno, name))

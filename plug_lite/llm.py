@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .io import JsonlAppender, UserError, read_jsonl_resumable, redact
+from .io import JsonlAppender, UserError, read_json, read_jsonl_resumable, redact
 
 __all__ = [
     "LLMSettings",
@@ -250,8 +250,10 @@ class CallCache:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._data: dict[str, dict] = {}
-        for rec in read_jsonl_resumable(self.path):
+        for n, rec in enumerate(read_jsonl_resumable(self.path), 1):
             if "key" in rec:
+                if not isinstance(rec["key"], str):
+                    raise UserError(f"{self.path}: record {n}: field 'key' is not text (not a plug-lite call cache?)")
                 self._data[rec["key"]] = rec
         self._out: JsonlAppender | None = None
         self._lock = threading.Lock()
@@ -358,10 +360,10 @@ def price_for(
 ) -> tuple[float, float] | None:
     table = dict(PRICES)
     if prices_file:
+        extra = read_json(prices_file)
         try:
-            extra = json.loads(Path(prices_file).read_text(encoding="utf-8"))
             table.update({k: (float(v[0]), float(v[1])) for k, v in extra.items()})
-        except (OSError, ValueError, TypeError, IndexError, AttributeError) as e:
+        except (ValueError, TypeError, IndexError, AttributeError) as e:
             raise UserError(f"{prices_file}: expected JSON {{\"model\": [usd_in_per_1M, usd_out_per_1M]}} ({e})") from None
     base = table.get(model)
     if base is None:

@@ -245,3 +245,26 @@ def test_credentials_in_a_base_url_are_never_written(tmp_path):
     written = [p for p in (tmp_path / "j").rglob("*") if p.is_file()]
     assert written and not any(b"PASSWORD-1234567" in p.read_bytes() for p in written)
     assert "http://***@127.0.0.1" in (tmp_path / "j" / "judge.json").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Context sizes: nonsense refused before llama.cpp allocates anything; an answer that outgrows a
+# small context ends with finish_reason "length".
+
+
+@pytest.mark.parametrize("ctx,words", [("-5", "at least 1 token"), ("0", "at least 1 token"),
+                                       ("1000000000", "was trained for 4096 tokens"),
+                                       ("32", "the context holds 32")])
+def test_context_sizes_that_cannot_work(plug_model, ctx, words):
+    refused(plug_lite("chat", plug_model["plug"], "--prompt", "你好", "--ctx", ctx), words)
+
+
+def test_an_answer_that_outgrows_the_context_stops_at_its_end(plug_model):
+    # llama.cpp rounds a context of 30 up to 256, llama-cpp-python's token buffer holds 30; the
+    # 9-token prompt leaves room for 21 tokens of an answer that runs to 28 in a larger context
+    r = plug_lite("chat", plug_model["plain"], "--prompt", "你好", "--ctx", "30", "--temperature", "5",
+                  "--max-new-tokens", "500", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["stats"]["finish_reason"] == "length"
+    assert d["stats"]["prompt_tokens"] + d["stats"]["completion_tokens"] == 30
