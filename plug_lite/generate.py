@@ -613,7 +613,8 @@ def main(
             --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`); the model's name
             there is --model-name (else MODEL)
     """
-    refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": lora, "--base": base})
+    refuse_overwrite({"--out": out, **batch_opts.outputs()},
+                     {"--eval-set": eval_set, "MODEL": model, "--lora": lora, "--base": base, **batch_opts.inputs()})
     recorded = recorded_spec(model)
     target = target or recorded.get("target")
     if not target:

@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 from . import llm, llm_batch
 from .cli import run
-from .io import UserError, read_records, redact, write_json
+from .io import UserError, read_records, redact, refuse_overwrite, write_json
 from .reporting import write_report
 from .spec import upgrade_answer
 
@@ -770,6 +770,8 @@ def main(
     prompt = load_prompt_file(judge_prompts, mode, prompt_name) if judge_prompts else default_prompt(mode)
     out_dir = Path(out)
     cache_path = Path(cache) if cache else out_dir / "judge_cache.jsonl"
+    refuse_overwrite(batch_opts.outputs(), {"A": a, "B": b, "--eval-set": eval_set, "--judge-prompts": judge_prompts,
+                                            **batch_opts.inputs()})
     A, B, ids, files, pairing = _pairing(a, b, intersect)
     if limit:
         ids = ids[:limit]

@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import llm
-from .io import JsonlAppender, UserError, atomic_write_text, read_jsonl_resumable, redact
+from .io import JsonlAppender, UserError, atomic_write_text, loads, read_jsonl_resumable, redact
 
 __all__ = [
     "URL",
@@ -172,6 +172,17 @@ class BatchOptions:
         if self.batch:
             return "batch"
         return "live"
+
+    def outputs(self) -> dict[str, str]:
+        """The files these options write, by flag (for :func:`plug_lite.io.refuse_overwrite`)."""
+        if not self.write_requests:
+            return {}
+        return {"--write-requests": self.write_requests,
+                "--write-requests (its manifest)": str(manifest_path(self.write_requests))}
+
+    def inputs(self) -> dict[str, str]:
+        """The files these options read, by flag."""
+        return {"--read-results" + (f" #{i + 1}" if i else ""): p for i, p in enumerate(self.read_results or [])}
 
     def check(self) -> "BatchOptions":
         """One-line errors for options that cannot go together."""
@@ -320,24 +331,34 @@ def parse_result(obj: Any, where: str) -> Result:
         raise UserError(f"{where}: missing field 'response'")
     err, resp = obj.get("error"), obj.get("response")
     if err not in (None, "", {}):
-        code = err.get("code") if isinstance(err, dict) else None
-        msg = (err.get("message") if isinstance(err, dict) else None) or (err if isinstance(err, str) else json.dumps(err))
-        return Result(cid, error=f"{code + ': ' if code else ''}{_one_line(msg)}", not_run=code in NOT_RUN)
+        return Result(cid, error=_error_text(err), not_run=isinstance(err, dict) and err.get("code") in NOT_RUN)
     if not isinstance(resp, dict):
         return Result(cid, error="no response in the result line")
     status, body = resp.get("status_code"), resp.get("body")
     if status != 200:
-        why = ""
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            e = body["error"]
-            why = f": {e.get('code') + ': ' if e.get('code') else ''}{_one_line(e.get('message') or '')}"
-        return Result(cid, error=f"HTTP {status}{why}")
+        why = f": {_error_text(body['error'])}" if isinstance(body, dict) and body.get("error") else ""
+        return Result(cid, error=f"HTTP {_one_line(status)[:20]}{why}")
     try:
         text, finish_reason, usage = llm.completion_parts(body)
     except llm.CallError as e:
         return Result(cid, error=f"status 200 but {e}")
-    return Result(cid, text=text, finish_reason=finish_reason,
-                  usage={"prompt": usage["prompt"] or 0, "completion": usage["completion"] or 0} if usage["known"] else {})
+    return Result(cid, text=text, finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
+                  usage={"prompt": _count(usage["prompt"]), "completion": _count(usage["completion"])}
+                  if usage["known"] else {})
+
+
+def _error_text(err: Any) -> str:
+    """One line from an ``error`` value: OpenAI's ``{"code", "message"}`` or vLLM's string."""
+    if isinstance(err, dict):
+        code, msg = err.get("code"), err.get("message")
+        text = f"{code}: " if isinstance(code, str) and code else ""
+        return _one_line(text + (msg if isinstance(msg, str) and msg else json.dumps(err, ensure_ascii=False)))
+    return _one_line(err if isinstance(err, str) else json.dumps(err, ensure_ascii=False))
+
+
+def _count(v: Any) -> int:
+    """A token count as reported, or 0 when it is not a number."""
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e15 else 0
 
 
 def _one_line(text: Any) -> str:
@@ -357,8 +378,10 @@ def read_result_file(path: str | Path) -> Iterable[tuple[str, Any]]:
             if not raw.strip():
                 continue
             try:
-                yield f"{p}:{n}", json.loads(raw.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
+                yield f"{p}:{n}", loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise UserError(f"{p}:{n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            except ValueError as e:
                 raise UserError(f"{p}:{n}: not a JSON line ({e})") from None
 
 
@@ -366,7 +389,7 @@ def _text_lines(text: str, source: str) -> Iterable[tuple[str, Any]]:
     for n, raw in enumerate(text.split("\n"), 1):
         if raw.strip():
             try:
-                yield f"{source}:{n}", json.loads(raw)
+                yield f"{source}:{n}", loads(raw)
             except ValueError as e:
                 raise UserError(f"{source}:{n}: not a JSON line ({e})") from None
 

@@ -160,7 +160,8 @@ def main(
     out_p = Path(out)
     rej_p = Path(rejects) if rejects else out_p.with_name(out_p.stem + ".rejects.jsonl")
     cache_p = Path(cache) if cache else out_p.with_name(out_p.stem + ".cache.jsonl")
-    refuse_overwrite({"--out": out_p, "--rejects": rej_p, "--cache": cache_p}, {"INPUT": input, "--prices": prices})
+    refuse_overwrite({"--out": out_p, "--rejects": rej_p, "--cache": cache_p, **batch_opts.outputs()},
+                     {"INPUT": input, "--prices": prices, **batch_opts.inputs()})
     cc = llm.CallCache(cache_p)
     keys, jobs, calls = [], {}, []
     for rid, ins, resp in items:

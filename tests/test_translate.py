@@ -167,6 +167,10 @@ def test_translate_dry_run_batch_discount_and_write_requests(tmp_path, capsys):
     assert [x["body"]["model"] for x in lines] == ["gpt-4o-mini"] * 4 and lines[0]["body"]["max_tokens"] == 2048
     assert translate.cli([str(en), "--target", "ko", "--out", str(tmp_path / "o.jsonl"), "--batch-wait"]) == 2
     assert "--batch-wait needs --batch" in capsys.readouterr().err
+    # a request file over the input is refused before anything is written
+    before = en.read_bytes()
+    assert translate.cli([str(en), "--target", "ko", "--out", str(tmp_path / "o.jsonl"), "--write-requests", str(en)]) == 2
+    assert "the output --write-requests is the input INPUT" in capsys.readouterr().err and en.read_bytes() == before
 
 
 def test_translate_batch_kill_9_right_after_batches_create_then_rerun(tmp_path):
