@@ -21,7 +21,7 @@ On a machine with no GPU and no hub, in about a quarter of an hour on 2 cores:
 
 Every step reuses what an earlier run already built (a finished run folder, an exported GGUF,
 answers already written), so a second ``make demo`` only redoes what is missing. A 270M model
-trained for a few minutes on 120 rows shows the *mechanics*, not the paper's quality gains.
+trained for a few minutes on 48 rows shows the *mechanics*, not the paper's quality gains.
 """
 
 from __future__ import annotations
