@@ -31,9 +31,11 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from plug_lite import judge  # noqa: E402
+from plug_lite.llm import LLMSettings  # noqa: E402
 from plug_lite.llm_batch import BatchOptions  # noqa: E402
 from results import publish  # noqa: E402
 from scripted_openai import ScriptedOpenAI, completion, user_text  # noqa: E402
+
 
 def verdict(body: dict) -> str:
     """A judge whose verdict depends on the pair (so the three runs can be compared)."""
@@ -56,17 +58,19 @@ def answers(folder: Path, n: int) -> tuple[Path, Path]:
 
 
 def run(mode: str, a: Path, b: Path, out: Path, args) -> dict:
-    common = dict(a=str(a), b=str(b), out=str(out), model="judge-x", bootstrap=0, report=False, max_retries=0)
+    common = dict(a=str(a), b=str(b), out=str(out), bootstrap=0, report=False)
+    offline_judge = LLMSettings(model="judge-x", max_retries=0)
     with ScriptedOpenAI(verdict, latency=args.latency, batch_lines_per_poll=args.lines_per_poll) as srv:
+        served = LLMSettings(model="judge-x", max_retries=0, base_url=srv.url, api_key="bench")
         t0 = time.perf_counter()
         if mode == "live":
-            res = judge.main(**common, base_url=srv.url, api_key="bench", parallel=args.parallel)
+            res = judge.main(**common, judge=served, parallel=args.parallel)
         elif mode == "batch":
-            res = judge.main(**common, base_url=srv.url, api_key="bench",
+            res = judge.main(**common, judge=served,
                              batch_opts=BatchOptions(batch=True, batch_wait=True, batch_poll=args.poll))
         else:  # a request file, answered offline (what vllm run-batch would do), and a result file
             req, got = out.parent / f"{out.name}-requests.jsonl", out.parent / f"{out.name}-results.jsonl"
-            judge.main(**common, batch_opts=BatchOptions(write_requests=str(req)))
+            judge.main(**common, judge=offline_judge, batch_opts=BatchOptions(write_requests=str(req)))
             t1 = time.perf_counter()
             with open(req, encoding="utf-8") as fi, open(got, "w", encoding="utf-8") as fo:
                 for n, line in enumerate(fi):
@@ -75,7 +79,7 @@ def run(mode: str, a: Path, b: Path, out: Path, args) -> dict:
                     fo.write(json.dumps({"id": f"r{n}", "custom_id": x["custom_id"], "error": None, "response": {
                         "status_code": 200, "request_id": str(n), "body": body}}) + "\n")
             offline = time.perf_counter() - t1
-            res = judge.main(**common, batch_opts=BatchOptions(read_results=[str(got)]))
+            res = judge.main(**common, judge=offline_judge, batch_opts=BatchOptions(read_results=[str(got)]))
             t0 += offline  # the engine's time is not plug_lite's
         wall = time.perf_counter() - t0
         routes = dict(srv.routes)

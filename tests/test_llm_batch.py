@@ -63,9 +63,8 @@ def expected(c: llm_batch.Call) -> str:
 
 
 def test_request_line_body_is_what_the_live_client_sends(tmp_path):
-    cfg = llm.LLMSettings(model="batch-model", base_url=None, api_key=KEY)
     with ScriptedOpenAI(echo) as srv:
-        cfg.base_url = srv.url
+        cfg = llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY)
         msgs = [{"role": "user", "content": "Hello <<<markers>>> and ünïcode 你好"}]
         llm.Client(cfg).chat(msgs)
         sent = srv.bodies[0]
