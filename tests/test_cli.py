@@ -124,7 +124,7 @@ FLAGS_BEFORE = {
 BATCH_FLAGS = ["--write-requests", "--read-results", "--batch", "--no-batch", "--batch-wait", "--no-batch-wait",
                "--batch-poll", "--batch-url"]
 ADDED = {"generate": ["--verbose", "--no-verbose", *BATCH_FLAGS], "chat": ["--verbose", "--no-verbose"],
-         "judge": BATCH_FLAGS, "translate": BATCH_FLAGS}
+         "judge": [*BATCH_FLAGS, "--judges", "--judge-url", "--judge-key-env"], "translate": BATCH_FLAGS}
 
 
 def _parser(module, monkeypatch) -> argparse.ArgumentParser:
