@@ -165,15 +165,25 @@ def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | 
     if offline:
         md += ["## Offline metrics of answer files", "",
                "| file | target | n | ended by itself | format ok | truncated | monolingual | not found | "
-               "target-language fidelity | answer chars (mean) | pivot tokens (mean) | pivot share of completion tokens |",
-               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+               "target-language fidelity | lines all in target | no stray Latin words | pivot lines all in pivot | "
+               "answer chars (mean) | pivot tokens (mean) | pivot share of completion tokens |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in offline.items():
             sh = m["status_share"]
             md.append(f"| {name} | {m['target'] or '-'} | {m['n']} | {_pct(m.get('stopped'))} | {_pct(sh.get('ok'))} | "
                       f"{_pct(sh.get('truncated'))} | "
                       f"{_pct(sh.get('monolingual'))} | {_pct(sh.get('not_found'))} | {_pct(m['language_fidelity'])} | "
+                      f"{_pct(m.get('line_clean_rate'))} | {_pct(m.get('word_clean_rate'))} | "
+                      f"{_pct(m.get('pivot_line_clean_rate'))} | "
                       f"{m['answer_chars_mean']:.0f} | {m['pivot_tokens_mean']:.1f} | {_pct(m['pivot_overhead'])} |")
-        md.append("")
+        md += ["Language confusion (plug_lite.confusion): the share of answers whose every line is in the target "
+               "language, of non-Latin-script answers without a stray lowercase Latin word (code, names, numbers and "
+               "units not counted), and of pivot sections whose every line is in the pivot language.", ""]
+        examples = {name: m["confusion"]["target"]["examples"] for name, m in offline.items()
+                    if m.get("confusion") and m["confusion"]["target"]["examples"]}
+        for name, ex in examples.items():
+            md.append(f"- {name}, first wrong-language lines / stray words: " + "; ".join(f"`{e.replace('`', chr(39))}`" for e in ex))
+        md += [""] if examples else []
     if len(md) == 2:
         md.append("Nothing to report: pass judge results and/or --offline answer files.")
     return "\n".join(md) + "\n"
