@@ -29,6 +29,11 @@ calls in a row per answer and always runs live.
 ``tokens.pivot`` is the number of generated tokens before the target section began (what the
 pivot costs); the endpoint backend sees no tokens, so there it and ``tokens.target`` are null.
 
+``--prompted`` is the prompted-PLUG baseline (format ``plug_prompted``; :mod:`plug_lite.prompted`):
+an instruct model never trained on PLUG is asked for the PLUG format by an instruction and
+``--shots`` worked examples (the shipped sample's, or ``--examples FILE``; never the evaluation
+set), and its output is parsed as a PLUG model's.
+
 ``--translate-test`` is the translate-test baseline (format ``translate_test``): the instruction
 is translated into the pivot language by an LLM endpoint (the ``translate`` machinery: same
 client, on-disk call cache ``OUT.translate-cache.jsonl``) or by the model itself, the model
@@ -52,6 +57,7 @@ from .cli import parse, parser_for
 from .engine import EngineOptions, LlamaEngine
 from .formats import AnswerRecord, upgrade_answer
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
+from .prompted import PROMPTED, PromptedPlug
 from .spec import FORMATS, PlugSpec
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
@@ -426,16 +432,22 @@ def summarize(records: Iterable[dict]) -> dict:
             "mean_target_tokens": mean("target"), "mean_completion_tokens": mean("completion")}
 
 
-def answer_messages(rec: dict, system: str | None) -> list[dict]:
-    """The chat messages that ask for one answer: the system prompt (if any) and the instruction."""
+def answer_messages(rec: dict, system: str | None, prompted: PromptedPlug | None = None) -> list[dict]:
+    """The chat messages that ask for one answer: the system prompt (if any) and the instruction;
+    for prompted PLUG, the worked examples between them."""
+    if prompted is not None:
+        return prompted.messages(str(rec["instruction"]), system)
     return ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": str(rec["instruction"])}]
 
 
 def answer_spec(fmt: str, target: str, pivot: str = "en", system: str | None = None, think: bool = False,
-                translate_test: bool = False) -> tuple[PlugSpec, str | None]:
+                translate_test: bool = False, prompted: PromptedPlug | None = None) -> tuple[PlugSpec, str | None]:
     """(the spec of the answers, the system prompt they are asked with): ``system`` when given,
-    else the format's own; the translate-test baseline answers as a mono model of the pivot."""
+    else the format's own; the translate-test baseline answers as a mono model of the pivot;
+    prompted PLUG answers as a PLUG model, asked with the prompted instruction."""
+    if prompted is not None:
+        return prompted.spec, system if system is not None else prompted.system_prompt()
     if translate_test:
         spec = PlugSpec("mono", target, pivot)
         # the model answers in the pivot: the mono prompt of the pivot language
@@ -479,7 +491,8 @@ class BatchAnswers:
 
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
-             generator: str | None = None, progress: bool = True, think: bool = False, translator=None) -> dict:
+             generator: str | None = None, progress: bool = True, think: bool = False, translator=None,
+             prompted: PromptedPlug | None = None) -> dict:
     """Answer ``records`` into ``out`` (appending; ids already there are skipped). Returns the
     summary of the whole file, with this run's ``made`` and ``failed`` answers and the
     ``first_error``. An answer whose call fails (an endpoint's error after its retries, an
@@ -488,15 +501,23 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
 
     ``translator`` (``text, source=, target= -> text``) makes it the translate-test baseline:
     format ``translate_test``, the model answers the translated instruction in the pivot language
-    (system prompt: answer in the pivot) and its answer is translated back."""
-    spec, system = answer_spec(fmt, target, pivot, system, think, translator is not None)
+    (system prompt: answer in the pivot) and its answer is translated back.
+
+    ``prompted`` makes it prompted PLUG (:mod:`plug_lite.prompted`): the model is asked with the
+    PLUG instruction and worked examples, its output parsed as a PLUG model's, format
+    ``plug_prompted``."""
+    spec, system = answer_spec(fmt, target, pivot, system, think, translator is not None, prompted)
     if translator is not None:
         fmt = TRANSLATE_TEST
+    if prompted is not None:
+        fmt = PROMPTED
     generator = generator or backend.default_name
     decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
                 "greedy": temperature <= 0, "seed": seed}
     if translator is not None:
         decoding["translator"] = translator.public()
+    if prompted is not None:
+        decoding["prompted"] = prompted.public()
     done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
     for d in done[:1]:
         for key, want in (("format", fmt), ("target", spec.target), ("generator", generator)):
@@ -518,10 +539,12 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
                                                 generator=generator, decoding=decoding)
                 else:
                     t0 = time.perf_counter()
-                    gen = backend.generate(answer_messages(rec, system), max_new_tokens=max_new_tokens,
+                    gen = backend.generate(answer_messages(rec, system, prompted), max_new_tokens=max_new_tokens,
                                            temperature=temperature, seed=seed)
                     row = answer_record(rec, gen, spec=spec, seconds=time.perf_counter() - t0,
                                         generator=generator, decoding=decoding)
+                    if prompted is not None:  # parsed as a PLUG model's answer, recorded as prompted
+                        row["format"] = PROMPTED
             except llm.CallError as e:
                 failed.append(f"id {rec['id']}: {e}")
                 in_a_row += 1
@@ -575,6 +598,9 @@ def main(
     progress: bool = True,
     translate_test: str | None = None,
     translator: llm.LLMSettings = llm.LLMSettings(),
+    prompted: bool = False,
+    shots: int = 2,
+    examples: str | None = None,
     batch_opts: llm_batch.BatchOptions = llm_batch.BatchOptions(),
 ) -> dict:
     """Answer every instruction of ``eval_set`` with ``model`` into ``out``; returns the summary
@@ -610,6 +636,11 @@ def main(
         translator.model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
         translator.base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
         translator.api_key: translator key (prefer env OPENAI_API_KEY); never printed
+        prompted: prompted PLUG: ask an instruct model (never trained on PLUG) for the PLUG format with an
+            instruction and worked examples; answers parsed as a PLUG model's, format plug_prompted
+        shots: prompted PLUG: worked examples in the prompt
+        examples: prompted PLUG: file of worked examples (instruction, response, pivot_instruction,
+            pivot_response; default: the shipped sample's); never the evaluation set
         batch_opts: endpoint answers through a batch engine (the flags --write-requests,
             --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`); the model's name
             there is --model-name (else MODEL)
@@ -622,6 +653,14 @@ def main(
     if not target:
         raise UserError("no target language: pass --target CODE (the model records none)")
     records = load_instructions(eval_set, target, limit)
+    plug_prompt = None
+    if prompted:
+        if translate_test is not None or fmt not in (None, "plug"):
+            raise UserError("--prompted asks for the PLUG format itself: drop --translate-test / --format")
+        plug_prompt = PromptedPlug.build(target, pivot or recorded.get("pivot") or "en", shots=shots,
+                                         examples=examples, exclude=[str(r["instruction"]) for r in records])
+    elif examples is not None:
+        raise UserError("--examples are the worked examples of --prompted")
     if batch_opts.check().mode != "live":
         if translate_test is not None:
             raise UserError("--translate-test makes three calls in a row per answer: it runs live only (drop "
@@ -633,7 +672,7 @@ def main(
                           fmt=fmt or recorded.get("format") or "plug",
                           target=target, pivot=pivot or recorded.get("pivot") or "en", system=system,
                           think=bool(recorded.get("think")), max_new_tokens=max_new_tokens, temperature=temperature,
-                          seed=seed, generator=generator, progress=progress)
+                          seed=seed, generator=generator, progress=progress, prompted=plug_prompt)
     tt_cfg = None
     if translate_test is not None:
         if translate_test not in ("llm", "self"):
@@ -657,7 +696,7 @@ def main(
         summary = generate(be, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            generator=generator, progress=progress, think=bool(recorded.get("think")),
-                           translator=to_pivot_and_back)
+                           translator=to_pivot_and_back, prompted=plug_prompt)
     finally:
         if to_pivot_and_back is not None:
             to_pivot_and_back.close()
@@ -667,7 +706,8 @@ def main(
 
 def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endpoint: llm.LLMSettings, *,
                fmt: str, target: str, pivot: str, system: str | None, think: bool, max_new_tokens: int,
-               temperature: float, seed: int, generator: str | None, progress: bool) -> dict:
+               temperature: float, seed: int, generator: str | None, progress: bool,
+               prompted: PromptedPlug | None = None) -> dict:
     """:func:`generate` with the endpoint's answers from a batch engine: the requests of the
     answers not yet in ``out`` are written, read or submitted (``opts``; with ``--batch`` to
     ``endpoint``), then the records are written from the call cache ``OUT.calls.jsonl``."""
@@ -678,15 +718,16 @@ def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endp
     cache_p = Path(out).with_name(Path(out).stem + ".calls.jsonl")
     answers = BatchAnswers(model_name, llm.CallCache(cache_p))
     try:
-        _, system = answer_spec(fmt, target, pivot, system, think)
+        _, system = answer_spec(fmt, target, pivot, system, think, prompted=prompted)
         done = {str(d.get("id")) for d in read_jsonl_resumable(out)}
         calls = []
         for rec in records:
             if str(rec["id"]) not in done:
-                body = answers.body(answer_messages(rec, system), max_new_tokens=max_new_tokens,
+                body = answers.body(answer_messages(rec, system, prompted), max_new_tokens=max_new_tokens,
                                     temperature=temperature, seed=seed)
                 calls.append(llm_batch.Call(answers.key(body), body,
-                                            {"job": "generate", "id": str(rec["id"]), "target": target, "format": fmt}))
+                                            {"job": "generate", "id": str(rec["id"]), "target": target,
+                                             "format": PROMPTED if prompted else fmt}))
         cached = sum(1 for c in calls if c.key in answers.cache)
         cfg = None
         if opts.mode == "batch":
@@ -698,7 +739,7 @@ def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endp
         answers.failed = sent.failed
         summary = generate(answers, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                           generator=generator, progress=progress, think=think)
+                           generator=generator, progress=progress, think=think, prompted=prompted)
     finally:
         answers.close()
     summary["calls"] = {"cached": cached, "by_batch": sent.by_batch, "failed": len(sent.failed), "batch": sent.public()}

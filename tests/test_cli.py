@@ -123,7 +123,9 @@ FLAGS_BEFORE = {
 #: (:class:`plug_lite.llm_batch.BatchOptions`, itself a dataclass parameter).
 BATCH_FLAGS = ["--write-requests", "--read-results", "--batch", "--no-batch", "--batch-wait", "--no-batch-wait",
                "--batch-poll", "--batch-url"]
-ADDED = {"generate": ["--verbose", "--no-verbose", *BATCH_FLAGS], "chat": ["--verbose", "--no-verbose"],
+PROMPTED_FLAGS = ["--prompted", "--no-prompted", "--shots", "--examples"]  # prompted PLUG (plug_lite.prompted)
+ADDED = {"generate": ["--verbose", "--no-verbose", *BATCH_FLAGS, *PROMPTED_FLAGS],
+         "chat": ["--verbose", "--no-verbose", *PROMPTED_FLAGS],
          "judge": [*BATCH_FLAGS, "--judges", "--judge-url", "--judge-key-env"], "translate": BATCH_FLAGS}
 
 
