@@ -150,5 +150,5 @@ def test_generate_and_chat_prompted_on_the_tiny_gguf(plug_model, tmp_path):
     assert r2.stdout == d["answer"] + "\n"  # the answer alone: pivot hidden
     if d["pivot_response"]:
         assert d["pivot_response"] not in r2.stdout
-    r3 = subprocess.run(cmd[:-4] + ["--prompt", "x"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    r3 = subprocess.run(cmd[:5] + ["--prompt", "x"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert r3.returncode == 2 and "--prompted needs --target" in r3.stderr
