@@ -976,6 +976,9 @@ def _ensemble_results(per_judge: dict[str, list[dict]], targets: dict[str, str |
                        "inconsistent": any(r["inconsistent"] for r in mine.values()),
                        "consistent": outcome != "error" and all(r["consistent"] for r in mine.values()),
                        "judges": {name: r["outcome"] for name, r in mine.items()}})
+        if outcome == "error":  # which judge failed, and why
+            name, r = next((n, r) for n, r in mine.items() if r["outcome"] == "error")
+            rows[-1]["error"] = f"judge {name}: {r['order_ab']['error'] or r['order_ba']['error']}"
     agg = aggregate(rows, bootstrap=bootstrap, seed=seed)
     agg["overall"]["no_majority"] = sum(r["no_majority"] for r in rows)
     return {"pairs": rows, "aggregate": agg,

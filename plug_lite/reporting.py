@@ -138,7 +138,7 @@ def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | 
                 if errs:
                     md += ["Error rows (first 10):", ""]
                     for p in errs[:10]:
-                        why = p["order_ab"]["error"] or p["order_ba"]["error"]
+                        why = p.get("error") or p["order_ab"]["error"] or p["order_ba"]["error"]
                         md.append(f"- `{p['id']}`: {why}")
                     md.append("")
         if chart:

@@ -204,3 +204,38 @@ def test_judges_file_and_bad_panels(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="pairwise mode"):
         judge.main(str(a), out=str(tmp_path / "o"), mode="single", judge=LLMSettings(api_key=KEY),
                    ensemble=(LLMSettings(model="j1"), LLMSettings(model="j2")))
+
+
+def test_ensemble_dry_run_counts_every_judge_and_batch_engines_are_refused(tmp_path):
+    from plug_lite.llm_batch import BatchOptions
+
+    a, b = answers(tmp_path)
+    panel = (LLMSettings(model="j1"), LLMSettings(model="j2"), LLMSettings(model="j3"))
+    plan = judge.main(str(a), str(b), out=str(tmp_path / "o"), ensemble=panel, dry_run=True, price_in=1.0,
+                      price_out=2.0)["dry_run"]
+    assert plan["calls"] == 3 * 2 * 8 and [p["calls"] for p in plan["judges"]] == [16, 16, 16]
+    assert plan["judge_model"] == "j1 + j2 + j3" and plan["est_cost_usd"] == pytest.approx(
+        sum(p["est_cost_usd"] for p in plan["judges"]))
+    with pytest.raises(UserError, match="judged live"):
+        judge.main(str(a), str(b), out=str(tmp_path / "o"), ensemble=panel[:2],
+                   batch_opts=BatchOptions(write_requests=str(tmp_path / "req.jsonl")))
+
+
+def test_a_failed_judge_call_makes_an_error_row_and_a_rerun_retries_it(tmp_path):
+    def flaky(body):
+        if body["model"] == "j2" and "ANS-A-q3" in user_text(body):
+            return {"status": 400, "content": "context too long"}
+        return scripted_panel(body)
+
+    with ScriptedOpenAI(flaky) as srv:
+        res = run_panel(tmp_path, srv, ["j1", "j2"])
+    bad = [p for p in res["pairs"] if p["outcome"] == "error"]
+    assert [p["id"] for p in bad] == ["q3"] and bad[0]["error"].startswith("judge j2: HTTP 400")
+    ag = res["ensemble"]["agreement"]
+    assert ag["n"] == 7 and ag["errors"] == 1 and res["calls"]["failed"] == 2
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "- `q3`: judge j2: HTTP 400" in md
+    with ScriptedOpenAI(scripted_panel) as srv:
+        res = run_panel(tmp_path, srv, ["j1", "j2"])
+        assert srv.calls == 2  # only j2's two calls of q3
+    assert res["ensemble"]["agreement"]["kappa"] == pytest.approx(3 / 7)
