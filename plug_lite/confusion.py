@@ -68,7 +68,8 @@ MIN_WORDS = 3
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
-_URLISH = re.compile(r"\b(?:https?://|www\.)\S+|\S+@\S+\.\w+|(?:[\w.-]*[/\\][\w.-]+)+|\b\w+\.(?:py|js|json|txt|md|html|exe|com|org)\b")
+_URLISH = re.compile(r"(?:https?://|www\.)[^\s，。、）)]+|[A-Za-z0-9_.+-]+@[A-Za-z0-9_.-]+\.[A-Za-z]+"
+                     r"|(?:[A-Za-z0-9_.~-]*[/\\][A-Za-z0-9_.-]+)+|[A-Za-z0-9_-]+\.(?:py|js|json|txt|md|html|exe|com|org)\b")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _QUOTED = re.compile(r"(?<![A-Za-z])[\"'“‘「『«][^\"'”’」』»\n]{1,40}[\"'”’」』»](?![A-Za-z])")
 _GLOSS = re.compile(r"[(（]\s*[A-Za-z][A-Za-z \-]{0,40}[)）]")
