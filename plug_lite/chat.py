@@ -159,7 +159,12 @@ class ChatSession:
 
     def set_lang(self, code: str) -> None:
         """Answer in another target language (a plain session becomes a PLUG one)."""
-        if self.spec is None:
+        if self.prompted:  # the instruction and worked examples of the new language
+            p = self.prompted
+            self.prompted = PromptedPlug.build(code, p.spec.pivot, shots=len(p.examples),
+                                               examples=None if p.source == "sample" else p.source)
+            self.spec = self.prompted.spec
+        elif self.spec is None:
             self.spec = PlugSpec("plug", code)
         else:
             self.spec = PlugSpec(self.spec.format, code, self.spec.pivot, self.spec.think)

@@ -150,5 +150,12 @@ def test_generate_and_chat_prompted_on_the_tiny_gguf(plug_model, tmp_path):
     assert r2.stdout == d["answer"] + "\n"  # the answer alone: pivot hidden
     if d["pivot_response"]:
         assert d["pivot_response"] not in r2.stdout
+    # /lang in a prompted session: the Korean instruction and examples, parsed with Korean headers
+    from plug_lite.chat import ChatSession
+
+    with ChatSession(plug_model["plug"], prompted=PromptedPlug.build("zh", shots=1), max_new_tokens=4) as s:
+        s.set_lang("ko")
+        msgs = s.messages("질문")
+        assert s.spec.target == "ko" and "한국어 응답:" in msgs[0]["content"] and "한국어 응답:" in msgs[2]["content"]
     r3 = subprocess.run(cmd[:5] + ["--prompt", "x"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert r3.returncode == 2 and "--prompted needs --target" in r3.stderr
