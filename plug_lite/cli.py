@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Mapping
 
 __all__ = ["VERBS", "Param", "Range", "PathKind", "FILE", "FOLDER", "CHECKS", "check_values", "description",
-           "function_params", "dataclass_params", "flag_params", "value_type", "add_arguments", "parser_for", "parse", "run", "usage", "main"]
+           "function_params", "dataclass_params", "flag_params", "value_type", "add_arguments", "parser_for", "parse",
+           "run", "usage", "main"]
 
 #: verb -> (module, one-line summary)
 VERBS = {
@@ -132,16 +133,16 @@ CHECKS: dict[str, Range | PathKind] = {
                      "max_length", "lora_r", "lora_alpha", "save_steps", "logging_steps", "max_samples",
                      "max_train_samples", "train_rows", "steps", "n_prompts", "stop_budget", "threads"), _COUNT),
     # counts that may be 0 (no retry, no bootstrap, no preview)
-    **dict.fromkeys(("max_retries", "bootstrap", "preview_rows"), _COUNT0),
+    **dict.fromkeys(("max_retries", "bootstrap", "preview_rows", "shots"), _COUNT0),
     "max_steps": Range(1, also=(-1,)),  # -1: run --epochs epochs
     "gpu_layers": Range(-1),  # -1: every layer
     "seed": Range(0, 2**32 - 1),  # what numpy, torch and llama.cpp all take
     # rates, prices and times: finite numbers
     **dict.fromkeys(("temperature", "price_in", "price_out"), Range(0)),
-    **dict.fromkeys(("timeout", "lr", "epochs"), Range(0, low_open=True)),
+    **dict.fromkeys(("timeout", "lr", "epochs", "batch_poll"), Range(0, low_open=True)),
     "lora_dropout": Range(0, 1, high_open=True),
     # output paths: most verbs write one file; a verb whose --out is a folder says so in its signature
-    **dict.fromkeys(("out", "cache", "rejects"), FILE),
+    **dict.fromkeys(("out", "cache", "rejects", "write_requests"), FILE),
     **dict.fromkeys(("out_dir", "output_dir", "work_dir", "gguf_dir"), FOLDER),
 }
 

@@ -558,3 +558,31 @@ def test_export_of_a_broken_run(export_runs, tmp_path, case):
     before = sorted(p.name for p in run.rglob("*"))
     refused(plug_lite("export", run, "--out-dir", tmp_path / "gguf", "--quant", "Q8_0", "--no-verify"), words)
     assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "gguf").exists()
+
+
+def test_export_removes_what_a_killed_export_left_and_keeps_the_umask(export_runs, tmp_path):
+    """Defects 17 and 21: the staging folders a killed export left (ours, its process gone) are
+    removed by the next export, nothing else is; what the export writes keeps the user's umask."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(export_runs / "good", run)
+    out = tmp_path / "gguf"
+    out.mkdir()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    left = {f".export.{dead}.k2j_x9.tmp": False, ".export.ab_c12.tmp": False,  # killed exports' (the 2nd, older naming)
+            f".export.{os.getpid()}.live0.tmp": True, ".export-notes": True, f".merged.{dead}.abc.tmp": True}
+    for name in left:
+        (out / name).mkdir()
+        (out / name / "part.gguf").write_bytes(b"\0" * 1000)
+        os.utime(out / name, (1_000_000, 1_000_000))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "plug_lite", "export", str(run), "--out-dir", str(out), "--quant", "Q8_0",
+                        "--no-verify"], capture_output=True, text=True, timeout=900, env=env, cwd=REPO,
+                       preexec_fn=lambda: os.umask(0o027))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {n for n, kept in left.items() if kept}
+    ggufs = list(out.glob("*.gguf"))
+    assert ggufs and all(p.stat().st_mode & 0o777 == 0o640 for p in ggufs)
+    assert (run / "merged").stat().st_mode & 0o777 == 0o750
