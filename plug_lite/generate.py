@@ -695,7 +695,7 @@ def main(
     refuse_overwrite({"--out": out, **batch_opts.outputs()},
                      {"--eval-set": eval_set, "MODEL": model, "--lora": options.lora, "--base": base,
                       **batch_opts.inputs()})
-    if batch_opts.check().mode == "live":  # (a batch engine's MODEL is a name, not a file)
+    if model is not None and batch_opts.check().mode == "live":  # (a batch engine's MODEL is a name)
         backend_kind(model, backend, endpoint)  # a missing model file is the first thing to say
     recorded = recorded_spec(model)
     target = target or recorded.get("target")
