@@ -211,9 +211,13 @@ class LlamaEngine:
         temperature: float = 0.0,
         stop: list[str] = (),
         seed: int | None = None,
+        sampling: dict | None = None,
     ) -> Iterator[tuple[str, int]]:
         """Yield (text delta, completion tokens so far). Stops at an end-of-generation token, a
-        stop string or ``max_tokens``; sets :attr:`finish_reason`."""
+        stop string or ``max_tokens``; sets :attr:`finish_reason`. ``sampling``: more keywords of
+        ``Llama.generate`` (``top_p``, ``top_k``, ``min_p``, ``presence_penalty``,
+        ``frequency_penalty``, ``repeat_penalty``). Each delta is whole characters: a character
+        whose UTF-8 bytes span several tokens comes out once all of them are generated."""
         import codecs
 
         if seed is not None:
@@ -222,7 +226,7 @@ class LlamaEngine:
         self.finish_reason = "length"
         n = 0
         held = ""  # text that could still become a stop string
-        kw = {"temp": temperature} if temperature > 0 else {"temp": 0.0, "top_k": 1}
+        kw = dict(sampling or {}, temp=temperature) if temperature > 0 else dict(sampling or {}, temp=0.0, top_k=1)
         for tok in self.llm.generate(prompt_tokens, **kw):
             if self._is_eog(self._vocab, tok):
                 self.finish_reason = "stop"
