@@ -29,10 +29,12 @@ Libraries any verb may use: ``data`` (training rows; also the ``data`` command),
 (sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics``,
 ``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``translation``
 (one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``, ``batching``,
-``turn_tokens``.
+``turn_tokens``, ``conversation`` (what a model is shown of a conversation: system prompt, a
+client's system message, history; ``chat`` and ``serve``), ``openai_api`` (OpenAI's chat
+completion requests, responses, stream chunks and errors; where a PLUG answer's pivot goes).
 
 Verbs (``plug-lite <verb>``, ``python -m plug_lite <verb>``, ``python -m plug_lite.<verb>``):
-``train``, ``export``, ``share``, ``chat``, ``generate``, ``judge``, ``report``, ``translate``.
+``train``, ``export``, ``share``, ``chat``, ``serve``, ``generate``, ``judge``, ``report``, ``translate``.
 Orchestrators: ``demo`` (``make demo``) and ``notebook`` (the helpers the notebooks call).
 """
 

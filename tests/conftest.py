@@ -29,3 +29,16 @@ def tiny_model_256() -> Path:
     from plug_lite.models import tiny_qwen2
 
     return tiny_qwen2(hidden=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model) -> Path:
+    """The random hidden-64 Qwen2 as an F16 GGUF, cached beside the model (it never ends a turn
+    by itself: greedy decoding runs to the token limit)."""
+    from plug_lite.convert import hf_to_gguf
+    from plug_lite.toolchain import cache_dir
+
+    path = cache_dir() / "fixtures" / f"judge-{Path(tiny_model).name}-f16.gguf"
+    if not path.exists():
+        hf_to_gguf(tiny_model, path, outtype="f16")
+    return path
