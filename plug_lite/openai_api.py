@@ -37,6 +37,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -120,8 +121,8 @@ def _check_int(name: str, v, lo: int | None = None, hi: int | None = None) -> in
 
 
 def _check_num(name: str, v, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _bad(name, f"'{name}' must be a number, got {_type_name(v)}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _bad(name, f"'{name}' must be a number, got {_type_name(v) if not isinstance(v, float) else v}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise _bad(name, f"'{name}' must be {_range(lo, hi)}, got {v}")
     return float(v)

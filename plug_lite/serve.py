@@ -116,14 +116,14 @@ class Backend:
 
     def __init__(self, engine: LlamaEngine, *, name: str | None = None, pivot: str = "reasoning",
                  system: str | None = None, client_system: str = "append", max_new_tokens: int = 1024,
-                 temperature: float = 0.0, seed: int | None = None,
+                 temperature: float = 0.0,
                  on_done: Callable[[Job], None] | None = None) -> None:
         check_settings(pivot, client_system)
         self.engine = engine
         self.spec: PlugSpec | None = engine.spec()
         self.name = name or engine.path.stem
         self.pivot, self.system, self.client_system = pivot, system, client_system
-        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.on_done = on_done or (lambda job: None)
         # think: parse both variants unless the GGUF records which one (as plug-lite chat does)
         recorded = PlugSpec.gguf_values(engine.metadata)
@@ -169,7 +169,7 @@ class Backend:
         return Job(id=openai_api.new_id(), created=int(time.time()), prompt=toks, stop=stop + req.stop,
                    max_tokens=min(req.max_tokens or self.max_new_tokens, room),
                    temperature=self.temperature if req.temperature is None else req.temperature,
-                   seed=req.seed if req.seed is not None else self.seed, sampling=dict(req.sampling),
+                   seed=req.seed, sampling=dict(req.sampling),
                    pivot=req.pivot or self.pivot, stream=req.stream, include_usage=req.include_usage,
                    stats={"prompt_tokens": len(toks)})
 
@@ -590,7 +590,7 @@ def serving(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0,
     import uvicorn
 
     engine_kw = {k: backend_kw.pop(k) for k in ("ctx", "gpu_layers", "threads", "lora") if k in backend_kw}
-    engine = load_engine(model, seed=backend_kw.get("seed") or 0, **engine_kw)
+    engine = load_engine(model, seed=backend_kw.pop("seed", None) or 0, **engine_kw)
     log = log or (lambda rec: None)
     backend = Backend(engine, on_done=lambda job: log(job_record(job)), **backend_kw)
     sock = bind(host, port)
@@ -647,7 +647,7 @@ def main(
         gpu_layers: layers to offload (default: all when a GPU is usable)
         threads: CPU threads (default: every usable core)
         lora: an adapter GGUF to apply over the base model
-        seed: sampling seed when a request gives none
+        seed: the sampler's seed at start (a request's seed resets it for that request)
         max_new_tokens: tokens per answer when a request gives no max_tokens
         temperature: temperature when a request gives none (0 = greedy, as the model was evaluated)
         as_json: one JSON line per request on stdout (tokens, seconds, time to the first target token)
@@ -656,7 +656,7 @@ def main(
 
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     backend_args = dict(name=name, pivot=pivot, system=system, client_system=client_system,
-                        max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+                        max_new_tokens=max_new_tokens, temperature=temperature)
     check_settings(pivot, client_system)
     sock = bind(host, port)  # a taken port is reported before the model loads
     engine = load_engine(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)

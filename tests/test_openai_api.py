@@ -53,6 +53,7 @@ BAD = [
     ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}, "messages[0].role", "not supported"),
     ({"messages": USER, "temperature": "hot"}, "temperature", "must be a number, got a string"),
     ({"messages": USER, "temperature": 3}, "temperature", "between 0 and 2"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', "temperature", "must be a number"),
     ({"messages": USER, "stream": "yes"}, "stream", "must be a boolean"),
     ({"messages": USER, "max_tokens": 0}, "max_tokens", "at least 1"),
     ({"messages": USER, "max_tokens": 1.5}, "max_tokens", "must be an integer"),

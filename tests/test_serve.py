@@ -326,6 +326,16 @@ def test_disconnect_stops_generation(plain_server):
     assert r.json()["choices"][0]["finish_reason"] == "length" and r.json()["usage"]["completion_tokens"] == 5
 
 
+def test_sampling_settings_reach_the_engine(plain_server):
+    def sample(**kw) -> str:
+        r = httpx.post(f"{plain_server.url}/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, "temperature": 1.5, "top_k": 0, **kw})
+        return r.json()["choices"][0]["message"]["content"]
+
+    a, b, c = sample(seed=7), sample(seed=7), sample(seed=8)
+    assert a == b and a != c  # the random model samples near-uniformly over 151,936 tokens
+
+
 # --------------------------------------------------------------------------------------------
 # Plain and mono models
 
