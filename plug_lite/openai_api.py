@@ -20,7 +20,8 @@
     ``reasoning_content`` (the field DeepSeek's API, vLLM and llama.cpp's server use for a
     model's thinking, in ``message`` and in stream ``delta`` s); the target answer alone in
     ``content``. Every client shows ``content``, so the user sees the answer in their language;
-    Open WebUI, LibreChat and Jan render ``reasoning_content`` as a collapsed "thinking" block,
+    Open WebUI (since open-webui/open-webui#11066), LibreChat and Jan render
+    ``reasoning_content`` as a collapsed "thinking" block,
     and the ``openai`` SDK exposes it as ``message.reasoning_content`` (an extra field) while
     ``message.content`` stays the answer.
   - ``hidden``: the target answer in ``content``, the pivot not sent at all (clients that show
