@@ -18,7 +18,8 @@ Sections (``--only`` picks some):
 * ``format``: how many instructions get an answer in the PLUG format that ends its turn (status
   ok, finish_reason stop): ``python -m llama_cpp.server`` (not plug-lite) with no system message,
   ``plug-lite chat``, ``plug-lite serve`` with no system message and with the client system
-  message "You are a helpful assistant." under each ``--client-system`` rule.
+  message "You are a helpful assistant." under the ``append`` and ``replace`` rules (``ignore``
+  sends exactly the prompt of "no system message").
 
 Appends its tables to benchmarks/RESULTS.md::
 
@@ -249,7 +250,8 @@ def plug_ok(text: str, finish: str, spec) -> bool:
     return finish == "stop" and formats.parse(text, **spec.parser_args()).status == "ok"
 
 
-def format_rates(gguf: Path, session, instructions: list[str], max_tokens: int, threads: int, ctx: int) -> tuple[list[str], dict]:
+def format_rates(gguf: Path, session, instructions: list[str], max_tokens: int, threads: int, ctx: int,
+                 thread_args=()) -> tuple[list[str], dict]:
     """PLUG format and ended-by-itself counts through each path."""
     import openai
 
@@ -279,8 +281,8 @@ def format_rates(gguf: Path, session, instructions: list[str], max_tokens: int, 
         ok += plug_ok(d["output"], d["stats"]["finish_reason"], spec)
     rows["plug-lite chat"] = (ok, ended)
     print(f"  plug-lite chat: {ok}/{len(instructions)}", flush=True)
-    for rule in ("append", "ignore", "replace"):
-        with plug_server(gguf, "--client-system", rule, "--threads", str(threads), "--ctx", str(ctx)) as (url, _):
+    for rule in ("append", "replace"):
+        with plug_server(gguf, "--client-system", rule, "--ctx", str(ctx), *thread_args) as (url, _):
             if rule == "append":
                 through(url, "plug-lite serve, no system message", None)
             through(url, f"plug-lite serve, system \"{CLIENT_SYSTEM}\", --client-system {rule}", CLIENT_SYSTEM)
@@ -298,6 +300,7 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=6, help="instructions for the speed and concurrency sections")
     ap.add_argument("--format-prompts", type=int, default=20, help="instructions for the format section (the demo's 20)")
     ap.add_argument("--max-new-tokens", type=int, default=256, help="the demo's limit")
+    ap.add_argument("--threads", type=int, help="llama.cpp threads for every path (default: plug_lite's)")
     ap.add_argument("--only", action="append", choices=("speed", "concurrency", "disconnect", "format"))
     ap.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     a = ap.parse_args()
@@ -309,8 +312,9 @@ def main() -> int:
     from plug_lite.chat import ChatSession
 
     only = set(a.only or ("speed", "concurrency", "disconnect", "format"))
-    session = ChatSession(a.gguf, max_new_tokens=a.max_new_tokens)
+    session = ChatSession(a.gguf, max_new_tokens=a.max_new_tokens, threads=a.threads)
     threads = session.engine.threads[0]
+    thread_args = ("--threads", str(a.threads)) if a.threads else ()
     ctx = session.engine.n_ctx
     target = session.spec.target if session.spec else "zh"
     evalset = [r["instruction"] for r in evalsets.load_eval_set("sample", target, limit=max(a.prompts, a.format_prompts))]
@@ -318,7 +322,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     sections, data = [], {}
     if only & {"speed", "concurrency", "disconnect"}:
-        with plug_server(a.gguf, "--max-new-tokens", str(a.max_new_tokens)) as (url, logs):
+        with plug_server(a.gguf, "--max-new-tokens", str(a.max_new_tokens), *thread_args) as (url, logs):
             client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=3600)
             stream_once(client, [{"role": "user", "content": prompts[0]}], 8)  # warm both
             session.answer(prompts[0])
@@ -336,7 +340,8 @@ def main() -> int:
                 sections.append(("A client that disconnects", lines))
     if "format" in only:
         print("format ...", flush=True)
-        lines, data["format"] = format_rates(a.gguf, session, evalset[: a.format_prompts], a.max_new_tokens, threads, ctx)
+        lines, data["format"] = format_rates(a.gguf, session, evalset[: a.format_prompts], a.max_new_tokens, threads, ctx,
+                                             thread_args)
         sections.append((f"PLUG format and ended turns on the first {a.format_prompts} demo instructions "
                          f"(max {a.max_new_tokens} new tokens, greedy)", lines))
     session.close()
@@ -345,7 +350,8 @@ def main() -> int:
     out = [f"## plug-lite serve against plug-lite chat (benchmarks/bench_serve.py), {stamp}", "",
            f"Machine: CPU only, {os.cpu_count()} CPUs ({platform.machine()}), load average {load_before:.1f} at the "
            f"start and {load_after:.1f} at the end{' (shared with other jobs)' if max(load_before, load_after) > 1.5 else ''}; "
-           f"llama-cpp-python {llama_cpp.__version__}, openai {openai.__version__}, {threads} decode threads. "
+           f"llama-cpp-python {llama_cpp.__version__}, openai {openai.__version__}, {threads} llama.cpp thread(s) on "
+           f"every path{' (--threads)' if a.threads else ' (plug_lite default)'}. "
            f"File: `{a.gguf.name}` ({a.gguf.stat().st_size / 2**20:.0f} MiB).",
            f"Command: `{cmd}`.", ""]
     for title, lines in sections:
