@@ -310,9 +310,10 @@ def main() -> int:
 
     from plug_lite import evalsets
     from plug_lite.chat import ChatSession
+    from plug_lite.engine import EngineOptions
 
     only = set(a.only or ("speed", "concurrency", "disconnect", "format"))
-    session = ChatSession(a.gguf, max_new_tokens=a.max_new_tokens, threads=a.threads)
+    session = ChatSession(a.gguf, max_new_tokens=a.max_new_tokens, options=EngineOptions(threads=a.threads))
     threads = session.engine.threads[0]
     thread_args = ("--threads", str(a.threads)) if a.threads else ()
     ctx = session.engine.n_ctx

@@ -64,12 +64,13 @@ INTERACTIVE = False  # True: a prompt box loop at the end (empty line ends it)
 # %%
 from pathlib import Path
 from plug_lite import chat, evalsets, runs
+from plug_lite.engine import EngineOptions
 
 if not PROMPTS:
     PROMPTS = [r["instruction"] for r in evalsets.load_eval_set("sample", TARGET, limit=2)]
 work = runs.WorkFolder(nb.work_dir(WORK_DIR, drive=USE_DRIVE))
 path = Path(GGUF) if GGUF else runs.exported_gguf(work.run_dir(FORMAT, TARGET), QUANT)
-session = chat.ChatSession(path, ctx=CTX, gpu_layers=N_GPU_LAYERS, max_new_tokens=MAX_TOKENS)
+session = chat.ChatSession(path, options=EngineOptions(ctx=CTX, gpu_layers=N_GPU_LAYERS), max_new_tokens=MAX_TOKENS)
 print(f"{path.name}: {session.mode}, target {session.target.name if session.target else '-'}, "
       f"pivot {session.pivot.name}, context {session.engine.n_ctx}, GPU layers {session.engine.gpu_layers}")
 if session.note:
@@ -129,7 +130,7 @@ session.close()
 import openai
 from plug_lite import serve
 
-with serve.serving(path, ctx=CTX, gpu_layers=N_GPU_LAYERS, max_new_tokens=MAX_TOKENS) as server:
+with serve.serving(path, options=EngineOptions(ctx=CTX, gpu_layers=N_GPU_LAYERS), max_new_tokens=MAX_TOKENS) as server:
     client = openai.OpenAI(base_url=server.url, api_key="none-needed-locally")
     print("server:", server.url, "model:", [m.id for m in client.models.list().data])
     reply = client.chat.completions.create(model=server.backend.name,

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from . import formats, languages
 from .cli import description, parse, parser_for
-from .io import UserError, read_records, run_cli, write_json, write_jsonl
+from .io import UserError, read_records, refuse_overwrite, run_cli, write_json, write_jsonl
 from .spec import FORMATS, PlugSpec
 
 __all__ = [
@@ -503,6 +503,8 @@ def main(
         tokenizer: tokenizer folder: report token lengths with its chat template
         max_length: count rows longer than this many tokens
     """
+    refuse_overwrite({"--out": out, "the summary": str(out) + ".summary.json"},
+                     {"--input": input, "--pivot-file": pivot_file, "--target-file": target_file})
     rows, summary = build(
         target=target, fmt=fmt, pivot=pivot, source=source, input=input, pivot_file=pivot_file,
         target_file=target_file, hf_dataset=hf_dataset, hf_split=hf_split, hf_config=hf_config,

@@ -25,7 +25,7 @@ from pathlib import Path
 from .io import UserError, atomic_path, check_disk_space
 from .spec import PlugSpec
 
-__all__ = ["MAGIC", "VALUE_TYPES", "read_metadata", "read_spec", "check", "read_rows", "write_keys",
+__all__ = ["MAGIC", "VALUE_TYPES", "read_metadata", "read_spec", "check", "check_lora", "read_rows", "write_keys",
            "write_plug_metadata"]
 
 MAGIC = b"GGUF"
@@ -167,6 +167,53 @@ def check(path: str | os.PathLike) -> Path:
     if size < need:
         raise UserError(f"{p}: truncated GGUF: {size} bytes, its header promises {need}")
     return p
+
+
+def check_lora(lora: str | os.PathLike, base: str | os.PathLike) -> Path:
+    """``lora`` as a Path when it is a LoRA adapter GGUF that llama.cpp can apply to the model
+    ``base``; else a one-line :class:`UserError` naming what does not fit.
+
+    The rules are llama.cpp's own (``llama_adapter_lora_init_impl`` in ``src/llama-adapter.cpp``
+    of the vendored commit): ``general.type`` is ``adapter`` and ``adapter.type`` ``lora``; the
+    architecture is the base's; every tensor is half of an ``X.lora_a`` / ``X.lora_b`` pair (norm
+    vectors ignored); ``X`` exists in the base; ``a`` is [in, r] and ``b`` [r, out] for a base
+    tensor [in, out] (``token_embd`` has them flipped). They are checked here, before llama.cpp
+    sees the file, because llama-cpp-python 0.3.36 does not notice when llama.cpp refuses an
+    adapter (a NULL pointer is not ``None``) and then crashes with a segmentation fault.
+    """
+    lora, base = check(lora), Path(base)
+    ad, model = _scan_file(lora), _scan_file(base)
+    kv = lambda info, key: info["kv"].get(key, {}).get("value")  # noqa: E731
+    gtype, atype = kv(ad, "general.type"), kv(ad, "adapter.type")
+    if gtype != "adapter" or atype != "lora":
+        what = f"general.type is {gtype!r}" if gtype != "adapter" else f"adapter.type is {atype!r}"
+        raise UserError(f"{lora}: not a LoRA adapter GGUF ({what}; expected 'adapter' / 'lora'); "
+                        "make one with plug-lite export or llama.cpp's convert_lora_to_gguf.py")
+    arch, base_arch = kv(ad, "general.architecture"), kv(model, "general.architecture")
+    if arch != base_arch:
+        raise UserError(f"{lora}: adapter for architecture {arch!r}, but {base.name} is {base_arch!r}")
+    pairs: dict[str, dict[str, list[int]]] = {}
+    for name, dims, _, _ in ad["tensors"]:
+        stem, dot, half = name.rpartition(".")
+        if half in ("lora_a", "lora_b") and dot:
+            pairs.setdefault(stem, {})[half[-1]] = dims
+        elif not name.endswith("_norm.weight"):
+            raise UserError(f"{lora}: tensor {name!r} is not part of a LoRA pair (.lora_a / .lora_b)")
+    shapes = {name: dims for name, dims, _, _ in model["tensors"]}
+    for stem, ab in sorted(pairs.items()):
+        if set(ab) != {"a", "b"}:
+            raise UserError(f"{lora}: tensor {stem!r} has only lora_{next(iter(ab))} (both halves are needed)")
+        if stem not in shapes:
+            raise UserError(f"{lora}: tensor {stem!r} is not in {base.name} (an adapter for another base model?)")
+        (m0, m1), a, b = (shapes[stem] + [1])[:2], ab["a"] + [1], ab["b"] + [1]
+        ok = (m0 == b[1] and m1 == a[1]) if stem.endswith("token_embd.weight") else \
+             (m0 == a[0] and m1 == b[1] and a[1] == b[0])
+        if not ok:
+            raise UserError(f"{lora}: tensor {stem!r} is {a[:2]} x {b[:2]}, which does not fit {base.name}'s "
+                            f"{shapes[stem]} (an adapter for another base model?)")
+    if not pairs:
+        raise UserError(f"{lora}: adapter holds no LoRA tensors")
+    return lora
 
 
 def read_rows(path: str | os.PathLike, tensor: str, rows: list[int]) -> list[list[float]]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -23,10 +25,14 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 __all__ = [
     "UserError",
     "atomic_path",
+    "umask",
+    "keep_umask",
     "atomic_write_text",
     "write_json",
     "write_jsonl",
     "read_records",
+    "read_json",
+    "loads",
     "strip_where",
     "read_jsonl_resumable",
     "JsonlAppender",
@@ -43,6 +49,19 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).split("\n")))
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def keep_umask(path: str | os.PathLike) -> None:
+    """Give a file or folder made by :mod:`tempfile` (mode 0600 / 0700) the mode an ordinary
+    ``open()`` / ``mkdir()`` would have given it under the user's umask (0644 / 0755 usually)."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
@@ -56,8 +75,11 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        keep_umask(tmp_path)
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(final)  # a failed write names no file by itself
         if tmp_path.is_dir():
             shutil.rmtree(tmp_path, ignore_errors=True)
         else:
@@ -81,6 +103,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_json(path: str | os.PathLike, *, missing: str = "file not found") -> Any:
+    """The JSON document in ``path``; a one-line :class:`UserError` when it is missing
+    (``missing`` says what that means), a folder, not UTF-8 or not JSON."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: {missing}")
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, expected a JSON file")
+    try:
+        return loads(p.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})") from None
 
 
 def _loc(path: Path, line: int | None, index: int | None) -> str:
@@ -172,13 +210,45 @@ def _read_table(p: Path, text: str, delimiter: str, header_names: Iterable[str] 
     return out
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` for files a user hands us: a value nested too deeply for the parser, or
+    text holding a lone surrogate (an escaped ``"\\ud800"``, which is not Unicode and cannot be
+    written back as UTF-8), is a :class:`json.JSONDecodeError` like any other bad JSON."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    if "\\u" in text and _has_lone_surrogate(value):
+        at = text.lower().find("\\ud")
+        raise json.JSONDecodeError("a lone surrogate escape (\\ud800-\\udfff) is not a character", text, max(at, 0))
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _LONE_SURROGATE.search(v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def _read_json_or_jsonl(p: Path, text: str) -> list[dict]:
     body = text.strip()
     data: Any = None
     whole_error: json.JSONDecodeError | None = None
     if body.startswith(("[", "{")):
         try:
-            data = json.loads(body)
+            data = loads(body)
         except json.JSONDecodeError as e:
             whole_error = e
     if data is None and (body.startswith("[") or not _first_line_is_object(body)):
@@ -213,7 +283,7 @@ def _read_json_or_jsonl(p: Path, text: str) -> list[dict]:
 
 def _first_line_is_object(body: str) -> bool:
     try:
-        return isinstance(json.loads(body.split("\n", 1)[0]), dict)
+        return isinstance(loads(body.split("\n", 1)[0]), dict)
     except json.JSONDecodeError:
         return False
 
@@ -224,7 +294,7 @@ def _jsonl(p: Path, text: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}:{n}: bad JSON line ({e.msg}, column {e.colno})") from None
         if not isinstance(rec, dict):
@@ -254,7 +324,7 @@ def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
             good_bytes += len(raw) + 1
             continue
         try:
-            rec = json.loads(raw.decode("utf-8"))
+            rec = loads(raw.decode("utf-8"))
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as e:
@@ -298,6 +368,28 @@ class JsonlAppender:
         self.close()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also through links and other spellings of one path
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def refuse_overwrite(outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """A one-line :class:`UserError` when a file a command would write is one it reads.
+    ``outputs`` / ``inputs``: what the user calls each file (a flag such as ``--out``, or a
+    description) -> its path (None entries are skipped). Checked before anything is written."""
+    ins = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p)]
+    for oname, o in outputs.items():
+        if o is None or not str(o):
+            continue
+        for iname, i in ins:
+            if _same_file(Path(o), i):
+                what = "" if oname == iname else f" {oname}"
+                raise UserError(f"{o}: the output{what} is the input {iname}: writing it would overwrite "
+                                "the input; choose another path")
+
+
 def check_disk_space(folder: str | os.PathLike, need_bytes: int, what: str = "this file") -> None:
     """Raise a :class:`UserError` when ``folder`` has less than ``need_bytes`` free (+5%)."""
     folder = Path(folder)
@@ -315,13 +407,18 @@ def check_disk_space(folder: str | os.PathLike, need_bytes: int, what: str = "th
 _SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLUG_LITE_JUDGE_API_KEY")
 
 
+#: The user-information part of a URL (``https://USER:PASSWORD@host``), which holds credentials.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+
+
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with any known secret (given, or from the usual environment variables) masked."""
+    """``text`` with any known secret (given, or from the usual environment variables) and the
+    credentials of any URL in it (``http://user:pass@host`` -> ``http://***@host``) masked."""
     values = [s for s in secrets if s] + [os.environ.get(k, "") for k in _SECRET_ENV]
     for s in values:
         if s and len(s) >= 6:
             text = text.replace(s, "***")
-    return text
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 def run_cli(fn: Callable[[], Any]) -> int:
@@ -336,4 +433,18 @@ def run_cli(fn: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = e.filename2 or e.filename or "writing"  # a rename's target is the path the user named
+        print(f"error: {redact(str(where))}: {e.strerror or e} (nothing half-written is kept)", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+#: What the machine refuses, not what plug_lite got wrong: a full disk or quota, a file over the
+#: size limit, no permission, a read-only file system, a path of the wrong kind or too long. The
+#: command line reports them in one line (exit 2); atomic writes leave no partial file behind.
+_ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "EISDIR",
+                                      "ENOTDIR", "EEXIST", "ENAMETOOLONG") if hasattr(errno, name))

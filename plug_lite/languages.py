@@ -121,8 +121,13 @@ def load_file(path: str | os.PathLike, *, replace: bool = False) -> list[Languag
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LanguageError(f"{p}: languages file not found") from None
-    except json.JSONDecodeError as e:
-        raise LanguageError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except IsADirectoryError:
+        raise LanguageError(f"{p}: is a folder, expected a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise LanguageError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise LanguageError(f"{p}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')} at line "
+                            f"{getattr(e, 'lineno', 1)})") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

@@ -15,11 +15,10 @@ Every file is written atomically.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from .io import UserError, atomic_path, atomic_write_text, read_records, write_json
+from .io import UserError, atomic_path, atomic_write_text, read_json, read_records, write_json
 
 __all__ = ["write_report", "render_markdown", "load_results"]
 
@@ -41,12 +40,7 @@ def _label(res: dict) -> str:
 def load_results(paths: list[str]) -> list[dict]:
     out = []
     for p in paths:
-        try:
-            res = json.loads(Path(p).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{p}: file not found") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}:{e.lineno}: bad JSON ({e.msg})") from None
+        res = read_json(p)
         if not isinstance(res, dict) or "mode" not in res or "aggregate" not in res:
             raise UserError(f"{p}: not a plug-lite judge results file (no 'mode'/'aggregate')")
         if "target" not in res and "lang" in res:  # judge.json written before the language was named target

@@ -49,23 +49,17 @@ from typing import Callable, Iterator
 
 from . import __version__, conversation, formats, openai_api
 from .cli import run
-from .engine import LlamaEngine
+from .engine import EngineOptions, LlamaEngine
 from .io import UserError
 from .openai_api import APIError, ChatRequest
 from .spec import PlugSpec
 
-__all__ = ["load_engine", "Job", "Backend", "create_app", "Running", "serving", "main", "cli"]
+__all__ = ["Job", "Backend", "create_app", "Running", "serving", "main", "cli"]
 
 DEFAULT_PORT = 8080
 MAX_BODY = 16 * 2**20  # bytes of one request body
 MIN_ROOM = 16  # tokens the context must have left after the prompt
 API_KEY_ENV = "PLUG_LITE_API_KEY"
-
-
-def load_engine(model: str | os.PathLike, *, ctx: int | None = None, gpu_layers: int | None = None,
-                threads: int | None = None, lora: str | os.PathLike | None = None, seed: int = 0) -> LlamaEngine:
-    """The llama.cpp engine the server runs on (the one place it is built)."""
-    return LlamaEngine(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
 
 
 def check_settings(pivot: str, client_system: str) -> None:
@@ -584,13 +578,13 @@ class Running:
 
 @contextmanager
 def serving(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-            cors: list[str] | None = None, log: Callable[[dict], None] | None = None, **backend_kw) -> Iterator[Running]:
+            cors: list[str] | None = None, log: Callable[[dict], None] | None = None,
+            options: EngineOptions | None = None, **backend_kw) -> Iterator[Running]:
     """Serve ``model`` from a thread of this process (a notebook, a test) until the block ends.
-    ``backend_kw``: :class:`Backend` settings and :func:`load_engine` options."""
+    ``options``: how llama.cpp loads it; ``backend_kw``: :class:`Backend` settings."""
     import uvicorn
 
-    engine_kw = {k: backend_kw.pop(k) for k in ("ctx", "gpu_layers", "threads", "lora") if k in backend_kw}
-    engine = load_engine(model, seed=backend_kw.pop("seed", None) or 0, **engine_kw)
+    engine = LlamaEngine(model, options)
     log = log or (lambda rec: None)
     backend = Backend(engine, on_done=lambda job: log(job_record(job)), **backend_kw)
     sock = bind(host, port)
@@ -622,11 +616,7 @@ def main(
     client_system: str = "append",
     system: str | None = None,
     name: str | None = None,
-    ctx: int | None = None,
-    gpu_layers: int | None = None,
-    threads: int | None = None,
-    lora: str | None = None,
-    seed: int = 0,
+    options: EngineOptions = EngineOptions(),
     max_new_tokens: int = 1024,
     temperature: float = 0.0,
     as_json: bool = False,
@@ -643,11 +633,7 @@ def main(
         client_system: a client's system message: append (after the model's PLUG prompt), ignore, or replace the model's prompt
         system: system prompt instead of the model's own
         name: the model id clients see (default: the file name without .gguf)
-        ctx: context size in tokens (default 4096, capped by the model)
-        gpu_layers: layers to offload (default: all when a GPU is usable)
-        threads: CPU threads (default: every usable core)
-        lora: an adapter GGUF to apply over the base model
-        seed: the sampler's seed at start (a request's seed resets it for that request)
+        options: how llama.cpp loads the model (--ctx, --gpu-layers, --threads, --lora, --seed: the sampler's seed at start, a request's seed resets it for that request; --verbose)
         max_new_tokens: tokens per answer when a request gives no max_tokens
         temperature: temperature when a request gives none (0 = greedy, as the model was evaluated)
         as_json: one JSON line per request on stdout (tokens, seconds, time to the first target token)
@@ -659,7 +645,7 @@ def main(
                         max_new_tokens=max_new_tokens, temperature=temperature)
     check_settings(pivot, client_system)
     sock = bind(host, port)  # a taken port is reported before the model loads
-    engine = load_engine(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
+    engine = LlamaEngine(model, options)
     log = _logger(as_json)
     backend = Backend(engine, on_done=lambda job: log(job_record(job)), **backend_args)
     url = _url(host, sock.getsockname()[1])

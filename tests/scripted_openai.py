@@ -2,7 +2,8 @@
 
 ``ScriptedOpenAI(reply)`` listens on 127.0.0.1 (a free port) in a thread. ``reply`` decides each
 answer from the request body (a dict): it returns the assistant text (str) or a dict
-``{"status": 429|500|401|..., "delay": s, "content": text, "headers": {...}}``. ``queue`` holds
+``{"status": 429|500|401|..., "delay": s, "content": text, "headers": {...}}`` (``"body"``: a 200
+whose whole body is that text or JSON value, for malformed replies). ``queue`` holds
 one-shot actions used before ``reply`` (e.g. a 429 then the normal answer).
 
 Counters: ``calls`` (requests answered with 200), ``requests`` (all requests), ``statuses``
@@ -108,6 +109,9 @@ class ScriptedOpenAI:
                 with server._lock:
                     server.calls += 1
                     server.bodies.append(body)
+                if "body" in action:  # a 200 whose body is scripted as it is (text sent raw, a dict as JSON)
+                    self._send(200, action["body"])
+                    return
                 self._send(200, {
                     "id": f"chatcmpl-{k}", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "scripted"),
@@ -118,7 +122,7 @@ class ScriptedOpenAI:
                 })
 
             def _send(self, status, obj, headers=None):
-                data = json.dumps(obj).encode()
+                data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
                 with server._lock:
                     server.statuses[status] += 1
                 try:

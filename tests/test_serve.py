@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import plug_gguf  # noqa: E402
 
 from plug_lite import formats  # noqa: E402
+from plug_lite.engine import EngineOptions  # noqa: E402
 from plug_lite.spec import PlugSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -358,8 +359,8 @@ def test_mono_model_is_served_plain(serve_model, tmp_path):
     mono = tmp_path / "mono-zh.gguf"
     write_plug_metadata(serve_model["plain"], mono, PlugSpec("mono", "zh"))
     q = CONVS[0][0]
-    want = chat.one_shot(mono, q, max_new_tokens=40, threads=1)["output"]
-    with serving(mono, max_new_tokens=40, threads=1) as srv:
+    want = chat.one_shot(mono, q, max_new_tokens=40, options=EngineOptions(threads=1))["output"]
+    with serving(mono, max_new_tokens=40, options=EngineOptions(threads=1)) as srv:
         c = openai.OpenAI(base_url=srv.url, api_key="unused", max_retries=0, timeout=120)
         msg = c.chat.completions.create(model="x", messages=[{"role": "user", "content": q}]).choices[0].message
         assert srv.backend.mode == "plain" and srv.backend.describe().startswith("mono, Chinese")
