@@ -250,9 +250,12 @@ def plug_ok(text: str, finish: str, spec) -> bool:
     return finish == "stop" and formats.parse(text, **spec.parser_args()).status == "ok"
 
 
+FORMAT_PATHS = ("llama_cpp.server", "chat", "serve")
+
+
 def format_rates(gguf: Path, session, instructions: list[str], max_tokens: int, threads: int, ctx: int,
-                 thread_args=()) -> tuple[list[str], dict]:
-    """PLUG format and ended-by-itself counts through each path."""
+                 thread_args=(), paths=FORMAT_PATHS) -> tuple[list[str], dict]:
+    """PLUG format and ended-by-itself counts through each of ``paths``."""
     import openai
 
     spec = session.spec
@@ -271,17 +274,19 @@ def format_rates(gguf: Path, session, instructions: list[str], max_tokens: int, 
         rows[name] = (ok, ended)
         print(f"  {name}: {ok}/{len(instructions)} PLUG format and ended, {ended} ended", flush=True)
 
-    with llama_cpp_server(gguf, ctx, threads) as url:
-        through(url, "python -m llama_cpp.server, no system message", None)
-    ok = ended = 0
-    for q in instructions:
-        session.reset()
-        d = session.answer(q)
-        ended += d["stats"]["finish_reason"] == "stop"
-        ok += plug_ok(d["output"], d["stats"]["finish_reason"], spec)
-    rows["plug-lite chat"] = (ok, ended)
-    print(f"  plug-lite chat: {ok}/{len(instructions)}", flush=True)
-    for rule in ("append", "replace"):
+    if "llama_cpp.server" in paths:
+        with llama_cpp_server(gguf, ctx, threads) as url:
+            through(url, "python -m llama_cpp.server, no system message", None)
+    if "chat" in paths:
+        ok = ended = 0
+        for q in instructions:
+            session.reset()
+            d = session.answer(q)
+            ended += d["stats"]["finish_reason"] == "stop"
+            ok += plug_ok(d["output"], d["stats"]["finish_reason"], spec)
+        rows["plug-lite chat"] = (ok, ended)
+        print(f"  plug-lite chat: {ok}/{len(instructions)}", flush=True)
+    for rule in ("append", "replace") if "serve" in paths else ():
         with plug_server(gguf, "--client-system", rule, "--ctx", str(ctx), *thread_args) as (url, _):
             if rule == "append":
                 through(url, "plug-lite serve, no system message", None)
@@ -302,13 +307,15 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256, help="the demo's limit")
     ap.add_argument("--threads", type=int, help="llama.cpp threads for every path (default: plug_lite's)")
     ap.add_argument("--only", action="append", choices=("speed", "concurrency", "disconnect", "format"))
+    ap.add_argument("--format-path", action="append", choices=FORMAT_PATHS,
+                    help="the format section through these paths only (default: all)")
     ap.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     a = ap.parse_args()
 
     import llama_cpp
     import openai
 
-    from plug_lite import evalsets
+    from plug_lite import evalsets, templates
     from plug_lite.chat import ChatSession
     from plug_lite.engine import EngineOptions
 
@@ -342,7 +349,7 @@ def main() -> int:
     if "format" in only:
         print("format ...", flush=True)
         lines, data["format"] = format_rates(a.gguf, session, evalset[: a.format_prompts], a.max_new_tokens, threads, ctx,
-                                             thread_args)
+                                             thread_args, tuple(a.format_path or FORMAT_PATHS))
         sections.append((f"PLUG format and ended turns on the first {a.format_prompts} demo instructions "
                          f"(max {a.max_new_tokens} new tokens, greedy)", lines))
     session.close()
@@ -353,7 +360,10 @@ def main() -> int:
            f"start and {load_after:.1f} at the end{' (shared with other jobs)' if max(load_before, load_after) > 1.5 else ''}; "
            f"llama-cpp-python {llama_cpp.__version__}, openai {openai.__version__}, {threads} llama.cpp thread(s) on "
            f"every path{' (--threads)' if a.threads else ' (plug_lite default)'}. "
-           f"File: `{a.gguf.name}` ({a.gguf.stat().st_size / 2**20:.0f} MiB).",
+           f"File: `{a.gguf.name}` ({a.gguf.stat().st_size / 2**20:.0f} MiB); its chat template "
+           + ("inserts the PLUG system prompt when a conversation has none (export's default since templates."
+              "with_default_system)." if templates.default_system(session.engine.metadata.get("tokenizer.chat_template"))
+              else "has no system prompt of its own (as exported before templates.with_default_system)."),
            f"Command: `{cmd}`.", ""]
     for title, lines in sections:
         out += [f"**{title}**", "", *lines, ""]

@@ -203,3 +203,53 @@ def test_default_system_in_llama_cpp_pythons_renderer():
     fmt = Jinja2ChatFormatter(template=t, eos_token="<eos>", bos_token="<bos>")
     got = fmt(messages=[{"role": "user", "content": "问题"}]).prompt
     assert got == f"<bos><start_of_turn>user\n{PROMPT}\n\n问题<end_of_turn>\n<start_of_turn>model\n"
+
+
+def server_prompt_tokens(path, messages: list[dict]) -> list[int]:
+    """The prompt tokens ``python -m llama_cpp.server`` feeds the model for ``messages``: the GGUF's
+    own template in llama-cpp-python's Jinja2ChatFormatter with the model's BOS/EOS texts (as
+    ``Llama.__init__`` builds its ``chat_template.default`` handler), tokenized as
+    ``chat_formatter_to_chat_completion_handler`` does (no BOS added when the formatter wrote it)."""
+    import llama_cpp
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        assert llama_cpp.llama_chat_format.guess_chat_format_from_gguf_metadata(llm.metadata) is None
+        text = lambda i: llm._model.token_get_text(i) if i != -1 else ""  # noqa: E731
+        fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=text(llm.token_eos()),
+                                  bos_token=text(llm.token_bos()), stop_token_ids=[llm.token_eos()])
+        result = fmt(messages=messages)
+        return llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    finally:
+        llm.close()
+
+
+def test_gguf_with_the_default_renders_the_trained_prompt_with_no_system_message(tiny_model, tiny_gguf, tmp_path):
+    """The tiny model's GGUF with the PLUG prompt as its template's default: llama-cpp-python,
+    given the user message alone, makes the tokens the model was trained on (its tokenizer's
+    template with the system prompt); without the default it does not."""
+    from transformers import AutoTokenizer
+
+    from plug_lite.engine import LlamaEngine
+    from plug_lite.gguf_meta import read_metadata, write_plug_metadata
+    from plug_lite.spec import PlugSpec
+
+    spec = PlugSpec("plug", "zh")
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    own = read_metadata(tiny_gguf)["tokenizer.chat_template"]
+    with_default = write_plug_metadata(tiny_gguf, tmp_path / "default.gguf", spec,
+                                       chat_template=templates.with_default_system(own, spec.system_prompt()))
+    without = write_plug_metadata(tiny_gguf, tmp_path / "plain.gguf", spec, chat_template=own)
+    for q in ("为什么天空是蓝色的？", "写一首关于秋天的短诗。"):
+        user = [{"role": "user", "content": q}]
+        trained = tok.apply_chat_template([{"role": "system", "content": spec.system_prompt()}, *user],
+                                          add_generation_prompt=True, tokenize=True)
+        trained = trained["input_ids"] if isinstance(trained, dict) else list(trained)
+        assert server_prompt_tokens(with_default, user) == trained
+        assert server_prompt_tokens(without, user) != trained
+        eng = LlamaEngine(with_default, ctx=256, threads=1)
+        try:
+            assert eng.tokenize(user)[0] == trained  # plug-lite's engine renders the same
+        finally:
+            eng.close()
