@@ -180,9 +180,11 @@ class TurnStats:
 
 
 class Greedy(list):
-    """Greedy tokens before the end of turn; ``stopped`` is True when the model ended its turn."""
+    """Greedy tokens before the end of turn; ``stopped`` is True when the model ended its turn,
+    ``end`` the text of the token it ended with."""
 
     stopped: bool = False
+    end: str | None = None
 
 
 class LlamaEngine:
@@ -340,12 +342,14 @@ class LlamaEngine:
 
     def greedy(self, ids: list[int], max_new: int, stop: set[int]) -> Greedy:
         """Greedy token ids after the prompt ``ids`` (no repeat penalty, no top-p or min-p), up
-        to a token of ``stop`` or ``max_new`` tokens."""
+        to a token of ``stop``, any end-of-generation token of the file (as llama.cpp's servers
+        stop) or ``max_new`` tokens."""
         self.llm.reset()
         out = Greedy()
         for tok in self.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
-            if tok in stop:
+            if tok in stop or self._is_eog(self._vocab, tok):
                 out.stopped = True
+                out.end = self.llm._model.token_get_text(tok)
                 break
             out.append(int(tok))
             if len(out) >= max_new:
