@@ -130,7 +130,7 @@ class EngineOptions:
 
 # ggml's log levels (ggml.h, enum ggml_log_level); CONT continues the previous message.
 _NONE, _DEBUG, _INFO, _WARN, _ERROR, _CONT = range(6)
-_log_state = {"shown_from": _ERROR, "last": _NONE, "callback": None}
+_log_state = {"shown_from": _ERROR, "last": _NONE, "callback": None, "held": None}
 
 
 def llama_log(verbose: bool = False) -> None:
@@ -152,7 +152,9 @@ def llama_log(verbose: bool = False) -> None:
         def callback(level: int, text: bytes, user_data) -> None:
             if level != _CONT:
                 _log_state["last"] = level
-            if _log_state["last"] >= _log_state["shown_from"]:
+            if _log_state["held"] is not None and _log_state["last"] >= _ERROR:
+                _log_state["held"].append(text.decode("utf-8", "replace"))
+            elif _log_state["last"] >= _log_state["shown_from"]:
                 sys.stderr.write(text.decode("utf-8", "replace"))
                 sys.stderr.flush()
 
@@ -257,10 +259,15 @@ class LlamaEngine:
 
         import llama_cpp
 
-        adapter = llama_cpp.llama_adapter_lora_init(self.llm.model, str(lora).encode("utf-8"))
+        _log_state["held"] = held = []  # llama.cpp's reason goes into our one line, not beside it
+        try:
+            adapter = llama_cpp.llama_adapter_lora_init(self.llm.model, str(lora).encode("utf-8"))
+        finally:
+            _log_state["held"] = None
         if not adapter:  # a NULL pointer is falsy
             self.close()
-            raise UserError(f"{lora}: llama.cpp refused the adapter for {self.path.name}")
+            why = " ".join("".join(held).split()).rpartition("failed to apply lora adapter: ")[2]
+            raise UserError(f"{lora}: llama.cpp refused the adapter for {self.path.name}" + (f" ({why})" if why else ""))
         self.llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
         adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
         if llama_cpp.llama_set_adapters_lora(self.llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)):
