@@ -11,8 +11,9 @@ What a model is shown of a conversation:
 
   - ``append`` (the default): the model's prompt first, then a blank line, then the client's
     text. The model keeps the instruction it was trained to follow (the PLUG answer format) and
-    still sees the client's wishes. Measured on the ``make demo`` model: see
-    benchmarks/RESULTS.md ("serve: a client's system message").
+    still sees the client's wishes. Measured on the ``make demo`` model (benchmarks/RESULTS.md,
+    "GGUFs that carry their PLUG prompt"): 19/20 PLUG answers that end with a client's "You are a
+    helpful assistant." appended, 0/20 when it replaces the prompt, 20/20 with none.
   - ``ignore``: the client's text is dropped; the model sees exactly its training prompt.
   - ``replace``: the client's text replaces the model's prompt (as ``chat --system`` does); a
     PLUG model then usually stops writing its pivot and its target header.
