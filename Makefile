@@ -23,7 +23,7 @@ TF5         := 5.24.0
 VENV5       := .venv-tf5
 PIP5        := $(VENV5)/bin/python -m pip install --disable-pip-version-check -c $(VENV5)/constraints.txt
 TF5_TESTS   := tests/train \
-               tests/test_export.py tests/test_generate.py::test_transformers_backend_and_adapter_run
+               tests/export tests/test_generate.py::test_transformers_backend_and_adapter_run
 
 .PHONY: help venv install install-demo install-tf5 test demo clean
 

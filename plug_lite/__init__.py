@@ -30,8 +30,11 @@ Ground floor (standard library only at import time)
 =================  ==================================================================================
 
 Libraries any verb may use: ``data`` (training rows; also the ``data`` command), ``extract``
-(sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics``,
-``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``translation``
+(sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics`` (with
+``confusion``: lines and words in the wrong language), ``agreement`` (kappa of several judges),
+``prompted`` (the prompted-PLUG instruction and worked examples for untrained instruct models),
+``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``llm_batch`` (the
+same calls through batch engines: request files, result files, the Batch API), ``translation``
 (one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``,
 ``conversation`` (what a model is shown of a conversation: system prompt, a client's system
 message, history; ``chat`` and ``serve``), ``openai_api`` (OpenAI's chat completion requests,
