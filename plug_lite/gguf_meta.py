@@ -22,7 +22,7 @@ import struct
 from functools import lru_cache
 from pathlib import Path
 
-from .io import UserError, atomic_path, check_disk_space
+from .io import UserError, atomic_path, check_disk_space, input_file
 from .spec import PlugSpec
 
 __all__ = ["MAGIC", "VALUE_TYPES", "read_metadata", "read_spec", "check", "check_lora", "read_rows", "write_keys",
@@ -149,11 +149,7 @@ def _min_size(info: dict) -> int:
 def check(path: str | os.PathLike) -> Path:
     """``path`` as a Path; a one-line :class:`UserError` when it is missing, a folder, not a GGUF
     file or shorter than its header says."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: file not found")
-    if p.is_dir():
-        raise UserError(f"{p}: is a folder, expected a .gguf file")
+    p = input_file(path, "a .gguf file")
     with open(p, "rb") as f:
         head = f.read(4)
     if head != MAGIC:

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_path",
     "umask",
     "keep_umask",
+    "input_file",
     "atomic_write_text",
     "write_json",
     "write_jsonl",
@@ -105,14 +106,21 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def read_json(path: str | os.PathLike, *, missing: str = "file not found") -> Any:
-    """The JSON document in ``path``; a one-line :class:`UserError` when it is missing
-    (``missing`` says what that means), a folder, not UTF-8 or not JSON."""
+def input_file(path: str | os.PathLike, expected: str, *, missing: str = "file not found") -> Path:
+    """``path`` as a Path when it is an existing file; a one-line :class:`UserError` when it is
+    missing (``missing`` says what that means) or a folder (``expected`` names what should be there)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: {missing}")
     if p.is_dir():
-        raise UserError(f"{p}: is a folder, expected a JSON file")
+        raise UserError(f"{p}: is a folder, expected {expected}")
+    return p
+
+
+def read_json(path: str | os.PathLike, *, missing: str = "file not found") -> Any:
+    """The JSON document in ``path``; a one-line :class:`UserError` when it is missing
+    (``missing`` says what that means), a folder, not UTF-8 or not JSON."""
+    p = input_file(path, "a JSON file", missing=missing)
     try:
         return loads(p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as e:
@@ -147,11 +155,7 @@ def read_records(
     line breaks: they are ordinary text inside a record). ``.csv`` and ``.tsv`` files are tables;
     their first row is the header, unless ``header_names`` is given and the first row names none
     of them: then the file has no header and its columns are named ``columns`` in order."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: file not found")
-    if p.is_dir():
-        raise UserError(f"{p}: is a folder, expected a JSON, JSONL, CSV or TSV file")
+    p = input_file(path, "a JSON, JSONL, CSV or TSV file")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:

@@ -1104,10 +1104,7 @@ def _finish(res: dict, args: dict) -> int:
     """What ``plug-lite judge`` prints, and its exit status."""
     if "dry_run" in res:
         d = res["dry_run"]
-        cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (no price for this model; pass --price-in/--price-out)"
-        print(f"dry run ({d['mode']}, judge {d['judge_model']}): {d['calls']} calls to make "
-              f"({d['cached']} cached), about {d['est_input_tokens']} input + {d['est_output_tokens']} "
-              f"output tokens, estimated cost {cost}" + (" at the Batch API's price" if d["batch"] else ""))
+        print(llm.dry_run_line(d, f"{d['mode']}, judge {d['judge_model']}"))
         return 0
     if "unfinished" in res:
         print(res["unfinished"], file=sys.stderr)

@@ -46,6 +46,7 @@ __all__ = [
     "retries_done",
     "run_outcome",
     "calls_summary",
+    "dry_run_line",
     "estimate_tokens",
     "PRICES",
     "price_for",
@@ -372,6 +373,16 @@ def price_for(
         base = (price_in if price_in is not None else (base or (0, 0))[0],
                 price_out if price_out is not None else (base or (0, 0))[1])
     return base
+
+
+def dry_run_line(plan: dict, label: str = "") -> str:
+    """The line a dry run prints: calls, tokens and cost of ``plan`` (the ``dry_run`` result of
+    judge or translate); ``label`` goes in brackets after "dry run"."""
+    cost = plan.get("est_cost_usd")
+    cost = f"${cost:.4f}" if cost is not None else "unknown (no price for this model; pass --price-in/--price-out)"
+    return (f"dry run{f' ({label})' if label else ''}: {plan['calls']} calls to make ({plan['cached']} cached), "
+            f"about {plan['est_input_tokens']} input + {plan['est_output_tokens']} output tokens, estimated cost {cost}"
+            + (" at the Batch API's price" if plan.get("batch") else ""))
 
 
 def estimate_tokens(text: str) -> int:

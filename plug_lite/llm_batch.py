@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import llm
-from .io import JsonlAppender, UserError, atomic_write_text, loads, read_jsonl_resumable, redact
+from .io import JsonlAppender, UserError, atomic_write_text, input_file, loads, read_jsonl_resumable, redact
 
 __all__ = [
     "URL",
@@ -368,11 +368,7 @@ def _one_line(text: Any) -> str:
 def read_result_file(path: str | Path) -> Iterable[tuple[str, Any]]:
     """(``file:line``, parsed JSON) of every non-blank line of a result file. A line that is not
     JSON is a :class:`UserError` naming the file and line."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: file not found")
-    if p.is_dir():
-        raise UserError(f"{p}: is a folder, expected a batch result file (JSONL)")
+    p = input_file(path, "a batch result file (JSONL)")
     with open(p, "rb") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():

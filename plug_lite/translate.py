@@ -229,11 +229,7 @@ def main(
 def _finish(res: dict, args: dict) -> int:
     """What ``plug-lite translate`` prints, and its exit status."""
     if "dry_run" in res:
-        d = res["dry_run"]
-        cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (pass --price-in/--price-out)"
-        print(f"dry run: {d['calls']} calls to make ({d['cached']} cached), about {d['est_input_tokens']} input + "
-              f"{d['est_output_tokens']} output tokens, estimated cost {cost}"
-              + (" at the Batch API's price" if d["batch"] else ""))
+        print(llm.dry_run_line(res["dry_run"]))
         return 0
     if "unfinished" in res:
         print(res["unfinished"], file=sys.stderr)
