@@ -79,7 +79,7 @@ def main(
     import llama_cpp  # noqa: F401  (fail early when llama-cpp-python is missing)
 
     merged = merge(rec, plain=plain_merge)  # step 1
-    template = converting.inference_template(merged, run)
+    template = converting.inference_template(merged, run, rec.spec.system_prompt())
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
     try:
