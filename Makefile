@@ -55,7 +55,7 @@ $(VENV)/.llama: $(SDIST) | $(VENV)/.torch
 	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/.llama
-	$(PIP_C) -e '.[train,gguf,eval,notebooks,dev]'
+	$(PIP_C) -e '.[train,gguf,serve,eval,notebooks,dev]'
 	touch $@
 
 $(VENV)/.installed-demo: $(VENV)/.installed

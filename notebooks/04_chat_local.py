@@ -116,3 +116,33 @@ if INTERACTIVE:
     while (text := input("you> ").strip()):
         nb.stream_answer(session, text, show_pivot=SHOW_PIVOT)
 session.close()
+
+# %% [markdown]
+# ## Served: the same GGUF through the `openai` client
+# `plug-lite serve MODEL.gguf` puts a GGUF behind an OpenAI-compatible API
+# (http://127.0.0.1:8080/v1), so Open WebUI, LibreChat, Jan, Chatbox or any `openai` SDK can use
+# it. Here the server runs in a thread of this notebook, on a free port of this machine. The
+# pivot comes back in `reasoning_content` (clients that know the field show it as a collapsed
+# "thinking" block) and the target answer alone in `content`; earlier answers sent back as
+# history count only by their target answer, as in `plug-lite chat`.
+
+# %%
+import openai
+from plug_lite import serve
+
+with serve.serving(path, options=EngineOptions(ctx=CTX, gpu_layers=N_GPU_LAYERS), max_new_tokens=MAX_TOKENS) as server:
+    client = openai.OpenAI(base_url=server.url, api_key="none-needed-locally")
+    print("server:", server.url, "model:", [m.id for m in client.models.list().data])
+    reply = client.chat.completions.create(model=server.backend.name,
+                                           messages=[{"role": "user", "content": PROMPTS[0]}])
+    message = reply.choices[0].message
+    print("reasoning_content:", getattr(message, "reasoning_content", None))
+    print("content:", message.content)
+    print("finish_reason:", reply.choices[0].finish_reason, "| usage:", reply.usage.model_dump(exclude_none=True))
+    print("streamed content: ", end="")
+    stream = client.chat.completions.create(model=server.backend.name, stream=True,
+                                            messages=[{"role": "user", "content": PROMPTS[-1]}])
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            print(chunk.choices[0].delta.content, end="", flush=True)
+    print()

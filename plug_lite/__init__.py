@@ -35,10 +35,13 @@ Libraries any verb may use: ``data`` (training rows; also the ``data`` command),
 ``prompted`` (the prompted-PLUG instruction and worked examples for untrained instruct models),
 ``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``llm_batch`` (the
 same calls through batch engines: request files, result files, the Batch API), ``translation``
-(one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``.
+(one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``,
+``conversation`` (what a model is shown of a conversation: system prompt, a client's system
+message, history; ``chat`` and ``serve``), ``openai_api`` (OpenAI's chat completion requests,
+responses, stream chunks and errors; where a PLUG answer's pivot goes).
 
 Verbs (``plug-lite <verb>``, ``python -m plug_lite <verb>``, ``python -m plug_lite.<verb>``):
-``train``, ``export``, ``share``, ``chat``, ``generate``, ``judge``, ``report``, ``translate``.
+``train``, ``export``, ``share``, ``chat``, ``serve``, ``generate``, ``judge``, ``report``, ``translate``.
 ``train`` is a package whose files are its steps, read top to bottom in its docstring; its
 ``batching`` (rows into micro-batches) and ``turn_tokens`` (the chat template's special tokens'
 embedding rows) serve training alone and live inside it.

@@ -17,11 +17,8 @@ examples as the first turns, before the history); its answers stream and parse a
 guess for Gemma is wrong, see /work/shared/NOTES.md).
 
 History: after each turn only the *target-language answer* goes back into the conversation as
-the assistant message, not the pivot scaffolding. Reasons: it is what the user saw and answers
-to; the pivot doubles or triples the tokens per turn, so keeping it would fill the context two
-to three times faster; and a PLUG model is trained on single turns, so neither choice is in its
-training distribution, while a short target answer is closest to an ordinary conversation. The
-cost: the model does not see its own earlier English reasoning. An interrupted answer (Ctrl-C)
+the assistant message, not the pivot scaffolding (the policy and its reasons:
+:mod:`plug_lite.conversation`, which ``plug-lite serve`` shares). An interrupted answer (Ctrl-C)
 and a failed turn leave the history unchanged.
 
 Stats after each answer (stderr): decode tokens/s, time from the question to the first
@@ -37,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator
 
-from . import formats, languages
+from . import conversation, formats, languages
 from .cli import run
 from .engine import EngineOptions, LlamaEngine, StreamPrinter, TurnStats, stats_line
 from .formats import AnswerRecord, StreamEvent
@@ -145,11 +142,9 @@ class ChatSession:
 
     @property
     def system(self) -> str | None:
-        if self.custom_system is not None:
-            return self.custom_system or None
-        if self.prompted:
+        if self.prompted is not None and self.custom_system is None:
             return self.prompted.system_prompt()
-        return self.spec.system_prompt() if self.spec else None
+        return conversation.system_prompt(self.spec, self.custom_system)
 
     def reset(self) -> None:
         self.history = []
@@ -170,9 +165,8 @@ class ChatSession:
             self.spec = PlugSpec(self.spec.format, code, self.spec.pivot, self.spec.think)
 
     def messages(self, text: str) -> list[dict]:
-        msgs = [{"role": "system", "content": self.system}] if self.system else []
         shots = self.prompted.shots() if self.prompted else []
-        return msgs + shots + self.history + [{"role": "user", "content": text}]
+        return conversation.messages(self.system, [*shots, *self.history], text)
 
     # -- one turn
     def ask(self, text: str) -> Iterator[StreamEvent]:
@@ -226,7 +220,7 @@ class ChatSession:
         if st.first_target_s is None and self.mode == "plug":
             st.pivot_tokens = st.completion_tokens
         st.target_tokens = st.completion_tokens - st.pivot_tokens
-        answer = turn.parse.answer if turn.parse else turn.output.strip()
+        answer = conversation.kept_answer(turn.output, self.spec if turn.parse else None, turn.parse)
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
 
     def answer(self, text: str) -> dict:

@@ -53,6 +53,7 @@ VERBS = {
     "export": ("export", "merge, convert to GGUF, quantize, verify parity"),
     "share": ("share", "model card, Ollama Modelfile, Hub upload"),
     "chat": ("chat", "chat with a GGUF, the pivot hidden while it streams"),
+    "serve": ("serve", "an OpenAI-compatible HTTP server for a GGUF, the pivot in reasoning_content"),
     "generate": ("generate", "answer every instruction of an evaluation set (resumable)"),
     "judge": ("judge", "pairwise / single-answer LLM judge (cached, resumable)"),
     "report": ("report", "Markdown + JSON report with plots"),

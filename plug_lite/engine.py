@@ -182,9 +182,11 @@ class TurnStats:
 
 
 class Greedy(list):
-    """Greedy tokens before the end of turn; ``stopped`` is True when the model ended its turn."""
+    """Greedy tokens before the end of turn; ``stopped`` is True when the model ended its turn,
+    ``end`` the text of the token it ended with."""
 
     stopped: bool = False
+    end: str | None = None
 
 
 class LlamaEngine:
@@ -301,9 +303,13 @@ class LlamaEngine:
         temperature: float = 0.0,
         stop: list[str] = (),
         seed: int | None = None,
+        sampling: dict | None = None,
     ) -> Iterator[tuple[str, int]]:
         """Yield (text delta, completion tokens so far). Stops at an end-of-generation token, a
-        stop string or ``max_tokens``; sets :attr:`finish_reason`."""
+        stop string or ``max_tokens``; sets :attr:`finish_reason`. ``sampling``: more keywords of
+        ``Llama.generate`` (``top_p``, ``top_k``, ``min_p``, ``presence_penalty``,
+        ``frequency_penalty``, ``repeat_penalty``). Each delta is whole characters: a character
+        whose UTF-8 bytes span several tokens comes out once all of them are generated."""
         import codecs
 
         if seed is not None:
@@ -312,7 +318,7 @@ class LlamaEngine:
         self.finish_reason = "length"
         n = 0
         held = ""  # text that could still become a stop string
-        kw = {"temp": temperature} if temperature > 0 else {"temp": 0.0, "top_k": 1}
+        kw = dict(sampling or {}, temp=temperature) if temperature > 0 else dict(sampling or {}, temp=0.0, top_k=1)
         for tok in self.llm.generate(prompt_tokens, **kw):
             if self._is_eog(self._vocab, tok):
                 self.finish_reason = "stop"
@@ -343,12 +349,14 @@ class LlamaEngine:
 
     def greedy(self, ids: list[int], max_new: int, stop: set[int]) -> Greedy:
         """Greedy token ids after the prompt ``ids`` (no repeat penalty, no top-p or min-p), up
-        to a token of ``stop`` or ``max_new`` tokens."""
+        to a token of ``stop``, any end-of-generation token of the file (as llama.cpp's servers
+        stop) or ``max_new`` tokens."""
         self.llm.reset()
         out = Greedy()
         for tok in self.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
-            if tok in stop:
+            if tok in stop or self._is_eog(self._vocab, tok):
                 out.stopped = True
+                out.end = self.llm._model.token_get_text(tok)
                 break
             out.append(int(tok))
             if len(out) >= max_new:

@@ -65,6 +65,7 @@ __all__ = [
     "render_pivot_only",
     "parse",
     "has_header",
+    "header_prefix",
     "THINK_OPEN",
     "THINK_CLOSE",
 ]
@@ -78,9 +79,14 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _PI, _PR, _T = "pivot_instruction", "pivot_response", "target"
 
 
+def header_prefix(header: str) -> str:
+    """A section header as written before its text: a full-width colon carries its own
+    spacing, an ASCII colon is followed by one space."""
+    return header if header.endswith("：") else header + " "
+
+
 def _join(header: str, text: str) -> str:
-    # A full-width colon carries its own spacing; an ASCII colon is followed by one space.
-    return f"{header}{text}" if header.endswith("：") else f"{header} {text}"
+    return header_prefix(header) + text
 
 
 def _clean(name: str, text: str) -> str:

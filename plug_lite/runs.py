@@ -371,9 +371,13 @@ class StopCount:
     prompts: int
     budget: int
     tokens: list[int] = field(default_factory=list)
+    ends: list[str] = field(default_factory=list)  # the end-of-generation tokens they ended with (text)
 
     def to_dict(self) -> dict:
-        return {"stopped": self.stopped, "prompts": self.prompts, "budget": self.budget, "tokens": list(self.tokens)}
+        d = {"stopped": self.stopped, "prompts": self.prompts, "budget": self.budget, "tokens": list(self.tokens)}
+        if self.ends:
+            d["ends"] = list(self.ends)
+        return d
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,14 @@ Writes, into ``--out-dir`` (a run's ``share/`` folder, or the GGUF folder itself
   when a report JSON is present.
 * ``Modelfile`` — for ``ollama create``; ``template`` (Go template), ``params`` (JSON: stop
   sequences) and ``system`` — the files Ollama reads from a Hub repository for
-  ``ollama run hf.co/<user>/<repo>:Q4_K_M``. All come from one mapping of plug_lite's template names
-  (chatml, gemma) to Go templates and stops. Arbitrary Jinja templates are not translated: for
-  those the card says so and Ollama falls back to the template in the GGUF.
+  ``ollama run hf.co/<user>/<repo>:<QUANT>``. ``FROM`` and the card's commands name the
+  recommended file (:func:`recommended`: the smallest quantized file whose parity check kept the
+  fine-tune; the F16 stays the reference). The Go template is the one of the chat template's
+  family (:func:`plug_lite.templates.family_of`: plug_lite's own templates and the common bases'
+  ChatML/Qwen, Llama 3, Gemma, Mistral, Phi-3); the stops are the family's end of turn, the run's
+  EOS and every end token the exported models ended their answers with in export's stops check.
+  Other Jinja templates are not translated: the card says so and Ollama falls back to the
+  template in the GGUF.
 
 ``--push user/repo`` uploads the GGUF files and these files in one commit with huggingface_hub
 (token from ``HF_TOKEN`` or ``huggingface-cli login``; never printed or written). ``--dry-run``
@@ -34,29 +39,7 @@ from .languages import LanguageError
 from .runs import ExportRecord, RunRecord
 from .spec import PlugSpec
 
-__all__ = ["GO_TEMPLATES", "Shared", "ollama_files", "model_card", "collect", "upload", "main", "cli"]
-
-# Go templates (Ollama's text/template with .Messages) equivalent to plug_lite.templates' Jinja
-# for system + user/assistant turns. Ollama adds the BOS token itself (tokenizer.ggml.add_bos_token).
-GO_TEMPLATES = {
-    "chatml": (
-        "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
-        "{{ .Content }}<|im_end|>\n"
-        "{{ end }}<|im_start|>assistant\n"
-    ),
-    # Gemma has no system role: the system text opens the first user turn, as in templates.GEMMA.
-    "gemma": (
-        '{{- $system := "" }}{{- $first := true }}\n'
-        "{{- range .Messages }}\n"
-        '{{- if eq .Role "system" }}{{ $system = .Content }}\n'
-        '{{- else }}<start_of_turn>{{ if eq .Role "assistant" }}model{{ else }}{{ .Role }}{{ end }}\n'
-        "{{ if and $first $system }}{{ $system }}\n"
-        "\n"
-        "{{ end }}{{ .Content }}<end_of_turn>\n"
-        "{{ $first = false }}{{ end }}\n"
-        "{{- end }}<start_of_turn>model\n"
-    ),
-}
+__all__ = ["Shared", "recommended", "ollama_files", "model_card", "collect", "upload", "main", "cli"]
 
 _EXAMPLE = {  # (instruction in the target language, its answer) for the card's format example
     "zh": ("用一句话介绍大海。", "大海广阔而深邃，覆盖了地球表面的大部分。"),
@@ -93,6 +76,7 @@ class Shared:
     export: ExportRecord | None
     dir: Path
     default_out: Path
+    template_family: str | None = None  # plug_lite.templates.family_of the model's chat template
 
     @property
     def has_run(self) -> bool:
@@ -131,7 +115,8 @@ def collect(path: str | os.PathLike) -> Shared:
     # template when the run recorded none.
     model_files = [f for f in files if "LoRA" not in _quant_of(f)]
     md = gguf_meta.read_metadata((model_files or files)[0])
-    template_name = templates.name_of(md.get("tokenizer.chat_template"))
+    template_name = templates.name_of(templates.without_default_system(md.get("tokenizer.chat_template") or ""))
+    family = templates.family_of(md.get("tokenizer.chat_template"))
     if rec is None:
         values = PlugSpec.gguf_values(md)
         if not values.get("format") or not values.get("target"):
@@ -141,33 +126,61 @@ def collect(path: str | os.PathLike) -> Shared:
         except LanguageError as e:
             raise UserError(f"{p}: {e}") from None
         rec = RunRecord(spec, base_name=md.get("general.basename") or md.get("general.name"),
-                        chat_template_name=template_name, eos_token=templates.STOP.get(template_name or ""))
+                        chat_template_name=template_name, eos_token=templates.STOP.get(template_name or family or ""))
     elif not rec.chat_template_name:
         rec = replace(rec, chat_template_name=template_name)
     labels = {f.name: labels.get(f.name) or _quant_of(f) for f in files}
-    return Shared(run=rec, files=files, labels=labels, export=report, dir=p, default_out=default_out)
+    return Shared(run=rec, files=files, labels=labels, export=report, dir=p, default_out=default_out,
+                  template_family=rec.chat_template_name if rec.chat_template_name in templates.GO else family)
+
+
+_REFERENCE_TYPES = ("F32", "BF16", "F16")
+
+
+def recommended(info: Shared) -> Path | None:
+    """The file to run: the smallest quantized model file whose greedy answers in export's parity
+    check stayed closer to the merged model than to the untuned base (files without a check
+    count as kept); the reference (F16) when no quantized file qualifies."""
+    models = [f for f in info.files if "LoRA" not in _quant_of(f) and not info.labels.get(f.name, "").startswith("F16, untuned")]
+    greedy = info.export.verify.greedy if info.export and info.export.verify else {}
+
+    def kept(f: Path) -> bool:
+        score = greedy.get(info.labels.get(f.name, _quant_of(f)))
+        return score is None or score.agreement_with_base <= score.agreement_with_merged
+
+    quantized = [f for f in models if _quant_of(f).upper() not in _REFERENCE_TYPES and kept(f)]
+    if quantized:
+        return min(quantized, key=lambda f: f.stat().st_size)
+    return models[0] if models else None
+
+
+def end_tokens(export: ExportRecord | None) -> list[str]:
+    """The end tokens the exported models ended their answers with in export's stops check."""
+    if export is None or export.verify is None:
+        return []
+    return list(dict.fromkeys(e for st in export.verify.stops.values() for e in st.ends))
 
 
 # --------------------------------------------------------------------------------------------
 # Ollama
 
 
-def ollama_files(run: RunRecord, gguf_file: str | None) -> dict[str, str]:
+def ollama_files(run: RunRecord, gguf_file: str | None, *, family: str | None = None,
+                 ends: list[str] = ()) -> dict[str, str]:
     """``Modelfile``, ``template``, ``params`` and ``system`` texts (``template`` is absent when the
-    chat template is not one plug_lite can translate to Go)."""
-    name = run.chat_template_name
+    chat template is not one plug_lite can translate to Go). ``family``: the chat template's
+    family (default: the run's template name); ``ends``: end tokens the model was seen to end
+    answers with (:func:`end_tokens`)."""
+    name = family or run.chat_template_name
     system = run.spec.system_prompt()
-    stops = []
-    if name in templates.STOP:
-        stops.append(templates.STOP[name])
-    if run.eos_token and run.eos_token not in stops:
-        stops.append(run.eos_token)
+    stops = [templates.STOP[name]] if name in templates.STOP else []
+    stops += [s for s in dict.fromkeys([run.eos_token, *ends]) if s and s not in stops]
     params = {"stop": stops, "num_ctx": 2048}
     out = {"params": json.dumps(params, ensure_ascii=False, indent=2) + "\n", "system": system + "\n"}
     lines = [f"FROM ./{gguf_file or 'model.gguf'}"]
-    if name in GO_TEMPLATES:
-        out["template"] = GO_TEMPLATES[name]
-        lines.append(f'TEMPLATE """{GO_TEMPLATES[name]}"""')
+    if name in templates.GO:
+        out["template"] = templates.GO[name]
+        lines.append(f'TEMPLATE """{templates.GO[name]}"""')
     else:
         lines.append(f"# The chat template ({name or 'a custom Jinja template'}) cannot be translated to Go automatically:")
         lines.append("# Ollama uses the template stored in the GGUF, or write TEMPLATE yourself.")
@@ -235,7 +248,8 @@ def model_card(info: Shared, *, repo: str | None, license: str, eval_report: dic
     body += ["", "Q8_0 keeps a small fine-tune best; Q4_K_M can round a light LoRA back onto the base's weights. "
              "The LoRA GGUF applies on top of a base GGUF with llama.cpp (`--lora`).", ""]
 
-    quant = next((f.name for f in files if f.stem.endswith("Q4_K_M")), None) or next((f.name for f in files if "LoRA" not in f.name), "model.gguf")
+    best = recommended(info)
+    quant = best.name if best else "model.gguf"
     qtag = _quant_of(Path(quant))
     repo_s = repo or "<user>/<repo>"
     body += ["## Use", "", "```sh",
@@ -349,15 +363,15 @@ def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, p
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"{ev_path}: cannot read the evaluation report ({e})") from None
     lic = license or ("gemma" if "gemma" in (rec.base_name or "").lower() else "other")
-    main_file = next((f.name for f in info.files if f.stem.endswith("Q4_K_M")), None) or \
-        next((f.name for f in info.files if "LoRA" not in f.name), None)
-    oll = ollama_files(rec, main_file)
+    best = recommended(info)
+    main_file = best.name if best else None
+    oll = ollama_files(rec, main_file, family=info.template_family, ends=end_tokens(info.export))
     card = model_card(info, repo=push, license=lic, eval_report=ev, ollama=oll)
     written = {"README.md": atomic_write_text(out / "README.md", card)}
     for name, text in oll.items():
         written[name] = atomic_write_text(out / name, text)
     if "template" not in oll:
-        print(f"note: chat template {rec.chat_template_name!r} is not chatml/gemma; plug-lite cannot translate "
+        print(f"note: the chat template is not one of {', '.join(templates.GO)}; plug-lite cannot translate "
               "arbitrary Jinja to an Ollama Go template, so no `template` file was written", file=sys.stderr)
     uploads = {**{f.name: f for f in info.files}, **written}
     for name, p in written.items():

@@ -33,3 +33,41 @@ def tiny_model_256() -> Path:
     from plug_lite.models import tiny_qwen2
 
     return tiny_qwen2(hidden=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model) -> Path:
+    """The random hidden-64 Qwen2 as an F16 GGUF, cached beside the model (it never ends a turn
+    by itself: greedy decoding runs to the token limit)."""
+    from plug_lite.convert import hf_to_gguf
+    from plug_lite.toolchain import cache_dir
+
+    path = cache_dir() / "fixtures" / f"judge-{Path(tiny_model).name}-f16.gguf"
+    if not path.exists():
+        hf_to_gguf(tiny_model, path, outtype="f16")
+    return path
+
+
+#: Chat templates of real base models, vendored with llama.cpp in the llama-cpp-python sdist.
+REAL_TEMPLATES = ("Qwen-Qwen2.5-7B-Instruct.jinja", "Qwen-Qwen3-0.6B.jinja", "meta-llama-Llama-3.1-8B-Instruct.jinja",
+                  "meta-llama-Llama-3.2-3B-Instruct.jinja", "meta-llama-Llama-3.3-70B-Instruct.jinja",
+                  "microsoft-Phi-3.5-mini-instruct.jinja", "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+                  "google-gemma-2-2b-it.jinja")
+
+
+@pytest.fixture(scope="session")
+def real_templates() -> dict[str, str]:
+    """{file name: Jinja text} of :data:`REAL_TEMPLATES`, read from the sdist."""
+    import tarfile
+
+    from plug_lite import toolchain
+
+    archive = toolchain.sdist_path(download=False)
+    prefix = f"llama_cpp_python-{toolchain.llama_cpp_version()}/vendor/llama.cpp/models/templates/"
+    out = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for m in tar:
+            if m.name.startswith(prefix) and m.name[len(prefix):] in REAL_TEMPLATES:
+                out[m.name[len(prefix):]] = tar.extractfile(m).read().decode("utf-8")
+    assert set(out) == set(REAL_TEMPLATES), f"{archive}: templates missing: {set(REAL_TEMPLATES) - set(out)}"
+    return out

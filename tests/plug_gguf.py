@@ -25,26 +25,29 @@ CONVERSATIONS = [
     ("天空是什么颜色？", "What color is the sky?", "The sky is blue.", "天空是蓝色的。"),
     ("一加一等于几？", "What is one plus one?", "One plus one is two.", "一加一等于二。"),
 ]
+#: One more conversation whose answer holds characters whose UTF-8 bytes span several tokens of
+#: the Qwen2 vocabulary (龘 齾 퓛 뷃 🦩: two tokens each, 🫠: three), for the serve tests.
+RARE = ("写几个难字。", "Write a few rare characters.", "Here are some.", "龘齾，퓛뷃，🫠🦩。")
 STEPS, LR, SEED = 600, 1e-2, 0
 RECIPE_VERSION = 2
 
 
-def rows(fmt: str = "plug") -> list[dict]:
+def rows(fmt: str = "plug", conversations=CONVERSATIONS) -> list[dict]:
     system = spec.system_prompt(fmt, TARGET, PIVOT)
     out = []
-    for q, pi, pr, t in CONVERSATIONS:
+    for q, pi, pr, t in conversations:
         completion = formats.render(fmt, target=TARGET, pivot=PIVOT, pivot_instruction=pi,
                                     pivot_response=pr, target_response=t)
         out.append({"system": system, "user": q, "completion": completion, "target": t})
     return out
 
 
-def _recipe_key() -> str:
-    recipe = json.dumps([RECIPE_VERSION, CONVERSATIONS, STEPS, LR, SEED, rows()], ensure_ascii=False)
+def _recipe_key(conversations=CONVERSATIONS) -> str:
+    recipe = json.dumps([RECIPE_VERSION, conversations, STEPS, LR, SEED, rows("plug", conversations)], ensure_ascii=False)
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
-def _train(base: Path, out: Path) -> None:
+def _train(base: Path, out: Path, conversations=CONVERSATIONS) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -52,7 +55,7 @@ def _train(base: Path, out: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(base))
     model = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=torch.float32)
     seqs = []
-    for r in rows():
+    for r in rows("plug", conversations):
         prompt = tok.apply_chat_template(
             [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["user"]}],
             tokenize=False, add_generation_prompt=True)
@@ -104,11 +107,12 @@ def _train(base: Path, out: Path) -> None:
     tok.save_pretrained(str(out))
 
 
-def build(base_model: Path) -> dict[str, Path]:
-    """{"hf": trained model folder, "plain": F16 GGUF without PLUG keys, "plug": with them}."""
+def build(base_model: Path, conversations=CONVERSATIONS) -> dict[str, Path]:
+    """{"hf": trained model folder, "plain": F16 GGUF without PLUG keys, "plug": with them},
+    trained on ``conversations`` ((question, pivot instruction, pivot response, target answer))."""
     from plug_lite.convert import hf_to_gguf
 
-    root = cache_dir() / "fixtures" / f"plug-tiny-{_recipe_key()}"
+    root = cache_dir() / "fixtures" / f"plug-tiny-{_recipe_key(list(conversations))}"
     paths = {"hf": root / "hf", "plain": root / "plain-f16.gguf", "plug": root / "plug-tiny-zh.gguf"}
     if all(p.exists() for p in paths.values()):
         return paths
@@ -116,7 +120,7 @@ def build(base_model: Path) -> dict[str, Path]:
     if not (paths["hf"] / "model.safetensors").exists():
         tmp = root / f"hf.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        _train(base_model, tmp)
+        _train(base_model, tmp, conversations)
         shutil.rmtree(paths["hf"], ignore_errors=True)
         os.replace(tmp, paths["hf"])
     if not paths["plain"].exists():

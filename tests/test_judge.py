@@ -373,18 +373,6 @@ def test_answer_files_from_before_the_rename_still_judge(tmp_path):
 # --- plumbing against a real llama.cpp server ------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def tiny_gguf(tiny_model) -> Path:
-    """The random hidden-64 Qwen2 as an F16 GGUF, cached beside the model."""
-    from plug_lite.convert import hf_to_gguf
-    from plug_lite.toolchain import cache_dir
-
-    path = cache_dir() / "fixtures" / f"judge-{Path(tiny_model).name}-f16.gguf"
-    if not path.exists():
-        hf_to_gguf(tiny_model, path, outtype="f16")
-    return path
-
-
 def _free_port() -> int:
     import socket
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -279,6 +280,9 @@ def _check_outputs(name: str, work: Path, nb) -> None:
             assert (work / "runs" / f"{fmt}-zh" / "share" / "README.md").exists()
     elif name == "04_chat_local":
         assert "tok/s" in text
+        # the served model answered through the openai client (a tiny model: any text, to the limit)
+        assert re.search(r"server: http://127\.0\.0\.1:\d+/v1 model: \['[^']+'\]", text)
+        assert "content:" in text and re.search(r"finish_reason: (stop|length) \| usage: \{'completion_tokens': \d+", text)
     elif name == "05_eval_x_alpacaeval":
         for fmt in ("plug", "mono"):
             assert len((work / "eval" / "zh" / f"alpacaeval.{fmt}.jsonl").read_text().splitlines()) == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
@@ -68,14 +67,17 @@ def test_dry_run_writes_card_and_ollama_files(chain, tmp_path, capsys):
     assert "base_model" not in fm  # a local path is not a Hub id
     assert "| `Qwen2-Tiny-40M-PLUG-zh-Q4_K_M.gguf` | Q4_K_M |" in card
     assert "LoRA adapter (F16)" in card and "untuned base" in card
-    assert "ollama run hf.co/me/plug-zh:Q4_K_M" in card
+    best = share.recommended(share.collect(run))
+    quant = best.stem.rsplit("-", 1)[-1]
+    assert quant in ("Q4_K_M", "Q8_0")  # never the F16 reference
+    assert f"ollama run hf.co/me/plug-zh:{quant}" in card and f"llama-cli -m {best.name}" in card
     assert "中文回复" in card  # the PLUG example rendered by formats.render
     assert "plug_vs_mono | 0.625" in card and "CC BY-NC" in card
     assert "| backend | cpu |" in card
     modelfile = (d / "Modelfile").read_text(encoding="utf-8")
-    assert modelfile.startswith("FROM ./Qwen2-Tiny-40M-PLUG-zh-Q4_K_M.gguf\n")
-    assert 'PARAMETER stop "<|im_end|>"' in modelfile and share.GO_TEMPLATES["chatml"] in modelfile
-    assert (d / "template").read_text() == share.GO_TEMPLATES["chatml"]
+    assert modelfile.startswith(f"FROM ./{best.name}\n")
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile and templates.GO["chatml"] in modelfile
+    assert (d / "template").read_text() == templates.GO["chatml"]
     assert json.loads((d / "params").read_text())["stop"] == ["<|im_end|>"]
     assert "Chinese" in (d / "system").read_text() and "中文回复" in (d / "system").read_text()
 
@@ -152,28 +154,66 @@ def test_bad_input(tmp_path, capsys):
     assert "no .gguf files" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="needs the Go toolchain to run text/template")
-@pytest.mark.parametrize("name", ["chatml", "gemma"])
-def test_go_templates_render_like_the_jinja_ones(name, tmp_path):
-    """Ollama renders templates with Go's text/template; the result must equal plug_lite's Jinja."""
-    import jinja2
+# --------------------------------------------------------------------------------------------
+# Which file Ollama runs, its stops, and the Go template of a base model's own template
 
-    (tmp_path / "main.go").write_text(
-        'package main\nimport ("encoding/json"; "os"; "text/template")\n'
-        'type M struct { Role string `json:"role"`; Content string `json:"content"` }\n'
-        "func main() { var ms []M; json.Unmarshal([]byte(os.Args[2]), &ms); b, _ := os.ReadFile(os.Args[1])\n"
-        ' t := template.Must(template.New("t").Parse(string(b)))\n'
-        ' if err := t.Execute(os.Stdout, map[string]any{"Messages": ms}); err != nil { panic(err) } }\n')
-    (tmp_path / "t.tmpl").write_text(share.GO_TEMPLATES[name])
-    build = subprocess.run(["go", "build", "-o", str(tmp_path / "render"), str(tmp_path / "main.go")],
-                           capture_output=True, text=True, cwd=tmp_path, env={**__import__("os").environ, "GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off"})
-    assert build.returncode == 0, build.stderr
-    conversations = [
-        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"}],
-        [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
-        [{"role": "user", "content": "only a user turn"}],
-    ]
-    for conv in conversations:
-        want = jinja2.Environment().from_string(templates.get(name)).render(messages=conv, add_generation_prompt=True, bos_token="")
-        got = subprocess.run([str(tmp_path / "render"), str(tmp_path / "t.tmpl"), json.dumps(conv)], capture_output=True, text=True)
-        assert got.returncode == 0 and got.stdout == want
+
+def _shared(tmp_path, sizes: dict[str, int], greedy: dict | None = None) -> share.Shared:
+    from plug_lite.runs import ExportedFile, ExportRecord, GreedyScore, ParityReport
+
+    files = []
+    for quant, size in sizes.items():
+        f = tmp_path / f"M-PLUG-zh-{quant}.gguf"
+        f.write_bytes(b"\0" * size)
+        files.append(f)
+    verify = ParityReport(greedy={q: GreedyScore(0, 3, m, b) for q, (m, b) in greedy.items()}) if greedy else None
+    export = ExportRecord(files={q: ExportedFile(f, f.stat().st_size) for q, f in zip(sizes, files)}, verify=verify)
+    run = RunRecord(PlugSpec("plug", "zh"), chat_template_name="chatml", eos_token="<|im_end|>")
+    return share.Shared(run=run, files=files, labels={f.name: q for q, f in zip(sizes, files)}, export=export,
+                        dir=tmp_path, default_out=tmp_path)
+
+
+def test_recommended_is_the_smallest_quant_that_kept_the_fine_tune(tmp_path):
+    sizes = {"F16": 400, "Q8_0": 200, "Q4_K_M": 100}
+    assert share.recommended(_shared(tmp_path, sizes)).name == "M-PLUG-zh-Q4_K_M.gguf"
+    # Q4_K_M answers more like the untuned base than the merged model: Q8_0
+    erased = {"Q8_0": (0.9, 0.1), "Q4_K_M": (0.2, 0.6)}
+    assert share.recommended(_shared(tmp_path, sizes, erased)).name == "M-PLUG-zh-Q8_0.gguf"
+    # no quantized file kept it: the reference
+    assert share.recommended(_shared(tmp_path, sizes, {"Q8_0": (0.1, 0.5), "Q4_K_M": (0.2, 0.6)})).name == "M-PLUG-zh-F16.gguf"
+    assert share.recommended(_shared(tmp_path, {"F16": 400})).name == "M-PLUG-zh-F16.gguf"
+
+
+def test_stops_hold_every_end_token_seen(tmp_path):
+    from plug_lite.runs import ParityReport, StopCount
+
+    run = RunRecord(PlugSpec("plug", "zh"), chat_template_name="gemma", eos_token="<end_of_turn>")
+    stops = ParityReport(stops={"merged": StopCount(3, 3, 256, ends=["<end_of_turn>"]),
+                                "Q8_0": StopCount(3, 3, 256, ends=["<end_of_turn>", "<eos>"])})
+    from plug_lite.runs import ExportRecord
+
+    ends = share.end_tokens(ExportRecord(files={}, verify=stops))
+    assert ends == ["<end_of_turn>", "<eos>"]
+    files = share.ollama_files(run, "m.gguf", ends=ends)
+    assert json.loads(files["params"])["stop"] == ["<end_of_turn>", "<eos>"]
+    assert files["Modelfile"].count("PARAMETER stop") == 2
+
+
+@pytest.mark.parametrize("real, family", [("meta-llama-Llama-3.1-8B-Instruct.jinja", "llama3.1"),
+                                          ("microsoft-Phi-3.5-mini-instruct.jinja", "phi3"),
+                                          ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "mistral")])
+def test_a_base_models_own_template_gets_its_familys_go_template(chain, tmp_path, real_templates, real, family):
+    """A GGUF folder whose template is a base model's own (with the PLUG default system prompt in
+    front, as export writes it) gets the Go template and stop of that template's family."""
+    from plug_lite.gguf_meta import write_plug_metadata
+
+    _, out, _ = chain
+    folder = tmp_path / "g"
+    folder.mkdir()
+    spec = PlugSpec("plug", "zh")
+    template = templates.with_default_system(real_templates[real], spec.system_prompt())
+    write_plug_metadata(out / "Qwen2-Tiny-40M-PLUG-zh-Q8_0.gguf", folder / "M-PLUG-zh-Q8_0.gguf", spec,
+                        chat_template=template)
+    assert share.cli([str(folder)]) == 0
+    assert (folder / "template").read_text() == templates.GO[family]
+    assert json.loads((folder / "params").read_text())["stop"][0] == templates.STOP[family]

@@ -10,7 +10,8 @@ The runbook of an export: ``plug-lite export RUN_DIR`` (also ``python -m plug_li
    (``--plain-merge`` turns that off); nothing is ever merged into 4-bit weights. Reused when the
    adapter has not changed.
 2. **Convert** (:mod:`.converting`): the merged folder with llama.cpp's converter to F16 (or
-   ``--outtype`` BF16 / Q8_0), with the inference chat template and the PLUG keys (``plug.format``,
+   ``--outtype`` BF16 / Q8_0), with the inference chat template (the PLUG system prompt its
+   default when a conversation has none) and the PLUG keys (``plug.format``,
    ``plug.target``, ``plug.pivot``, ``plug.think``) written in, so ``plug-lite chat`` needs no
    flags; each ``--quant`` type made from that file; the adapter GGUF (a few MB, for
    ``Llama(base.gguf, lora_path=...)``; none for a run that trained turn-token rows) and, with
@@ -18,7 +19,8 @@ The runbook of an export: ``plug-lite export RUN_DIR`` (also ``python -m plug_li
 3. **Verify** (:mod:`.verifying`, on by default; ``--no-verify`` skips it), four checks:
 
    a. :mod:`.check_metadata`: template, BOS/EOS and PLUG keys in every file;
-   b. :mod:`.check_tokens`: a rendered PLUG prompt has the same token ids in transformers and llama.cpp;
+   b. :mod:`.check_tokens`: a rendered PLUG prompt has the same token ids in transformers and
+      llama.cpp, also when llama.cpp is given the user message alone (the template's default);
    c. :mod:`.check_greedy`: greedy text of the merged model against the F16 file, and of every
       quantized file against both the merged model and the base (a small fine-tune can be rounded
       away by quantization; see NOTES);

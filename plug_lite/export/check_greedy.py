@@ -33,8 +33,10 @@ def gguf_answers(path: Path, prompts: list[list[int]], max_new: int, stop: set[i
         eng.close()
 
 
-def hf_answers(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: int) -> list[Greedy]:
-    """Greedy answers of a transformers model, cut at the end of turn (``stopped`` set)."""
+def hf_answers(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: int,
+               eos_text: str | None = None) -> list[Greedy]:
+    """Greedy answers of a transformers model, cut at the end of turn (``stopped`` set, ``end``
+    ``eos_text``)."""
     import torch
 
     outs = []
@@ -46,7 +48,7 @@ def hf_answers(model, prompt_ids: list[list[int]], max_new: int, eos: int, pad: 
             gen = Greedy(y[0, len(ids):].tolist())
             if eos in gen:
                 del gen[gen.index(eos):]
-                gen.stopped = True
+                gen.stopped, gen.end = True, eos_text
             outs.append(gen)
     return outs
 
@@ -62,7 +64,7 @@ def merged_and_base_answers(merged_dir: Path, base_dir: Path, held: HeldOut, ref
     gpu = torch.cuda.is_available()
     hf_kw = {"dtype": "auto", "device_map": "cuda"} if gpu else {"dtype": torch.float32}
     model = AutoModelForCausalLM.from_pretrained(str(merged_dir), **hf_kw)
-    merged = hf_answers(model, held.ids, budget, ref.eot_id, ref.pad_id)
+    merged = hf_answers(model, held.ids, budget, ref.eot_id, ref.pad_id, ref.eot_text)
     del model
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), **hf_kw)
     base = hf_answers(model, held.ids, max_new_tokens, ref.eot_id, ref.pad_id)

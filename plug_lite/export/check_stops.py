@@ -30,9 +30,10 @@ def check_stops_at_eos(eng, path: Path, ref: Reference) -> str:
 
 
 def summary(outs: list[Greedy], budget: int) -> StopCount:
-    """How many of one model's answers ended their turn, and their lengths."""
+    """How many of one model's answers ended their turn, their lengths, and the end-of-generation
+    tokens they ended with (``ends``: the stops ``plug-lite share`` writes for Ollama)."""
     return StopCount(stopped=sum(o.stopped for o in outs), prompts=len(outs), budget=budget,
-                     tokens=[len(o) for o in outs])
+                     tokens=[len(o) for o in outs], ends=sorted({o.end for o in outs if o.stopped and o.end}))
 
 
 def section(answers: dict[str, list[Greedy]], budget: int) -> tuple[dict[str, StopCount], list[str]]:

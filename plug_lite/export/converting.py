@@ -2,7 +2,8 @@
 
 1. The merged folder goes through llama.cpp's converter (:func:`plug_lite.convert.hf_to_gguf`) to
    F16 (or BF16, or Q8_0 directly), and the file is rewritten with llama.cpp's own gguf-py to add
-   the inference chat template (:func:`inference_template`) and the PLUG keys (``plug.format``,
+   the inference chat template, with the run's PLUG system prompt as its default
+   (:func:`inference_template`), and the PLUG keys (``plug.format``,
    ``plug.target``, ``plug.pivot``, ``plug.think``), so ``plug-lite chat`` needs no flags. This
    file is the reference of the checks.
 2. Each quant type is made from that file in-process (:func:`plug_lite.convert.quantize`,
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import convert, gguf_meta
+from .. import convert, gguf_meta, templates
 from ..io import UserError, keep_umask
 from ..runs import RunRecord, gguf_name
 from ..spec import PLUG_KEYS
@@ -75,14 +76,17 @@ def check_types(quants, outtype: str) -> tuple[list[str], str]:
     return out, outtype
 
 
-def inference_template(merged: Path, run: Path) -> str:
-    """The chat template written into every GGUF: the one saved with the run's tokenizer."""
+def inference_template(merged: Path, run: Path, system_prompt: str) -> str:
+    """The chat template written into every GGUF: the one saved with the run's tokenizer, with the
+    run's PLUG system prompt as the default of a conversation that has none
+    (:func:`plug_lite.templates.with_default_system`), so llama.cpp's server, LM Studio or any client
+    that sends no system message renders the prompt the model was trained with."""
     from transformers import AutoTokenizer
 
     template = AutoTokenizer.from_pretrained(str(merged)).chat_template
     if not template:
         raise UserError(f"{run / 'tokenizer'}: no chat template saved with the run's tokenizer")
-    return template
+    return templates.with_default_system(template, system_prompt)
 
 
 def adapter_refusal(adapter_dir: Path) -> str | None:

@@ -51,7 +51,8 @@ def print_record(rec: ExportRecord) -> None:
         print(f"  adapter {rec.adapter_gguf.stat().st_size / 2**20:8.1f} MiB  {rec.adapter_gguf}")
     v = rec.verify
     if v:
-        print("parity: template, BOS/EOS, PLUG metadata and prompt tokens match")
+        print("parity: template, BOS/EOS, PLUG metadata and prompt tokens match; with no system message the "
+              "template renders the PLUG prompt the model was trained with")
         for name, s in v.greedy.items():
             print(f"  {name:<16} greedy identical to merged on {s.identical_to_merged}/{s.prompts} prompts; "
                   f"agreement merged {s.agreement_with_merged:.2f}, base {s.agreement_with_base:.2f}")

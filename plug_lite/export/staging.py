@@ -80,7 +80,7 @@ def main(
     import llama_cpp  # noqa: F401  (fail early when llama-cpp-python is missing)
 
     merged = merge(rec, plain=plain_merge)  # step 1
-    template = converting.inference_template(merged, run)
+    template = converting.inference_template(merged, run, rec.spec.system_prompt())
     stage = staging_folder(out, "export")  # (after removing what a killed export left there)
     try:
         written = converting.write_ggufs(rec, merged, base_dir, stage, quants=quants, outtype=outtype,  # step 2

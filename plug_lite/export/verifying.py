@@ -33,6 +33,7 @@ def _checks_on_reference(path: Path, ref: Reference, held: HeldOut, budget: int,
     with contextlib.closing(LlamaEngine(path, ctx=1024)) as eng:
         check_metadata.check_llama_eos(eng, path, ref)
         checks["prompt_tokens"] = check_tokens.check_prompt_tokens(eng, path, held)
+        checks["default_system"] = check_tokens.check_default_system(eng, path, held)
         checks["stops_at_eos"] = check_stops.check_stops_at_eos(eng, path, ref)
         return [eng.greedy(ids, budget, {ref.eot_id}) for ids in held.ids]
 

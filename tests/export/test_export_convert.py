@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from plug_lite import gguf_meta, runs
+from plug_lite import gguf_meta, runs, templates
 from plug_lite.spec import PLUG_KEYS, PlugSpec
 
 
@@ -18,7 +18,10 @@ def test_files_named_by_convention_with_template_and_plug_metadata(chain):
         "Qwen2-Tiny-40M-PLUG-zh-F16.gguf", "Qwen2-Tiny-40M-PLUG-zh-Q8_0.gguf", "Qwen2-Tiny-40M-PLUG-zh-Q4_K_M.gguf",
         "Qwen2-Tiny-40M-PLUG-zh-LoRA-F16.gguf", "Qwen2-Tiny-40M-F16.gguf"])
     assert not list(out.glob(".*"))  # no temporary files left behind
-    template = (run / "tokenizer" / "chat_template.jinja").read_text(encoding="utf-8")
+    saved = (run / "tokenizer" / "chat_template.jinja").read_text(encoding="utf-8")
+    # the run's template, with its PLUG system prompt as the default of a conversation that has none
+    template = templates.with_default_system(saved, PlugSpec("plug", "zh").system_prompt())
+    assert templates.default_system(template) == PlugSpec("plug", "zh").system_prompt()
     for q, ftype in (("F16", 1), ("Q8_0", 7), ("Q4_K_M", 15)):
         md = gguf_meta.read_metadata(out / f"Qwen2-Tiny-40M-PLUG-zh-{q}.gguf")
         assert md["general.file_type"] == ftype
