@@ -138,6 +138,7 @@ CHECKS: dict[str, Range | PathKind] = {
     "max_steps": Range(1, also=(-1,)),  # -1: run --epochs epochs
     "gpu_layers": Range(-1),  # -1: every layer
     "seed": Range(0, 2**32 - 1),  # what numpy, torch and llama.cpp all take
+    "port": Range(0, 65535),  # 0: any free port
     # rates, prices and times: finite numbers
     **dict.fromkeys(("temperature", "price_in", "price_out"), Range(0)),
     **dict.fromkeys(("timeout", "lr", "epochs", "batch_poll"), Range(0, low_open=True)),
