@@ -16,6 +16,14 @@
   default the parameter's default's, its help the line ``options.ctx:`` under ``Args:`` or else the
   field's ``metadata["help"]``; the flags given are gathered back into one value for ``main``. In
   ``names``, ``exclude``, ``choices`` and ``extra`` such a field is ``options.ctx``.
+* What a value must be is said once, by name: :data:`CHECKS` holds the range of every count,
+  size, rate and time (``max_new_tokens`` at least 1, ``temperature`` a finite number at least 0,
+  ``timeout`` above 0, ...) and the kind of every output path (``out`` a file, ``*_dir`` a
+  folder) for every verb at once; a parameter annotated ``Annotated[str, FOLDER]`` (or any other
+  :class:`Range` / :class:`PathKind`) says its own (judge's and report's ``--out`` are folders).
+  The flags given are checked after parsing (:func:`check_values`, also run on ``train``'s
+  config file): a value out of range or a path of the wrong kind is one line naming the flag and
+  the value, exit status 2, before anything runs.
 """
 
 from __future__ import annotations
@@ -24,15 +32,18 @@ import argparse
 import dataclasses
 import importlib
 import inspect
+import math
 import re
 import sys
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Mapping
 
-__all__ = ["VERBS", "Param", "description", "function_params", "dataclass_params", "flag_params", "value_type",
-           "add_arguments", "parser_for", "parse", "run", "usage", "main"]
+__all__ = ["VERBS", "Param", "Range", "PathKind", "FILE", "FOLDER", "CHECKS", "check_values", "description",
+           "function_params", "dataclass_params", "flag_params", "value_type", "add_arguments", "parser_for", "parse",
+           "run", "usage", "main"]
 
 #: verb -> (module, one-line summary)
 VERBS = {
@@ -53,14 +64,134 @@ VERBS = {
 _REQUIRED = inspect.Parameter.empty
 
 
+# --------------------------------------------------------------------------------------------
+# What a value must be
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a count, size, rate or time may take: from ``low`` to ``high`` (``None``: no
+    bound; ``low_open`` / ``high_open``: the bound itself excluded), finite, or one of ``also``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple = ()
+
+    def says(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        lo = None if self.low is None else ("above " if self.low_open else "at least ") + num(self.low)
+        hi = None if self.high is None else ("below " if self.high_open else "at most ") + num(self.high)
+        text = " and ".join(x for x in (lo, hi) if x) or "a finite number"
+        return " or ".join([*map(num, self.also), text])
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not one of these numbers (None when it is)."""
+        if value in self.also:
+            return None
+        if not (isinstance(value, int) or math.isfinite(value)):
+            return f"not a finite number; must be {self.says()}"
+        ok = True
+        if self.low is not None:
+            ok = value > self.low if self.low_open else value >= self.low
+        if ok and self.high is not None:
+            ok = value < self.high if self.high_open else value <= self.high
+        return None if ok else f"must be {self.says()}"
+
+
+@dataclass(frozen=True)
+class PathKind:
+    """What an output path must be: a file to write (not an existing folder) or a folder to write
+    into (not an existing file); either way, no file on the way to it."""
+
+    folder: bool
+
+    def problem(self, value: Any) -> str | None:
+        p = Path(str(value))
+        if self.folder and p.exists() and not p.is_dir():
+            return "is a file; this output is a folder"
+        if not self.folder and p.is_dir():
+            return "is a folder; this output is a file (give a file name)"
+        up = p.parent
+        while not up.exists() and up != up.parent:
+            up = up.parent
+        if up.exists() and not up.is_dir():
+            return f"{up} is a file, not a folder"
+        return None
+
+
+FILE, FOLDER = PathKind(folder=False), PathKind(folder=True)
+_COUNT, _COUNT0 = Range(1), Range(0)
+
+#: What the value of a parameter (or a dataclass field) of this name must be, in every verb that
+#: has one; a parameter's own ``Annotated[type, Range(...) | PathKind(...)]`` overrides it.
+CHECKS: dict[str, Range | PathKind] = {
+    # counts and sizes: at least 1 (a limit of 0, a rank of 0, an answer of 0 tokens do nothing)
+    **dict.fromkeys(("max_new_tokens", "max_tokens", "limit", "eval_limit", "parallel", "batch_size", "grad_accum",
+                     "max_length", "lora_r", "lora_alpha", "save_steps", "logging_steps", "max_samples",
+                     "max_train_samples", "train_rows", "steps", "n_prompts", "stop_budget", "threads"), _COUNT),
+    # counts that may be 0 (no retry, no bootstrap, no preview)
+    **dict.fromkeys(("max_retries", "bootstrap", "preview_rows", "shots"), _COUNT0),
+    "max_steps": Range(1, also=(-1,)),  # -1: run --epochs epochs
+    "gpu_layers": Range(-1),  # -1: every layer
+    "seed": Range(0, 2**32 - 1),  # what numpy, torch and llama.cpp all take
+    "port": Range(0, 65535),  # 0: any free port
+    # rates, prices and times: finite numbers
+    **dict.fromkeys(("temperature", "price_in", "price_out"), Range(0)),
+    **dict.fromkeys(("timeout", "lr", "epochs", "batch_poll"), Range(0, low_open=True)),
+    "lora_dropout": Range(0, 1, high_open=True),
+    # output paths: most verbs write one file; a verb whose --out is a folder says so in its signature
+    **dict.fromkeys(("out", "cache", "rejects", "write_requests"), FILE),
+    **dict.fromkeys(("out_dir", "output_dir", "work_dir", "gguf_dir"), FOLDER),
+}
+
+
+def _check_of(name: str, hint: Any) -> tuple[Any, Range | PathKind | None]:
+    """(the type without ``Annotated``, the check of a parameter named ``name``)."""
+    if typing.get_origin(hint) is Annotated:
+        found = [m for m in hint.__metadata__ if isinstance(m, (Range, PathKind))]
+        return hint.__origin__, (found[0] if found else CHECKS.get(name.rpartition(".")[2]))
+    return hint, CHECKS.get(name.rpartition(".")[2])
+
+
+def check_values(params: Iterable["Param"], values: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> None:
+    """A one-line :class:`plug_lite.io.UserError` naming the flag (``labels[name]``, else
+    ``--the-name``) and the value of the first value in ``values`` (by parameter name) that its
+    parameter's check refuses; values of None (unset) pass."""
+    from .io import UserError
+
+    labels = labels or {}
+    for p in params:
+        if p.check is None or values.get(p.name) is None:
+            continue
+        value = values[p.name]
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(v, bool) or (isinstance(p.check, Range) and not isinstance(v, (int, float))):
+                continue
+            why = p.check.problem(v)
+            if why:
+                label = labels.get(p.name) or "--" + p.name.rpartition(".")[2].replace("_", "-")
+                raise UserError(f"{label} {v}: {why}")
+
+
 @dataclass(frozen=True)
 class Param:
-    """One command-line parameter: its name, Python type, default (``_REQUIRED`` when none) and help."""
+    """One command-line parameter: its name, Python type, default (``_REQUIRED`` when none), help,
+    and what its value must be (:data:`CHECKS`)."""
 
     name: str
     type: Any
     default: Any
     help: str = ""
+    check: Range | PathKind | None = None
+
+
+def _param(name: str, hint: Any, default: Any, help: str) -> Param:
+    tp, check = _check_of(name, hint)
+    return Param(name, tp, default, help, check)
 
 
 def _doc_args(doc: str | None) -> dict[str, str]:
@@ -99,17 +230,17 @@ def description(doc: str | None) -> str:
 
 def function_params(fn: Callable, exclude: Iterable[str] = ()) -> list[Param]:
     """The parameters of ``fn`` (types from its annotations, help from its docstring's ``Args:``)."""
-    hints = typing.get_type_hints(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
     helps = _doc_args(fn.__doc__)
-    return [Param(p.name, hints.get(p.name, str), p.default, helps.get(p.name, ""))
+    return [_param(p.name, hints.get(p.name, str), p.default, helps.get(p.name, ""))
             for p in inspect.signature(fn).parameters.values()
             if p.name not in exclude and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
 def dataclass_params(cls: type) -> list[Param]:
     """The fields of a dataclass (help from each field's ``metadata["help"]``)."""
-    hints = typing.get_type_hints(cls)
-    return [Param(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return [_param(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
 
 
 def _is_settings(tp: Any) -> bool:
@@ -126,7 +257,7 @@ def flag_params(fn: Callable, exclude: Iterable[str] = ()) -> list[Param]:
         if not _is_settings(p.type):
             out.append(p)
             continue
-        hints = typing.get_type_hints(p.type)
+        hints = typing.get_type_hints(p.type, include_extras=True)
         value = None if p.default is _REQUIRED else p.default
         for f in dataclasses.fields(p.type):
             name = f"{p.name}.{f.name}"
@@ -140,7 +271,7 @@ def flag_params(fn: Callable, exclude: Iterable[str] = ()) -> list[Param]:
                 default = f.default_factory()
             else:
                 default = _REQUIRED
-            out.append(Param(name, hints[f.name], default, helps.get(name) or f.metadata.get("help", "")))
+            out.append(_param(name, hints[f.name], default, helps.get(name) or f.metadata.get("help", "")))
     return out
 
 
@@ -222,11 +353,20 @@ def parse(ap: argparse.ArgumentParser, fn: Callable, argv: list[str] | None, dro
     """Parsed arguments as ``fn``'s keyword arguments: a flag left unset whose parameter has a
     default other than None is left out (so ``fn`` keeps its default, e.g. for list parameters);
     the flags of a dataclass parameter's fields make one value of it (its default with the fields
-    given; fields without a flag keep the default's values)."""
+    given; fields without a flag keep the default's values). A value its parameter's check refuses
+    (:data:`CHECKS`) ends the program as argparse does, with one line naming the flag (status 2)."""
+    from .io import UserError
+
     params = {p.name: p for p in function_params(fn)}
+    given = vars(ap.parse_args(argv))
+    labels = {a.dest: (a.option_strings or [a.dest.upper()])[0] for a in _actions(ap)}
+    try:
+        check_values(flag_params(fn), given, labels)
+    except UserError as e:
+        ap.exit(2, f"error: {e}\n")
     out: dict[str, Any] = {}
     fields: dict[str, dict[str, Any]] = {}
-    for k, v in vars(ap.parse_args(argv)).items():
+    for k, v in given.items():
         if k in drop:
             continue
         owner, dot, name = k.partition(".")
@@ -241,6 +381,17 @@ def parse(ap: argparse.ArgumentParser, fn: Callable, argv: list[str] | None, dro
         else:  # as above: an unset flag keeps the default's value
             given = {k: v for k, v in values.items() if v is not None or getattr(p.default, k) is None}
             out[owner] = dataclasses.replace(p.default, **given)
+    return out
+
+
+def _actions(ap: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The actions of ``ap`` and of its subcommands' parsers."""
+    out = []
+    for a in ap._actions:
+        out.append(a)
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                out += _actions(sub)
     return out
 
 

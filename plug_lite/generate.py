@@ -44,6 +44,7 @@ written (a rerun retries it); the exit status is 0, 1 (no answer succeeded) or 3
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -56,11 +57,12 @@ from . import formats, gguf_meta, languages, llm, llm_batch, runs
 from .cli import parse, parser_for
 from .engine import EngineOptions, LlamaEngine
 from .formats import AnswerRecord, upgrade_answer
-from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
+from .io import (JsonlAppender, UserError, file_identity, read_jsonl_resumable, read_records, redact, refuse_changed,
+                 refuse_overwrite, run_cli)
 from .prompted import PROMPTED, PromptedPlug
 from .spec import FORMATS, PlugSpec
 
-__all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
+__all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend", "backend_kind",
            "make_backend", "generate", "summarize", "main", "cli", "SelfTranslator", "translate_test_record"]
 
 #: The fields of one line: the instruction's, the answer's (:class:`plug_lite.formats.AnswerRecord`),
@@ -104,6 +106,10 @@ class LlamaCppBackend:
     def __init__(self, model: str, options: EngineOptions | None = None) -> None:
         self.engine = LlamaEngine(model, options)
         self.default_name = Path(model).stem
+        #: what the answers depend on, recorded in each line and compared on resume
+        self.fingerprint = {"model": file_identity(model)}
+        if options is not None and options.lora:
+            self.fingerprint["lora"] = file_identity(options.lora)
 
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
         eng = self.engine
@@ -159,9 +165,12 @@ class TransformersBackend:
             self.tok = AutoTokenizer.from_pretrained(str(tok_src))
             m = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=dtype)
             self.model = PeftModel.from_pretrained(m, str(adapter))
+            weights = sorted(adapter.glob("*.safetensors")) + sorted(Path(base).glob("*.safetensors"))
         else:
             self.tok = AutoTokenizer.from_pretrained(str(folder))
             self.model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=dtype)
+            weights = sorted(folder.glob("*.safetensors"))
+        self.fingerprint = {"model": file_identity(*weights)}
         self.model.to(self.device).eval()
         self.default_name = folder.name
         if not self.tok.chat_template:
@@ -223,6 +232,7 @@ class OpenAIBackend:
             model_name = ids[0]
         self.model_name = model_name
         self.default_name = model_name
+        self.fingerprint = {"model": model_name}
 
     def _call(self, fn):
         o = self._openai
@@ -262,10 +272,10 @@ class OpenAIBackend:
 ENDPOINT = llm.LLMSettings(timeout=600.0)
 
 
-def make_backend(model: str | None, *, backend: str | None = None, endpoint: llm.LLMSettings = ENDPOINT,
-                 base: str | None = None, options: EngineOptions | None = None):
-    """The backend for ``model`` (or ``endpoint.base_url``), chosen by ``backend`` or by what
-    ``model`` is: a .gguf file (llama.cpp), a folder (transformers), none (the endpoint)."""
+def backend_kind(model: str | None, backend: str | None = None, endpoint: llm.LLMSettings = ENDPOINT) -> str:
+    """The backend for ``model`` (or ``endpoint.base_url``): ``backend``, or what ``model`` is: a
+    .gguf file (llama.cpp), a folder (transformers), none (the endpoint). A missing model path
+    is an error here, before anything else is read."""
     if backend is None:
         if endpoint.base_url:
             backend = "openai"
@@ -278,16 +288,25 @@ def make_backend(model: str | None, *, backend: str | None = None, endpoint: llm
     if backend == "openai":
         if not endpoint.base_url:
             raise UserError("--backend openai needs --base-url")
-        return OpenAIBackend(replace(endpoint, model=endpoint.model or model))
+        return backend
+    if backend not in ("llama.cpp", "transformers"):
+        raise UserError(f"unknown backend {backend!r}; expected llama.cpp, transformers or openai")
     if model is None:
         raise UserError(f"--backend {backend} needs a model path")
     if not Path(model).exists():
         raise UserError(f"{model}: not found")
+    return backend
+
+
+def make_backend(model: str | None, *, backend: str | None = None, endpoint: llm.LLMSettings = ENDPOINT,
+                 base: str | None = None, options: EngineOptions | None = None):
+    """The backend for ``model`` (or ``endpoint.base_url``), of the kind :func:`backend_kind` picks."""
+    backend = backend_kind(model, backend, endpoint)
+    if backend == "openai":
+        return OpenAIBackend(replace(endpoint, model=endpoint.model or model))
     if backend == "llama.cpp":
         return LlamaCppBackend(model, options)
-    if backend == "transformers":
-        return TransformersBackend(model, base=base)
-    raise UserError(f"unknown backend {backend!r}; expected llama.cpp, transformers or openai")
+    return TransformersBackend(model, base=base)
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,6 +485,7 @@ class BatchAnswers:
 
     def __init__(self, model_name: str, cache: llm.CallCache) -> None:
         self.model_name = self.default_name = model_name
+        self.fingerprint = {"model": model_name}
         self.cache = cache
         self.failed: dict[str, str] = {}
 
@@ -492,7 +512,7 @@ class BatchAnswers:
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
              generator: str | None = None, progress: bool = True, think: bool = False, translator=None,
-             prompted: PromptedPlug | None = None) -> dict:
+             prompted: PromptedPlug | None = None, force_resume: bool = False) -> dict:
     """Answer ``records`` into ``out`` (appending; ids already there are skipped). Returns the
     summary of the whole file, with this run's ``made`` and ``failed`` answers and the
     ``first_error``. An answer whose call fails (an endpoint's error after its retries, an
@@ -505,7 +525,14 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
 
     ``prompted`` makes it prompted PLUG (:mod:`plug_lite.prompted`): the model is asked with the
     PLUG instruction and worked examples, its output parsed as a PLUG model's, format
-    ``plug_prompted``."""
+    ``plug_prompted``.
+
+    A rerun continues ``out`` only when it would answer as the run that wrote it: the model (its
+    file's identity, :func:`plug_lite.io.file_identity`, not its name), the LoRA, the system
+    prompt, the decoding (``max_new_tokens``, ``temperature``, the seed when sampling), the
+    translator, the prompted-PLUG examples and the generator name are recorded in each line's
+    ``decoding`` and compared with the last line's; a difference is a one-line error naming the
+    setting, unless ``force_resume``. Answers of another format or target language are never added."""
     spec, system = answer_spec(fmt, target, pivot, system, think, translator is not None, prompted)
     if translator is not None:
         fmt = TRANSLATE_TEST
@@ -513,17 +540,25 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
         fmt = PROMPTED
     generator = generator or backend.default_name
     decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
-                "greedy": temperature <= 0, "seed": seed}
+                "greedy": temperature <= 0, "seed": seed, **getattr(backend, "fingerprint", {}),
+                "system": hashlib.sha256(system.encode("utf-8")).hexdigest()[:16] if system else None}
     if translator is not None:
         decoding["translator"] = translator.public()
     if prompted is not None:
         decoding["prompted"] = prompted.public()
     done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
-    for d in done[:1]:
-        for key, want in (("format", fmt), ("target", spec.target), ("generator", generator)):
-            if d.get(key) != want:
-                raise UserError(f"{out}: holds answers with {key}={d.get(key)!r}, this run has {want!r}: "
+    if done:
+        last = done[-1]
+        for key, want in (("format", fmt), ("target", spec.target)):  # never mixed in one file
+            if last.get(key) != want:
+                raise UserError(f"{out}: holds answers with {key}={last.get(key)!r}, this run has {want!r}: "
                                 "use another --out file")
+        recorded = _compared({"generator": last.get("generator"), **(last.get("decoding") or {})})
+        now = _compared({"generator": generator, **decoding})  # (the system prompt names the pivot language)
+        if temperature <= 0:  # greedy answers do not depend on the seed
+            del now["seed"]
+        refuse_changed(str(out), recorded, now, made="holds answers made", instead="another --out file",
+                       force=force_resume)
     done_ids = {str(d["id"]) for d in done}
     todo = [r for r in records if str(r["id"]) not in done_ids]
     bar = _progress(len(records), len(records) - len(todo), progress)
@@ -567,6 +602,15 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     return summary
 
 
+def _compared(settings: dict) -> dict:
+    """What a resume compares of a line's settings: not ``greedy`` (the temperature says it), nor
+    where a translator is served and how long it is waited for (its model and decoding are kept)."""
+    out = {k: v for k, v in settings.items() if k != "greedy"}
+    if isinstance(out.get("translator"), dict):
+        out["translator"] = {k: v for k, v in out["translator"].items() if k not in ("base_url", "timeout", "max_retries")}
+    return out
+
+
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
@@ -602,6 +646,7 @@ def main(
     shots: int = 2,
     examples: str | None = None,
     batch_opts: llm_batch.BatchOptions = llm_batch.BatchOptions(),
+    force_resume: bool = False,
 ) -> dict:
     """Answer every instruction of ``eval_set`` with ``model`` into ``out``; returns the summary
     (see :func:`generate`).
@@ -644,10 +689,14 @@ def main(
         batch_opts: endpoint answers through a batch engine (the flags --write-requests,
             --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`); the model's name
             there is --model-name (else MODEL)
+        force_resume: add to an --out file whose answers were made with another model, LoRA,
+            system prompt, decoding or translator (refused by default, naming the setting)
     """
     refuse_overwrite({"--out": out, **batch_opts.outputs()},
                      {"--eval-set": eval_set, "MODEL": model, "--lora": options.lora, "--base": base,
                       **batch_opts.inputs()})
+    if model is not None and batch_opts.check().mode == "live":  # (a batch engine's MODEL is a name)
+        backend_kind(model, backend, endpoint)  # a missing model file is the first thing to say
     recorded = recorded_spec(model)
     target = target or recorded.get("target")
     if not target:
@@ -672,7 +721,8 @@ def main(
                           fmt=fmt or recorded.get("format") or "plug",
                           target=target, pivot=pivot or recorded.get("pivot") or "en", system=system,
                           think=bool(recorded.get("think")), max_new_tokens=max_new_tokens, temperature=temperature,
-                          seed=seed, generator=generator, progress=progress, prompted=plug_prompt)
+                          seed=seed, generator=generator, progress=progress, prompted=plug_prompt,
+                          force_resume=force_resume)
     tt_cfg = None
     if translate_test is not None:
         if translate_test not in ("llm", "self"):
@@ -696,7 +746,7 @@ def main(
         summary = generate(be, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            generator=generator, progress=progress, think=bool(recorded.get("think")),
-                           translator=to_pivot_and_back, prompted=plug_prompt)
+                           translator=to_pivot_and_back, prompted=plug_prompt, force_resume=force_resume)
     finally:
         if to_pivot_and_back is not None:
             to_pivot_and_back.close()
@@ -707,7 +757,7 @@ def main(
 def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endpoint: llm.LLMSettings, *,
                fmt: str, target: str, pivot: str, system: str | None, think: bool, max_new_tokens: int,
                temperature: float, seed: int, generator: str | None, progress: bool,
-               prompted: PromptedPlug | None = None) -> dict:
+               prompted: PromptedPlug | None = None, force_resume: bool = False) -> dict:
     """:func:`generate` with the endpoint's answers from a batch engine: the requests of the
     answers not yet in ``out`` are written, read or submitted (``opts``; with ``--batch`` to
     ``endpoint``), then the records are written from the call cache ``OUT.calls.jsonl``."""
@@ -739,7 +789,8 @@ def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endp
         answers.failed = sent.failed
         summary = generate(answers, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                           generator=generator, progress=progress, think=think, prompted=prompted)
+                           generator=generator, progress=progress, think=think, prompted=prompted,
+                           force_resume=force_resume)
     finally:
         answers.close()
     summary["calls"] = {"cached": cached, "by_batch": sent.by_batch, "failed": len(sent.failed), "batch": sent.public()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -27,6 +29,8 @@ __all__ = [
     "atomic_path",
     "umask",
     "keep_umask",
+    "staging_folder",
+    "remove_stale_staging",
     "input_file",
     "atomic_write_text",
     "write_json",
@@ -38,6 +42,8 @@ __all__ = [
     "read_jsonl_resumable",
     "JsonlAppender",
     "check_disk_space",
+    "file_identity",
+    "refuse_changed",
     "run_cli",
     "redact",
 ]
@@ -61,6 +67,64 @@ def keep_umask(path: str | os.PathLike) -> None:
     """Give a file or folder made by :mod:`tempfile` (mode 0600 / 0700) the mode an ordinary
     ``open()`` / ``mkdir()`` would have given it under the user's umask (0644 / 0755 usually)."""
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
+
+
+#: When this process started (as near as plug_lite can tell): staging folders older than this
+#: were not made by it.
+_STARTED = time.time()
+
+
+def staging_folder(folder: str | os.PathLike, name: str) -> Path:
+    """A new hidden folder ``.<name>.<pid>.<random>.tmp`` in ``folder`` (created), with the mode an
+    ordinary ``mkdir`` gives under the user's umask, for work that is renamed into place when done;
+    the staging folders of the same ``name`` that killed processes left there are removed first
+    (:func:`remove_stale_staging`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(folder, name)
+    path = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder))
+    keep_umask(path)
+    return path
+
+
+def remove_stale_staging(folder: str | os.PathLike, name: str, *, legacy_age_s: float = 86400.0) -> list[Path]:
+    """Remove the staging folders of ``name`` in ``folder`` that a killed process left; returns them.
+    Only ours: named ``.<name>.<pid>.<random>.tmp`` by :func:`staging_folder`, last changed before
+    this process started, and their process no longer running. Named ``.<name>.<random>.tmp`` (made
+    before the name held the process id): last changed more than ``legacy_age_s`` ago."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:(\d+)\.)?[A-Za-z0-9_]+\.tmp")
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = pattern.fullmatch(p.name)
+        if not m or p.is_symlink() or not p.is_dir():
+            continue
+        try:
+            changed = p.stat().st_mtime
+        except OSError:
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        if pid is None:
+            stale = changed < time.time() - legacy_age_s
+        else:
+            stale = changed < _STARTED and pid != os.getpid() and not _running(pid)
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or not a pid this system has): leave its folder alone
+    return True
 
 
 @contextlib.contextmanager
@@ -410,6 +474,43 @@ def check_disk_space(folder: str | os.PathLike, need_bytes: int, what: str = "th
             f"{folder}: not enough disk space for {what}: need about {need_bytes / 2**20:.0f} MiB, "
             f"{free / 2**20:.0f} MiB free"
         )
+
+
+def file_identity(*paths: str | os.PathLike) -> str:
+    """What tells files apart without reading them whole (a model of gigabytes in milliseconds):
+    the sha256 of each file's size and of 16 pieces of 64 KiB spread evenly through it (the whole
+    file when it is smaller), over the files in the order given. Another model, fine-tune or data
+    file gives another identity; a copy (another name, another date) the same."""
+    h = hashlib.sha256()
+    piece, pieces = 1 << 16, 16
+    for path in paths:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            h.update(f"{size}\n".encode())
+            if size <= piece * pieces:
+                h.update(f.read())
+                continue
+            for i in range(pieces):
+                f.seek((size - piece) * i // (pieces - 1))
+                h.update(f.read(piece))
+    return h.hexdigest()[:16]
+
+
+def refuse_changed(where: str, recorded: dict, now: dict, *, made: str, instead: str, force: bool = False,
+                   can_force: bool = True) -> None:
+    """A one-line :class:`UserError` naming the first setting whose value ``now`` differs from the
+    one ``recorded`` for the work ``where`` would continue (``made``: how that work was made, e.g.
+    "holds answers made"; ``instead``: what to choose to start afresh, e.g. "another --out file").
+    Settings missing from ``recorded`` (work written before they were recorded) are not compared;
+    ``force`` (``--force-resume``) continues anyway, unless not ``can_force`` (what cannot go on
+    with another value)."""
+    if force and can_force:
+        return
+    for key, value in now.items():
+        if key in recorded and recorded[key] != value:
+            how = ", or pass --force-resume to continue it anyway" if can_force else " (this cannot be continued)"
+            raise UserError(f"{where}: {made} with {key}={recorded[key]!r}, this run has {value!r}: choose "
+                            f"{instead}{how}")
 
 
 _SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLUG_LITE_JUDGE_API_KEY")

@@ -56,10 +56,10 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from . import llm, llm_batch
-from .cli import parse, parser_for
+from .cli import FOLDER, parse, parser_for
 from .formats import upgrade_answer
 from .io import UserError, read_json, read_records, redact, refuse_overwrite, run_cli, write_json
 from .reporting import write_report
@@ -795,7 +795,7 @@ def main(
     a: str,
     b: str | None = None,
     *,
-    out: str,
+    out: Annotated[str, FOLDER],
     mode: str = "pairwise",
     eval_set: str | None = None,
     target: str | None = None,

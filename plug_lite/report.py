@@ -7,15 +7,16 @@ writes it from the command line. ``plug-lite report --offline FILE`` alone needs
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from .cli import run
+from .cli import FOLDER, run
 from .io import UserError
 from .reporting import write_report
 
 __all__ = ["main", "cli"]
 
 
-def main(results: list[str] = (), *, offline: list[str] = (), out: str = "report", target: str | None = None,
+def main(results: list[str] = (), *, offline: list[str] = (), out: Annotated[str, FOLDER] = "report", target: str | None = None,
          chart: bool = True) -> dict:
     """Write ``out``/report.md, report.json and (pairwise) winrate.png. Returns the JSON summary.
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .io import UserError, write_json
+from .io import UserError, read_json, write_json
 from .languages import LanguageError
 from .spec import FORMATS, PlugSpec
 
@@ -62,12 +62,7 @@ def is_finished(run: str | os.PathLike) -> bool:
 
 
 def _read_json(path: Path, missing: str) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: {missing}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: bad JSON ({e.msg})") from None
+    obj = read_json(path, missing=missing)  # missing, a folder, not UTF-8, not JSON: one line
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -234,6 +229,7 @@ class RunRecord:
                 raise UserError(f"{run / 'adapter'}: no adapter_config.json (no trained adapter in this run directory)")
             if not any((run / "adapter").glob("adapter_model.safetensors")):
                 raise UserError(f"{run / 'adapter'}: no adapter_model.safetensors (no trained adapter weights)")
+            _check_adapter(rec, run / "adapter")
         return rec
 
     def save(self, run: str | os.PathLike | None = None) -> Path:
@@ -245,6 +241,54 @@ class RunRecord:
     def where(self) -> str:
         """The record's file, for messages."""
         return str(self.folder / RUN_FILE) if self.folder is not None else RUN_FILE
+
+
+def _check_adapter(rec: RunRecord, adapter: Path) -> None:
+    """The adapter is whole and fits the run's base model: its config a JSON object, its weights a
+    whole safetensors file, and each LoRA A/B matrix as wide / tall as the base weight it adapts
+    (an adapter copied from a run on another base is refused here, not by a traceback in the merge).
+    Modules the base names otherwise (another transformers' layout) are not compared."""
+    _read_json(adapter / "adapter_config.json", "not found")
+    shapes = _safetensors_shapes(adapter / "adapter_model.safetensors")
+    if not shapes:
+        raise UserError(f"{adapter / 'adapter_model.safetensors'}: holds no tensors (no trained adapter weights)")
+    try:
+        base = resolve_base(rec)
+    except UserError:
+        return  # the export says so itself, when it needs the base
+    base_shapes: dict[str, list] = {}
+    for f in sorted(base.glob("*.safetensors")):
+        base_shapes.update(_safetensors_shapes(f))
+    for name, shape in shapes.items():
+        m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.\w+)?\.weight", name)
+        want = base_shapes.get(m.group(1) + ".weight") if m else None
+        if want is None or len(want) != 2 or len(shape) != 2:
+            continue
+        side = 1 if m.group(2) == "A" else 0  # A is r x in, B is out x r
+        if shape[side] != want[side]:
+            raise UserError(f"{adapter}: does not fit the base model {base}: {m.group(1)} is {want[0]}x{want[1]} there, "
+                            f"the adapter's lora_{m.group(2)} is {shape[0]}x{shape[1]} (trained on another base?)")
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list]:
+    """Tensor name -> shape, from a ``.safetensors`` file's header (8 bytes of length, then JSON);
+    a one-line error when the file is not a whole safetensors file (empty, cut short, another format)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size or n > 100 << 20:
+            raise UserError(f"{path}: not a safetensors file, or cut short ({size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+            tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+            end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+            shapes = {k: list(v["shape"]) for k, v in tensors.items()}
+        except (ValueError, UnicodeDecodeError, AttributeError, KeyError, TypeError, IndexError):
+            raise UserError(f"{path}: not a safetensors file (its header is not a table of tensors)") from None
+    if 8 + n + end != size:
+        raise UserError(f"{path}: cut short or padded: its header describes {8 + n + end} bytes, the file holds {size}")
+    return shapes
 
 
 def resolve_base(rec: RunRecord) -> Path:

@@ -90,3 +90,58 @@ def test_csv_and_tsv_tables(tmp_path):
     dup.write_text("a,a\n1,2\n")
     with pytest.raises(UserError, match=r"dup.csv:1: the header row has an empty or repeated column name"):
         read_records(dup)
+
+
+def test_file_identity_tells_models_apart_not_names_or_dates(tmp_path):
+    import os
+    import random
+
+    from plug_lite.io import file_identity
+
+    a, b, copy = tmp_path / "a.gguf", tmp_path / "b.gguf", tmp_path / "sub" / "a.gguf"
+    a.write_bytes(random.Random(0).randbytes(3 << 20))
+    b.write_bytes(random.Random(1).randbytes(3 << 20))  # same size, other weights everywhere
+    copy.parent.mkdir()
+    copy.write_bytes(a.read_bytes())
+    os.utime(copy, (1, 1))
+    assert file_identity(a) == file_identity(copy) != file_identity(b)
+    small = tmp_path / "s.json"
+    small.write_text("{}")
+    assert file_identity(small) != file_identity(a) and file_identity(a, small) != file_identity(small, a)
+    with pytest.raises(FileNotFoundError):
+        file_identity(tmp_path / "missing")
+
+
+def test_staging_folders_a_killed_process_left_are_removed_and_only_those(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from plug_lite.io import remove_stale_staging, staging_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    old = 1_000_000  # long before this process started
+    made = {
+        f".export.{dead_pid}.abc123.tmp": True,  # ours, its process gone: removed
+        f".export.{os.getppid()}.abc123.tmp": False,  # ours, its process alive
+        ".export.k2j_x9.tmp": True,  # the name before it held the pid, a day old
+        ".export.notes": False,  # not a staging name
+        f".merged.{dead_pid}.abc.tmp": False,  # another stage's
+        f"export.{dead_pid}.abc.tmp": False,  # not hidden
+    }
+    for name in made:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part.gguf").write_bytes(b"x")
+        os.utime(tmp_path / name, (old, old))
+    fresh = tmp_path / f".export.{dead_pid}.fresh.tmp"  # a dead pid, but changed after this process started
+    fresh.mkdir()
+    removed = remove_stale_staging(tmp_path, "export")
+    assert sorted(p.name for p in removed) == sorted(n for n, gone in made.items() if gone)
+    assert fresh.is_dir() and all((tmp_path / n).is_dir() != gone for n, gone in made.items())
+    mask = os.umask(0o027)
+    try:
+        stage = staging_folder(tmp_path / "out", "export")
+    finally:
+        os.umask(mask)
+    assert stage.name.startswith(f".export.{os.getpid()}.") and stage.stat().st_mode & 0o777 == 0o750

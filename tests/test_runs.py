@@ -117,8 +117,17 @@ def test_loading_for_export_checks_base_and_adapter(tmp_path):
     (run / "adapter" / "adapter_config.json").write_text("{}")
     with pytest.raises(UserError, match="no adapter_model.safetensors"):
         RunRecord.load(run, adapter=True)
-    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"x")
-    assert RunRecord.load(run, adapter=True).folder == run
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(UserError, match="not a safetensors file, or cut short"):
+        RunRecord.load(run, adapter=True)
+    header = json.dumps({"base_model.model.model.layers.0.mlp.down_proj.lora_A.weight":
+                         {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}).encode()
+    weights.write_bytes(len(header).to_bytes(8, "little") + header + bytes(20))
+    with pytest.raises(UserError, match="cut short or padded: its header describes .* the file holds"):
+        RunRecord.load(run, adapter=True)
+    weights.write_bytes(len(header).to_bytes(8, "little") + header + bytes(24))
+    assert RunRecord.load(run, adapter=True).folder == run  # (its base is not here: no fit to check)
 
 
 def test_gguf_names_and_the_base_folder_come_from_the_record(tmp_path):

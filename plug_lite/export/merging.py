@@ -18,12 +18,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .. import convert
-from ..io import check_disk_space, write_json
+from ..io import check_disk_space, staging_folder, write_json
 from ..runs import FourBit, RunRecord, resolve_base
 
 __all__ = ["merge", "nf4_round_trip", "merge_mode", "MERGE_FILE"]
@@ -84,7 +83,7 @@ def _dtype_name(dtype) -> str:
 
 def _save(model, tok, out: Path, record: dict) -> None:
     """The merged model and tokenizer saved into ``out`` through a temporary folder beside it."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if out.parent.exists() else None))
+    tmp = staging_folder(out.parent, out.name)  # the user's umask; a killed merge's folder is removed
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))

@@ -2,8 +2,10 @@
 
 Everything is written into a hidden staging folder beside the final files (``OUT_DIR/.export.*.tmp``)
 and moved under its final name only when the check passed: a failed export leaves no file under a
-final name, and no staging folder either. The report is written in both cases (with the check's
-error when it failed).
+final name, and no staging folder either; the staging folders a killed export left (named as
+ours, older than this process, their process gone) are removed by the next export into the same
+folder (:func:`plug_lite.io.staging_folder`). The report is written in both cases (with the
+check's error when it failed).
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ import dataclasses
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .. import convert, toolchain
 from ..cli import description, run
-from ..io import UserError
+from ..io import UserError, staging_folder
 from ..runs import ExportRecord, ParityReport, RunRecord, resolve_base
 from . import converting, record
 from .merging import merge
@@ -80,8 +81,7 @@ def main(
 
     merged = merge(rec, plain=plain_merge)  # step 1
     template = converting.inference_template(merged, run, rec.spec.system_prompt())
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
+    stage = staging_folder(out, "export")  # (after removing what a killed export left there)
     try:
         written = converting.write_ggufs(rec, merged, base_dir, stage, quants=quants, outtype=outtype,  # step 2
                                          template=template, adapter=adapter, with_base=with_base)

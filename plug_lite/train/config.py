@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_arguments, dataclass_params, value_type
+from ..cli import add_arguments, check_values, dataclass_params, value_type
 from ..io import UserError
 from ..spec import FORMATS
 
@@ -69,7 +69,9 @@ class TrainConfig:
     chat_template: str = _f("chatml", "template (name in plug_lite.templates) for a model that has none")
     turn_tokens: str = _f("auto", "train the embedding/output rows of the chat template's turn tokens: auto (those that "
                                   "look untrained in the base, e.g. <end_of_turn> of a base Gemma), all, or none")
-    resume: bool = _f(False, "continue from the last checkpoint in the run folder")
+    resume: bool = _f(False, "continue from the last checkpoint in the run folder (refused when the model, data or a "
+                             "setting that changes the result differs from the checkpoint's)")
+    force_resume: bool = _f(False, "with --resume: continue a checkpoint made with other settings anyway")
     trust_remote_code: bool = _f(False, "allow model code from the hub (off by default)")
 
 
@@ -108,9 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
-    """TrainConfig defaults, then the YAML file, then ``overrides``."""
+    """TrainConfig defaults, then the YAML file, then ``overrides``; a value out of its range (a
+    learning rate of -1, a LoRA rank of 0: :data:`plug_lite.cli.CHECKS`) is a one-line error
+    naming the file's field or the flag."""
     values: dict[str, Any] = {}
-    names = {p.name: p for p in dataclass_params(TrainConfig)}
+    params = dataclass_params(TrainConfig)
+    names = {p.name: p for p in params}
     if path:
         import yaml
 
@@ -131,6 +136,8 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Trai
             if value is not None and typ in (int, float) and not isinstance(value, (int, float)):
                 raise UserError(f"{p}: field {key!r} must be a number, got {value!r}")
             values[k] = typ(value) if value is not None and typ is not str else value
+        check_values(params, values, {k: f"{p}: {k}" for k in values})
+    check_values(params, overrides)
     values.update(overrides)
     return TrainConfig(**values)
 

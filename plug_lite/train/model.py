@@ -241,7 +241,11 @@ def load_base(cfg: TrainConfig, name: str, backend: str, dtype):
 
 def add_lora(model, cfg: TrainConfig, backend: str, token_plan: turn_tokens.TokenPlan | None = None):
     """The PEFT model: LoRA on ``cfg.target_modules``, plus the embedding / output rows of the
-    turn tokens in ``token_plan`` (PEFT trainable tokens)."""
+    turn tokens in ``token_plan`` (PEFT trainable tokens). Its initial weights follow ``cfg.seed``
+    (the Trainer seeds only later), and ``adapter_config.json`` lists the target modules sorted."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
     trainable_tokens = turn_tokens.peft_indices(model, token_plan.ids) if token_plan else None
     extra = {"trainable_token_indices": trainable_tokens} if trainable_tokens else {}
     if backend == "unsloth":
@@ -275,5 +279,9 @@ def add_lora(model, cfg: TrainConfig, backend: str, token_plan: turn_tokens.Toke
         task_type="CAUSAL_LM",
         **extra,
     )
-    return get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
+    for config in peft_model.peft_config.values():  # PEFT saves a set as a list in hash order
+        if isinstance(config.target_modules, set):
+            config.target_modules = sorted(config.target_modules)
+    return peft_model
 

@@ -16,7 +16,7 @@ from typing import Any
 from .. import __version__, runs
 from ..io import UserError, atomic_write_text, run_cli
 from ..spec import PlugSpec
-from . import batching, turn_tokens
+from . import batching, resume, turn_tokens
 from .config import SMALLER, TrainConfig, build_parser, check_names, load_config, resolve
 from .mask import check_loss_mask, check_packed
 from .model import (Backend, BaseModel, add_lora, cuda_capability, describe_base, load_base, pick_backend,
@@ -80,6 +80,9 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     print(f"backend: {backend.name} ({backend.reason}); preset: {preset}")
     name, local = resolve_model(cfg.model)
     folder = open_run_folder(cfg)
+    settings = resume.settings(cfg, local)
+    if cfg.resume:
+        resume.check(folder.last_checkpoint, settings, force=cfg.force_resume)
     cfg = dataclasses.replace(cfg, output_dir=str(folder.path))
     _write_config(cfg, folder)
     base = describe_base(name, local, trust_remote_code=cfg.trust_remote_code)
@@ -91,11 +94,14 @@ def prepare(config: TrainConfig, *, callbacks: list | None = None) -> Prepared:
     print(token_plan.summary())
     model = add_lora(model, cfg, backend.name, token_plan)  # 3. the adapter
     set_pad_token(tokenizer, chat.eos_id)
+    record = resume.saver(settings)  # what each checkpoint continues
     planned = batching.plan(  # 8. what the model allows
         model, tokenizer, rows, packing=bool(cfg.packing), group_by_tokens=bool(cfg.group_by_tokens))
     trainer = build_trainer(model, tokenizer, rows, cfg, backend, eos=chat.eos, token_plan=token_plan,  # 6. trainer
                             group_by_length=bool(cfg.packing) and planned.mode == "rows",
-                            checkpoints=folder.checkpoints, metrics_file=folder.metrics_file, callbacks=callbacks)
+                            checkpoints=folder.checkpoints, metrics_file=folder.metrics_file,
+                            callbacks=[record, *(callbacks or [])])
+    record.trainer = trainer
     mask = check_loss_mask(trainer, tokenizer, cfg, chat, rows)  # 7. loss mask
     layout = _lay_out(trainer, tokenizer, cfg, planned, rows=mask.rows)  # 8. batching
     data_summary.update(mask.summary(), batching=layout)
@@ -174,6 +180,8 @@ def fit(prep: Prepared) -> tuple[Any, float]:
     resume_from = str(last) if (prep.cfg.resume and last) else None
     if prep.cfg.resume:
         print(f"resuming from {last}" if last else "--resume: no checkpoint yet, starting from step 0")
+    if resume_from:
+        resume.restore(prep.trainer, last, prep.folder.metrics_file)
     try:
         output = prep.trainer.train(resume_from_checkpoint=resume_from)
     except torch.cuda.OutOfMemoryError:
@@ -194,6 +202,7 @@ def run_metrics(trainer, output, seconds: float) -> runs.RunMetrics:
     """The ``metrics`` of ``plug_run.json``: loss, steps, tokens (all processes), tokens/s, peak memory."""
     state = trainer.state
     tokens, trained = trainer.plug_tokens, trainer.plug_trained_tokens
+    before = getattr(trainer, "plug_restored", (0, 0))  # counted before a resume: not this session's rate
     reserved = peak_reserved_mib()
     return runs.RunMetrics(
         train_loss=output.training_loss,
@@ -203,8 +212,8 @@ def run_metrics(trainer, output, seconds: float) -> runs.RunMetrics:
         seconds=round(seconds, 2),
         tokens=tokens,
         trained_tokens=trained,
-        tokens_per_s=tokens / seconds if seconds > 0 else None,
-        trained_tokens_per_s=trained / seconds if seconds > 0 else None,
+        tokens_per_s=(tokens - before[0]) / seconds if seconds > 0 else None,
+        trained_tokens_per_s=(trained - before[1]) / seconds if seconds > 0 else None,
         peak_memory_mib=round(peak_memory_mib(), 1),
         peak_reserved_mib=round(reserved, 1) if reserved is not None else None,
         world_size=trainer.args.world_size,

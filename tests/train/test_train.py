@@ -140,9 +140,9 @@ def test_max_length_cutting_the_target_is_refused(tiny_model, tmp_path):
 def test_interrupted_run_resumes(tiny_model, rows_file, tmp_path):
     from transformers import TrainerCallback
 
-    class Stop(TrainerCallback):
+    class Stop(TrainerCallback):  # killed at step 4, after step 3 was logged, before checkpoint-4
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
+            if state.global_step == 4:
                 raise KeyboardInterrupt
 
     out = tmp_path / "run"
@@ -150,13 +150,19 @@ def test_interrupted_run_resumes(tiny_model, rows_file, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         T.train(c, callbacks=[Stop()])
     assert (out / "checkpoints" / "checkpoint-2").is_dir() and not (out / "plug_run.json").exists()
+    assert not (out / "checkpoints" / "checkpoint-4").exists()
+    first = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in first] == [1, 2, 3]
     with pytest.raises(UserError, match="--resume"):
         T.prepare(c)
     run = T.train(T.TrainConfig(**{**c.__dict__, "resume": True}))
     rec = json.loads((run / "plug_run.json").read_text())
     assert rec["metrics"]["steps"] == 4 and (run / "adapter" / "adapter_model.safetensors").is_file()
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[:2] == [1, 2] and steps[-2:] == [3, 4] and steps.count(1) == 1  # continued, not restarted
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]  # continued, not restarted; step 3 logged once
+    tokens = [x["tokens"] for x in lines]
+    assert tokens == sorted(tokens) and tokens[2] == first[2]["tokens"]  # the counters went on from step 2
+    assert rec["metrics"]["tokens"] == tokens[-1] and rec["metrics"]["trained_tokens"] == lines[-1]["trained_tokens"]
     state = json.loads((run / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
 
@@ -217,3 +223,18 @@ def test_both_module_entry_points_give_every_field_as_a_flag(tmp_path):
     assert helps[0].stdout == helps[1].stdout
     for f in dataclasses.fields(T.TrainConfig):
         assert "--" + f.name.replace("_", "-") in helps[0].stdout, f.name
+
+
+def test_the_seed_decides_the_adapter(tiny_model, rows_file, tmp_path):
+    """--seed seeds the LoRA init too: two runs with one seed (in one process, where the first run
+    moved the random state) give the same adapter; another seed another one."""
+    import torch
+    from safetensors.torch import load_file
+
+    done = [T.train(cfg(tiny_model, rows_file, tmp_path / f"r{i}", seed=seed, max_steps=1, save_steps=1, preview_rows=0))
+            for i, seed in enumerate((3, 3, 4))]
+    w = [load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in done]
+    assert w[0].keys() == w[1].keys() and all(torch.equal(w[0][k], w[1][k]) for k in w[0])
+    assert not all(torch.equal(w[0][k], w[2][k]) for k in w[0])
+    modules = json.loads((done[0] / "adapter" / "adapter_config.json").read_text())["target_modules"]
+    assert len(modules) > 2 and modules == sorted(modules)  # the same file whatever the hash seed
