@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import formats, languages
@@ -62,6 +63,8 @@ __all__ = [
     "load_source",
     "build_rows",
     "token_stats",
+    "RunRows",
+    "run_rows",
     "build",
     "main",
     "cli",
@@ -343,6 +346,51 @@ def build_rows(
         "chars": {k: _stats(v) for k, v in chars.items()},
     }
     return rows, summary
+
+
+@dataclass(frozen=True)
+class RunRows:
+    """The rows of a finished run's data file: those it trained on and those it left out."""
+
+    trained: list[dict]
+    held_out: list[dict]
+    source: str  # the data file (or "sample") the rows come from
+
+
+def _data_file(name: str, run_dir: Path) -> Path | None:
+    """A run's ``config.data`` as written at training time: absolute, relative to the current
+    folder, or relative to a folder above the run (where training was started)."""
+    p = Path(name)
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for base in (Path.cwd(), *run_dir.resolve().parents):
+        if (base / p).is_file():
+            return base / p
+    return None
+
+
+def run_rows(meta: dict) -> RunRows | None:
+    """The rows a run trained on (the first ``max_train_samples`` of its data, as ``train`` takes
+    them) and the rest, from its ``plug_run.json`` (``meta`` as :func:`plug_lite.runs.load_run`
+    returns it). None when the run does not say where its data was or the file is gone."""
+    cfg = meta.get("config") or {}
+    name = cfg.get("data")
+    if not name:
+        return None
+    if name == "sample":
+        spec = PlugSpec(cfg.get("format") or meta["format"], cfg.get("target") or meta["target"],
+                        cfg.get("pivot") or meta.get("pivot"), bool(cfg.get("think")))
+        rows, _ = sample_rows(spec)
+        source = f"the shipped sample ({spec.format}, {spec.target})"
+    else:
+        path = _data_file(str(name), Path(meta.get("_dir") or "."))
+        if path is None:
+            return None
+        rows = read_records(path, required=("prompt", "completion"))
+        source = str(path)
+    n = cfg.get("max_train_samples")
+    n = len(rows) if n is None else max(1, int(n))
+    return RunRows(trained=rows[:n], held_out=rows[n:], source=source)
 
 
 def token_stats(rows: list[dict], tokenizer_dir: str | os.PathLike, max_length: int | None = None) -> dict:

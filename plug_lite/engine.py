@@ -133,7 +133,12 @@ class LlamaEngine:
         threads: int | None = None,
         lora: str | os.PathLike | None = None,
         seed: int = 0,
+        logits_all: bool = False,
+        vocab_only: bool = False,
     ) -> None:
+        """``logits_all``: keep the logits of every prompt position (:meth:`logits`; memory grows
+        with ``ctx`` times the vocabulary). ``vocab_only``: load the tokenizer and chat template
+        but no weights (formatting and tokenizing only)."""
         import llama_cpp
 
         self.path = gguf_meta.check(model_path)
@@ -158,6 +163,10 @@ class LlamaEngine:
         self.threads = (n_threads, n_threads_batch)
         kwargs = dict(n_gpu_layers=gpu_layers, seed=seed, verbose=False, n_ctx=n_ctx,
                       n_threads=n_threads, n_threads_batch=n_threads_batch)
+        if logits_all:
+            kwargs.update(logits_all=True, n_batch=min(n_ctx, 512))
+        if vocab_only:
+            kwargs["vocab_only"] = True
         try:
             self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
         except (ValueError, RuntimeError, OSError) as e:
@@ -180,6 +189,9 @@ class LlamaEngine:
         piece = lambda i: self.llm._model.token_get_text(i) if i is not None and i >= 0 else ""  # noqa: E731
         self._formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=piece(eos_id), bos_token=piece(bos_id)
+        )
+        self._whole_formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=piece(eos_id), bos_token=piece(bos_id), add_generation_prompt=False
         )
         self._bos = bos_id
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
@@ -211,20 +223,53 @@ class LlamaEngine:
         return PlugSpec.from_gguf(self.metadata, where=self.path.name, **overrides)
 
     # -- prompts
-    def format(self, messages: list[dict]) -> tuple[str, list[str]]:
-        """The rendered prompt and its stop strings."""
-        out = self._formatter(messages=messages)
+    def format(self, messages: list[dict], *, generation_prompt: bool = True) -> tuple[str, list[str]]:
+        """The rendered prompt and its stop strings (``generation_prompt=False``: a whole
+        conversation, ending with its last message)."""
+        out = (self._formatter if generation_prompt else self._whole_formatter)(messages=messages)
         stop = out.stop if isinstance(out.stop, list) else ([out.stop] if out.stop else [])
         return out.prompt, [s for s in stop if s]
 
-    def tokenize(self, messages: list[dict]) -> tuple[list[int], list[str]]:
-        prompt, stop = self.format(messages)
-        # Templates such as Gemma's write BOS themselves: add it only when the model wants one
-        # and the rendered prompt does not start with it (llama.cpp would warn about two).
-        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+    def tokenize(self, messages: list[dict], *, generation_prompt: bool = True) -> tuple[list[int], list[str]]:
+        prompt, stop = self.format(messages, generation_prompt=generation_prompt)
+        return self.tokenize_text(prompt), stop
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """Token ids of rendered text, special tokens parsed; BOS added only when the model wants
+        one and the text does not start with it (templates such as Gemma's write it themselves,
+        and llama.cpp would warn about two)."""
+        toks = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if self._add_bos and self._bos >= 0 and (not toks or toks[0] != self._bos):
             toks = [self._bos, *toks]
-        return toks, stop
+        return toks
+
+    def pieces(self, ids: list[int]) -> list[bytes]:
+        """The bytes each token stands for, special tokens written out (their concatenation is
+        the text a token sequence came from)."""
+        import ctypes
+
+        import llama_cpp
+
+        out, buf = [], ctypes.create_string_buffer(256)
+        for t in ids:
+            n = llama_cpp.llama_token_to_piece(self._vocab, int(t), buf, len(buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, int(t), buf, len(buf), 0, True)
+            out.append(buf.raw[:n])
+        return out
+
+    def logits(self, ids: list[int], positions: list[int] | None = None):
+        """The next-token logits after each position of ``ids`` (or only after ``positions``): a
+        float32 array, one row per position, from a fresh context; needs ``logits_all=True``."""
+        import numpy as np
+
+        if len(ids) > self.n_ctx:
+            raise UserError(f"{self.path}: {len(ids)} tokens do not fit the context of {self.n_ctx}")
+        self.llm.reset()
+        self.llm.eval(ids)
+        rows = slice(0, len(ids)) if positions is None else np.asarray(positions, dtype=np.int64)
+        return np.array(self.llm.scores[rows], dtype=np.float32, copy=True)
 
     # -- generation
     def stream(

@@ -7,6 +7,7 @@ A **run folder** (``plug-lite train`` writes it, ``export`` and ``share`` read i
     adapter/ tokenizer/ config.yaml metrics.jsonl checkpoints/
     merged/              the merged model (export)
     export_report.json   the exported GGUF files and the parity report (EXPORT_REPORT)
+    imatrix.gguf         the importance matrix made from the run's rows, imatrix.json its record
     share/               model card and Ollama files (share)
 
 A **work folder** (the demo and the notebooks keep everything of a project in one)::
@@ -34,11 +35,12 @@ from pathlib import Path
 from .io import UserError
 from .spec import PlugSpec
 
-__all__ = ["RUN_FILE", "EXPORT_REPORT", "run_name", "is_finished", "read_run", "load_run", "run_spec",
+__all__ = ["RUN_FILE", "EXPORT_REPORT", "IMATRIX_FILE", "run_name", "is_finished", "read_run", "load_run", "run_spec",
            "resolve_base", "gguf_name", "read_export_report", "export_report", "exported_gguf", "WorkFolder"]
 
 RUN_FILE = "plug_run.json"
 EXPORT_REPORT = "export_report.json"
+IMATRIX_FILE = "imatrix.gguf"
 _FORMAT_TAG = {"plug": "PLUG", "mono": "Mono", "pivot_only": "PivotOnly"}
 
 
