@@ -35,14 +35,20 @@
 # ## Install
 # On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
 # torch. Where plug_lite and its dependencies are importable already it does nothing.
+# `LLAMA_TOOLS = True` also compiles llama.cpp's `llama-quantize` and `llama-imatrix` (and
+# `llama-perplexity`, `llama-server`) from the installed llama-cpp-python's sources: about 7
+# minutes on Colab's 2 CPU cores, once per runtime. Export then makes an importance matrix from
+# the run's own rows, which keeps 4-bit and smaller files closer to F16 in the target language,
+# and can write IQ4_XS.
 
 # %%
 PLUG_LITE_PIP = "plug-lite @ git+https://github.com/plug-lite/plug_lite@main"  # placeholder owner
+LLAMA_TOOLS = False  # True: build llama.cpp's programs for importance matrices (about 7 minutes)
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("plug_lite") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", PLUG_LITE_PIP], check=True)
 from plug_lite import notebook as nb
-nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"))
+nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"), llama_tools=LLAMA_TOOLS)
 
 # %% [markdown]
 # ## Parameters

@@ -145,7 +145,7 @@ def test_fallbacks_counted_where_rows_are_not_256_wide(plug_f16, tiny_256_f16, t
 def test_strict_drift_fails_on_a_file_made_to_drift_and_passes_q8_0(llama_tools, tiny_256_f16, tmp_path):
     rows, _ = data.sample_rows(PlugSpec("plug", "zh", "en"))
     text = drift.prepare(rows[-4:], tiny_256_f16, fmt="plug", target="zh", pivot="en", source="test")
-    convs = [list(r["prompt"]) + list(r["completion"]) for r in rows[:40]]
+    convs = [list(r["prompt"]) + list(r["completion"]) for r in rows[:16]]
     calib, tokens = imatrix.calibration_text(convs, tiny_256_f16)
     mat = imatrix.make(tiny_256_f16, calib, tmp_path / "im.gguf", source="test rows", tokens=tokens, ctx=256)
     files = {"Q8_0": convert.quantize(tiny_256_f16, tmp_path / "q8.gguf", "Q8_0"),

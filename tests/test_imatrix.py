@@ -62,16 +62,16 @@ def test_for_run_modes_without_the_programs(tiny_256_f16, tmp_path, monkeypatch)
 def test_matrix_from_rendered_rows_made_once_and_used_by_the_quantizer(llama_tools, tiny_256_f16, tmp_path):
     import llama_cpp
 
-    convs = _conversations(24)
+    convs = _conversations(12)
     text, tokens = imatrix.calibration_text(convs, tiny_256_f16)
     out = tmp_path / "run" / "imatrix.gguf"
-    record = imatrix.make(tiny_256_f16, text, out, source="24 sample rows", tokens=tokens, rows=24, ctx=256)
+    record = imatrix.make(tiny_256_f16, text, out, source="12 sample rows", tokens=tokens, rows=12, ctx=256)
     assert out.is_file() and imatrix.read_record(out) == record
     assert record["tokens"] == tokens and record["chunks"] == tokens // 256 >= 1
     assert record["tokens_used"] == record["chunks"] * 256 <= tokens
     assert not [p for p in out.parent.iterdir() if p.name not in ("imatrix.gguf", "imatrix.json")]  # no temp files
     mtime = os.stat(out).st_mtime_ns
-    again = imatrix.make(tiny_256_f16, text, out, source="24 sample rows", tokens=tokens, rows=24, ctx=256)
+    again = imatrix.make(tiny_256_f16, text, out, source="12 sample rows", tokens=tokens, rows=12, ctx=256)
     assert again == record and os.stat(out).st_mtime_ns == mtime  # reused, not made again
     other = imatrix.make(tiny_256_f16, text[: len(text) // 2], out, source="half", ctx=256)
     assert other["key"] != record["key"] and other["tokens"] < tokens
