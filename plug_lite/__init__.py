@@ -28,8 +28,9 @@ Ground floor (standard library only at import time)
 Libraries any verb may use: ``data`` (training rows; also the ``data`` command), ``extract``
 (sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics``,
 ``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``translation``
-(one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``, ``batching``,
-``turn_tokens``.
+(one text at a time, by an LLM), ``convert``, ``toolchain`` (llama.cpp's scripts and programs from the
+llama-cpp-python sdist), ``imatrix`` (importance matrices from a run's rows), ``drift`` (a quantized
+file against its F16, by language), ``models``, ``gemma``, ``batching``, ``turn_tokens``.
 
 Verbs (``plug-lite <verb>``, ``python -m plug_lite <verb>``, ``python -m plug_lite.<verb>``):
 ``train``, ``export``, ``share``, ``chat``, ``generate``, ``judge``, ``report``, ``translate``.

@@ -168,7 +168,16 @@ class LlamaEngine:
         if vocab_only:
             kwargs["vocab_only"] = True
         try:
-            self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
+            if vocab_only:
+                # llama.cpp warns that a context of any size exceeds the vocabulary-only model's
+                # training context of 0; llama-cpp-python passes that warning to sys.stderr.
+                import contextlib
+                import io
+
+                with contextlib.redirect_stderr(io.StringIO()):
+                    self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
+            else:
+                self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
         except (ValueError, RuntimeError, OSError) as e:
             raise UserError(f"{self.path}: llama.cpp could not load the file (truncated or corrupt GGUF? {e})") from None
         if lora is not None:

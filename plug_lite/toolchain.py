@@ -314,7 +314,7 @@ def build_tools(
           f"({cmake_args or 'default flags'}; {'reusing the wheel build in ' + str(tree) if reused else 'a fresh build'}; "
           f"{jobs} jobs; log {log_path})", file=sys.stderr, flush=True)
     env_gen = [] if reused else ["-G", "Unix Makefiles"]
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
         _run_logged(["cmake", "-S", str(src), "-B", str(tree), *env_gen, *shlex.split(cmake_args or ""), *_TOOL_FLAGS], log)
         _run_logged(["cmake", "--build", str(tree), "--parallel", str(jobs), "--target", *TOOLS], log, progress=True)
     seconds = round(time.time() - t0, 1)
