@@ -133,12 +133,10 @@ class LlamaEngine:
         threads: int | None = None,
         lora: str | os.PathLike | None = None,
         seed: int = 0,
-        logits_all: bool = False,
         vocab_only: bool = False,
     ) -> None:
-        """``logits_all``: keep the logits of every prompt position (:meth:`logits`; memory grows
-        with ``ctx`` times the vocabulary). ``vocab_only``: load the tokenizer and chat template
-        but no weights (formatting and tokenizing only)."""
+        """``vocab_only``: load the tokenizer and chat template but no weights (formatting and
+        tokenizing only)."""
         import llama_cpp
 
         self.path = gguf_meta.check(model_path)
@@ -163,8 +161,6 @@ class LlamaEngine:
         self.threads = (n_threads, n_threads_batch)
         kwargs = dict(n_gpu_layers=gpu_layers, seed=seed, verbose=False, n_ctx=n_ctx,
                       n_threads=n_threads, n_threads_batch=n_threads_batch)
-        if logits_all:
-            kwargs.update(logits_all=True, n_batch=min(n_ctx, 512))
         if vocab_only:
             kwargs["vocab_only"] = True
         try:
@@ -269,18 +265,42 @@ class LlamaEngine:
         return out
 
     def logits(self, ids: list[int], positions: list[int] | None = None):
-        """The next-token logits after each position of ``ids`` (or only after ``positions``): a
-        float32 array, one row per position, from a fresh context; needs ``logits_all=True``."""
+        """The next-token logits after each position of ``ids``, or only after ``positions``: a
+        float32 array, one row per position, from a fresh context. llama.cpp computes the output
+        layer only at those positions (the batch's output flags)."""
+        import llama_cpp
         import numpy as np
 
         if len(ids) > self.n_ctx:
             raise UserError(f"{self.path}: {len(ids)} tokens do not fit the context of {self.n_ctx}")
+        positions = list(range(len(ids))) if positions is None else [int(p) for p in positions]
+        row_of = {p: i for i, p in enumerate(positions)}
+        ctx, n_vocab, n_batch = self.llm.ctx, self.llm.n_vocab(), self.llm.n_batch
         self.llm.reset()
-        self.llm.eval(ids)
-        rows = slice(0, len(ids)) if positions is None else np.asarray(positions, dtype=np.int64)
-        return np.array(self.llm.scores[rows], dtype=np.float32, copy=True)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        out = np.empty((len(positions), n_vocab), dtype=np.float32)
+        batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        try:
+            for start in range(0, len(ids), n_batch):
+                chunk = ids[start:start + n_batch]
+                batch.n_tokens = len(chunk)
+                for j, tok in enumerate(chunk):
+                    batch.token[j] = int(tok)
+                    batch.pos[j] = start + j
+                    batch.n_seq_id[j] = 1
+                    batch.seq_id[j][0] = 0
+                    batch.logits[j] = (start + j) in row_of
+                if llama_cpp.llama_decode(ctx, batch) != 0:
+                    raise UserError(f"{self.path}: llama.cpp could not evaluate {len(ids)} tokens")
+                for j in range(len(chunk)):
+                    row = row_of.get(start + j)
+                    if row is not None:
+                        out[row] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, j), shape=(n_vocab,))
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        return out
 
-    # -- generation
     def stream(
         self,
         prompt_tokens: list[int],

@@ -80,6 +80,12 @@ class _Reader:
             if sub in _SCALAR and not keep:
                 self.f.seek(n * struct.calcsize(_SCALAR[sub]), 1)
                 return None
+            if sub == _STRING and not keep:  # a vocabulary: walk over the strings, decode none
+                end = os.fstat(self.f.fileno()).st_size
+                for _ in range(n):
+                    if self.f.seek(self.num("<Q"), 1) > end:
+                        raise EOFError("file ends early")
+                return None
             items = [self.value(sub, keep) for _ in range(n)]
             return items if keep else None
         raise ValueError(f"unknown GGUF value type {vtype}")
