@@ -301,6 +301,7 @@ class LlamaEngine:
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         return out
 
+    # -- generation
     def stream(
         self,
         prompt_tokens: list[int],
