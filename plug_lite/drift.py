@@ -224,12 +224,18 @@ def _n_ctx(text: DriftText) -> int:
     return (longest + 63) // 64 * 64
 
 
-def _groups(files: dict[str, str | os.PathLike], budget: int) -> list[list[str]]:
-    """The files in groups whose sizes add up to at most ``budget`` bytes (at least one each)."""
+#: Tokens per llama.cpp batch when scoring: each loaded file's context keeps room for this many
+#: rows of logits (64 x 262,144 floats = 64 MiB for Gemma's vocabulary; 512 would be 512 MiB).
+_BATCH = 64
+
+
+def _groups(files: dict[str, str | os.PathLike], budget: int, per_file: int) -> list[list[str]]:
+    """The files in groups whose sizes (plus ``per_file`` bytes each) add up to at most
+    ``budget`` bytes (at least one file per group)."""
     groups: list[list[str]] = []
     size = 0
     for name, path in files.items():
-        b = Path(path).stat().st_size
+        b = Path(path).stat().st_size + per_file
         if not groups or size + b > budget:
             groups.append([])
             size = 0
@@ -242,20 +248,22 @@ def compare_many(ref: str | os.PathLike, files: dict[str, str | os.PathLike], te
                  threads: int | None = None, max_loaded_bytes: int = 3 << 30) -> dict[str, dict]:
     """The drift of each file of ``files`` (name -> path) from ``ref`` on ``text``: per file
     :func:`summarize`'s groups plus ``seconds`` (its own evaluation and scoring). The files are
-    loaded together, as many as fit in ``max_loaded_bytes``, so that the reference evaluates each
-    conversation once per group; logits are computed only where a token is scored."""
+    loaded together, as many as fit in ``max_loaded_bytes`` (their sizes and their contexts'
+    logits buffers), so that the reference evaluates each conversation once per group; logits
+    are computed only where a token is scored."""
     n_ctx = _n_ctx(text)
     values = {n: {"kl": [], "top1": [], "nll_ref": [], "nll_q": []} for n in files}
     sections: dict[str, list[str]] = {n: [] for n in files}
     seconds = dict.fromkeys(files, 0.0)
-    ref_eng = LlamaEngine(ref, ctx=n_ctx, threads=threads)
+    ref_eng = LlamaEngine(ref, ctx=n_ctx, threads=threads, batch=_BATCH)
+    per_file = _BATCH * ref_eng.llm.n_vocab() * 4 * 2  # logits rows and the compute buffer, roughly
     try:
-        for group in _groups(files, max_loaded_bytes):
+        for group in _groups(files, max_loaded_bytes, per_file):
             engines: dict[str, LlamaEngine] = {}
             try:
                 for name in group:
                     t0 = time.time()
-                    engines[name] = LlamaEngine(files[name], ctx=n_ctx, threads=threads)
+                    engines[name] = LlamaEngine(files[name], ctx=n_ctx, threads=threads, batch=_BATCH)
                     seconds[name] += time.time() - t0
                 for k, sample in enumerate(text.samples):
                     pos, nxt, secs = _positions(sample)

@@ -134,9 +134,11 @@ class LlamaEngine:
         lora: str | os.PathLike | None = None,
         seed: int = 0,
         vocab_only: bool = False,
+        batch: int | None = None,
     ) -> None:
         """``vocab_only``: load the tokenizer and chat template but no weights (formatting and
-        tokenizing only)."""
+        tokenizing only). ``batch``: tokens per llama.cpp batch (llama-cpp-python's default 512);
+        the context keeps room for that many rows of logits, vocabulary-wide."""
         import llama_cpp
 
         self.path = gguf_meta.check(model_path)
@@ -163,6 +165,8 @@ class LlamaEngine:
                       n_threads=n_threads, n_threads_batch=n_threads_batch)
         if vocab_only:
             kwargs["vocab_only"] = True
+        if batch:
+            kwargs["n_batch"] = batch
         try:
             if vocab_only:
                 # llama.cpp warns that a context of any size exceeds the vocabulary-only model's
