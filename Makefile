@@ -29,8 +29,8 @@ DEMO_ARGS   ?=
 TF5         := 5.24.0
 VENV5       := .venv-tf5
 PIP5        := $(VENV5)/bin/python -m pip install --disable-pip-version-check -c $(VENV5)/constraints.txt
-TF5_TESTS   := tests/test_train.py tests/test_batching.py tests/test_turn_tokens.py tests/test_multiprocess.py \
-               tests/test_export.py tests/test_generate.py::test_transformers_backend_and_adapter_run
+TF5_TESTS   := tests/train \
+               tests/export tests/test_generate.py::test_transformers_backend_and_adapter_run
 
 .PHONY: help venv install install-demo install-tf5 tools test demo clean
 

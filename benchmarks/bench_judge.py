@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from plug_lite import judge  # noqa: E402
+from plug_lite.llm import LLMSettings  # noqa: E402
 from scripted_openai import ScriptedOpenAI  # noqa: E402
 
 HEADER = "# Benchmarks\n\nEach section is appended by the script named in its title.\n"
@@ -42,8 +43,9 @@ def one(pairs: int, latency: float, parallel: int) -> dict:
                                         "status": "ok", "target": "en"}) + "\n")
         with ScriptedOpenAI("Fine. [[C]]", latency=latency) as srv:
             t0 = time.perf_counter()
-            res = judge.main(a=str(t / "a.jsonl"), b=str(t / "b.jsonl"), out=str(t / "out"), base_url=srv.url,
-                             api_key="bench", parallel=parallel, bootstrap=0, report=False, max_retries=0)
+            res = judge.main(a=str(t / "a.jsonl"), b=str(t / "b.jsonl"), out=str(t / "out"),
+                             judge=LLMSettings(base_url=srv.url, api_key="bench", max_retries=0), parallel=parallel,
+                             bootstrap=0, report=False)
             wall = time.perf_counter() - t0
             calls = srv.calls
     assert res["aggregate"]["overall"]["tie"] == pairs and calls == 2 * pairs

@@ -12,7 +12,6 @@ benchmarks/RESULTS.md with the machine, the library versions and the date::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -41,6 +40,7 @@ def main() -> int:
     a = ap.parse_args()
 
     from plug_lite import train as T
+    from plug_lite.runs import RunRecord
 
     model = a.model
     if model == "tiny":
@@ -56,23 +56,23 @@ def main() -> int:
         t0 = time.perf_counter()
         run = T.train(cfg)
         wall = time.perf_counter() - t0
-        rec = json.loads((run / "plug_run.json").read_text())
-    m, d = rec["metrics"], rec["data_summary"]
+        rec = RunRecord.load(run)
+    m, d, cfg = rec.metrics, rec.data_summary, rec.config  # the data summary and config: dicts as train wrote them
     share = d["trained_share"]
     batching = d.get("batching") or {}
-    reserved = m.get("peak_reserved_mib")
+    reserved = m.peak_reserved_mib
     line = (
-        f"| {rec['base_name']} {rec['size_label']} | {a.preset} | {rec['backend']} | "
-        f"{batching.get('mode') or ('packed' if batching.get('packed') else 'rows')} | {m['steps']} | "
-        f"{rec['config']['batch_size']}x{rec['config']['grad_accum']} | {rec['config']['max_length']} | "
-        f"{m['tokens_per_s']:.0f} | {m['trained_tokens_per_s']:.0f} | {share:.0%} | {m['peak_memory_mib']:.0f} | "
+        f"| {rec.base_name} {rec.size_label} | {a.preset} | {rec.backend} | "
+        f"{batching.get('mode') or ('packed' if batching.get('packed') else 'rows')} | {m.steps} | "
+        f"{cfg['batch_size']}x{cfg['grad_accum']} | {cfg['max_length']} | "
+        f"{m.tokens_per_s:.0f} | {m.trained_tokens_per_s:.0f} | {share:.0%} | {m.peak_memory_mib:.0f} | "
         f"{f'{reserved:.0f}' if reserved is not None else '-'} | "
-        f"{m['first_loss']:.3f} -> {m['final_loss']:.3f} | {m['seconds']:.0f} | {wall:.0f} |"
+        f"{m.first_loss:.3f} -> {m.final_loss:.3f} | {m.seconds:.0f} | {wall:.0f} |"
     )
-    v = rec["versions"]
+    v = rec.versions
     section = (
         f"\n## train: SFT speed (benchmarks/bench_train.py), {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-        f"Machine: {m.get('device')}, {os.cpu_count()} CPU cores. Versions: torch {v['torch']}, "
+        f"Machine: {m.device}, {os.cpu_count()} CPU cores. Versions: torch {v['torch']}, "
         f"transformers {v['transformers']}, trl {v['trl']}, "
         f"peft {v['peft']}, bitsandbytes {v['bitsandbytes']}, unsloth {v['unsloth']}, plug_lite {v['plug_lite']}.\n"
         f"Command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`; shipped sample rows "

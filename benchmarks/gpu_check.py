@@ -130,6 +130,7 @@ def cmd_train(a, rec: Record) -> None:
     import torch
 
     from plug_lite import train as T
+    from plug_lite.runs import RunRecord
 
     run = WORK / a.name
     shutil.rmtree(run, ignore_errors=True)
@@ -150,7 +151,7 @@ def cmd_train(a, rec: Record) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     T.train(T.TrainConfig(**kw))
-    meta = json.loads((run / "plug_run.json").read_text())
+    record = RunRecord.load(run)
     lines = _metrics_lines(run)
     steady = None
     if len(lines) > 1:  # after the first step (CUDA warm-up, allocator growth); counters are cumulative
@@ -159,11 +160,11 @@ def cmd_train(a, rec: Record) -> None:
         steady = {"steps": len(lines) - 1, "seconds": round(span, 2),
                   "tokens_per_s": (last["tokens"] - first["tokens"]) / span if span > 0 else None,
                   "trained_tokens_per_s": (last["trained_tokens"] - first["trained_tokens"]) / span if span > 0 else None}
-    rec.set(backend=meta["backend"], metrics=meta["metrics"], batching=meta["data_summary"].get("batching"),
-            turn_tokens=(meta.get("turn_tokens") or {}).get("ids"), steady=steady,
+    rec.set(backend=record.backend, metrics=record.metrics.to_dict(), batching=record.data_summary.get("batching"),
+            turn_tokens=(record.turn_tokens or {}).get("ids"), steady=steady,
             curve=[{k: l[k] for k in ("step", "loss", "tokens", "trained_tokens", "seconds", "peak_memory_mib",
                                      "peak_reserved_mib")} for l in lines],
-            versions_used=meta["versions"])
+            versions_used=record.versions)
 
 
 def cmd_e2e(a, rec: Record) -> None:
@@ -180,18 +181,18 @@ def cmd_e2e(a, rec: Record) -> None:
     T.train(T.TrainConfig(model=a.model, data="sample", target="zh", format="plug", preset=a.preset,
                           backend=a.backend, output_dir=str(run), max_steps=a.steps, save_steps=10**6, preview_rows=0,
                           lr=1e-3, **extra))
-    meta = runs.load_run(run)
-    rec.set(train_metrics=meta["metrics"], backend=meta["backend"], load_in_4bit=meta.get("load_in_4bit"),
+    record = runs.RunRecord.load(run, adapter=True)
+    rec.set(train_metrics=record.metrics.to_dict(), backend=record.backend, load_in_4bit=record.load_in_4bit,
             adapter_files=sorted(p.name for p in (run / "adapter").iterdir()))
     t = time.perf_counter()
-    merged = export.merge(meta)
+    merged = export.merge(runs.load_run(run))  # export takes plug_run.json as a dict until export/ reads a RunRecord
     rec.set(merge_s=round(time.perf_counter() - t, 1), merge_mode=json.loads((merged / "plug_merge.json").read_text()))
     raw = run / "raw.gguf"
     gguf = OUT / f"{a.name}-Q8_0.gguf"
     template = AutoTokenizer.from_pretrained(str(merged)).chat_template
     t = time.perf_counter()
     convert.hf_to_gguf(merged, raw, outtype="q8_0", model_name=gguf.stem)
-    gguf_meta.write_plug_metadata(raw, gguf, runs.run_spec(meta), chat_template=template)
+    gguf_meta.write_plug_metadata(raw, gguf, record.spec, chat_template=template)
     rec.set(gguf=gguf.name, gguf_bytes=gguf.stat().st_size, convert_s=round(time.perf_counter() - t, 1))
     if a.backend == "unsloth":
         # the reference ids come from a fresh process (step e2e_ref): Unsloth has patched Qwen2 in this one,

@@ -86,8 +86,8 @@ for fmt, run in run_dirs.items():
     if reports[fmt]:
         print(f"{fmt}: exported already ({run / 'export_report.json'})")
         continue
-    reports[fmt] = export.main(run, out_dir=work.gguf_dir, quants=QUANTS, adapter=ADAPTER_GGUF,
-                               n_prompts=PARITY_PROMPTS)
+    export.main(run, out_dir=work.gguf_dir, quants=QUANTS, adapter=ADAPTER_GGUF, n_prompts=PARITY_PROMPTS)
+    reports[fmt] = runs.read_export_report(run)
 
 # %% [markdown]
 # ## Parity report
@@ -96,8 +96,7 @@ for fmt, run in run_dirs.items():
 
 # %%
 for fmt, rep in reports.items():
-    nb.show_markdown(f"### {fmt}\n" + nb.markdown_table(
-        [{"file": k, "MiB": v["bytes"] / 2**20, "name": Path(v["path"]).name} for k, v in rep["files"].items()]))
+    nb.show_markdown(f"### {fmt}\n" + nb.export_table(rep))
     nb.show_markdown(nb.parity_table(rep))
 
 # %% [markdown]

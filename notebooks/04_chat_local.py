@@ -64,12 +64,13 @@ INTERACTIVE = False  # True: a prompt box loop at the end (empty line ends it)
 # %%
 from pathlib import Path
 from plug_lite import chat, evalsets, runs
+from plug_lite.engine import EngineOptions
 
 if not PROMPTS:
     PROMPTS = [r["instruction"] for r in evalsets.load_eval_set("sample", TARGET, limit=2)]
 work = runs.WorkFolder(nb.work_dir(WORK_DIR, drive=USE_DRIVE))
 path = Path(GGUF) if GGUF else runs.exported_gguf(work.run_dir(FORMAT, TARGET), QUANT)
-session = chat.ChatSession(path, ctx=CTX, gpu_layers=N_GPU_LAYERS, max_new_tokens=MAX_TOKENS)
+session = chat.ChatSession(path, options=EngineOptions(ctx=CTX, gpu_layers=N_GPU_LAYERS), max_new_tokens=MAX_TOKENS)
 print(f"{path.name}: {session.mode}, target {session.target.name if session.target else '-'}, "
       f"pivot {session.pivot.name}, context {session.engine.n_ctx}, GPU layers {session.engine.gpu_layers}")
 if session.note:

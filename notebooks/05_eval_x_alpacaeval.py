@@ -77,7 +77,9 @@ SVAMP_SET = "x-svamp"  # or a local JSON/JSONL file named *svamp*
 # %%
 from pathlib import Path
 from plug_lite import generate, judge, metrics, report, runs
+from plug_lite.engine import EngineOptions
 from plug_lite.io import read_records
+from plug_lite.llm import LLMSettings
 
 work = runs.WorkFolder(nb.work_dir(WORK_DIR, drive=USE_DRIVE))
 models = {fmt: runs.exported_gguf(work.run_dir(fmt, TARGET), QUANT) for fmt in ("plug", "mono")}
@@ -96,7 +98,8 @@ def answers(eval_set, tag, limit=LIMIT):
     for fmt, path in models.items():
         files[fmt] = work.answers_file(TARGET, tag, fmt)
         generate.main(str(path), eval_set=eval_set, target=TARGET, out=str(files[fmt]), limit=limit,
-                      max_new_tokens=MAX_TOKENS, gpu_layers=N_GPU_LAYERS, generator=f"{fmt}-{TARGET}")
+                      max_new_tokens=MAX_TOKENS, options=EngineOptions(gpu_layers=N_GPU_LAYERS),
+                      generator=f"{fmt}-{TARGET}")
     return files
 
 alpaca = answers(EVAL_SET, "alpacaeval")
@@ -120,8 +123,9 @@ has_key = nb.use_secret(JUDGE_KEY_NAME, env="PLUG_LITE_JUDGE_API_KEY")
 use_judge = has_key or JUDGE_BASE_URL is not None  # a local server needs no key
 print(f"judge key ({JUDGE_KEY_NAME}):", "found" if has_key else "not found",
       "| judge:", f"{JUDGE_MODEL} at {JUDGE_BASE_URL or 'api.openai.com'}" if use_judge else "skipped (offline metrics only)")
+judge_endpoint = LLMSettings(model=JUDGE_MODEL, base_url=JUDGE_BASE_URL)  # the key: from the environment
 judge_args = dict(a=str(alpaca["plug"]), b=str(alpaca["mono"]), mode="pairwise", target=TARGET,
-                  model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL)
+                  judge=judge_endpoint, parallel=PARALLEL)
 if use_judge:
     plan = judge.main(out=str(work.judge_dir(TARGET, "alpacaeval")), dry_run=True, **judge_args)
     nb.show_markdown(nb.markdown_table([plan["dry_run"]]))
@@ -153,7 +157,7 @@ if RUN_TRUTHFULQA and use_judge:
     truthful = answers(TRUTHFULQA_SET, "truthfulqa")
     for fmt, f in truthful.items():
         judge.main(str(f), out=str(work.judge_dir(TARGET, f"truthfulqa-{fmt}")), mode="truthful", eval_set=TRUTHFULQA_SET,
-                   target=TARGET, model=JUDGE_MODEL, base_url=JUDGE_BASE_URL, parallel=PARALLEL, report=False)
+                   target=TARGET, judge=judge_endpoint, parallel=PARALLEL, report=False)
         results.append(str(work.judge_dir(TARGET, f"truthfulqa-{fmt}") / "judge.json"))
 else:
     print("X-TruthfulQA skipped" + ("" if use_judge else " (it needs the judge)"))

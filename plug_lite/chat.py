@@ -37,8 +37,8 @@ from typing import Iterator
 
 from . import formats, languages
 from .cli import run
-from .engine import LlamaEngine, StreamPrinter, TurnStats, stats_line
-from .formats import StreamEvent
+from .engine import EngineOptions, LlamaEngine, StreamPrinter, TurnStats, stats_line
+from .formats import AnswerRecord, StreamEvent
 from .gguf_meta import check as check_gguf
 from .io import UserError
 from .spec import PlugSpec
@@ -56,35 +56,32 @@ class ContextOverflow(UserError):
 
 @dataclass
 class Turn:
-    """The outcome of one :meth:`ChatSession.ask`."""
+    """The outcome of one :meth:`ChatSession.ask`: the question, what the model wrote, its parse
+    under the session's spec (None for a plain model) and the counts."""
 
     question: str
     output: str = ""
     parse: formats.PlugParse | None = None
     stats: TurnStats = field(default_factory=TurnStats)
+    spec: PlugSpec | None = None
 
-    def to_dict(self, session: "ChatSession") -> dict:
-        p = self.parse
-        d = {
-            "question": self.question,
-            "answer": p.answer if p else self.output.strip(),
-            "status": p.status if p else "plain",
-            "target_response": p.target if p else self.output.strip(),
-            "pivot_instruction": p.pivot_instruction if p else None,
-            "pivot_response": p.pivot_response if p else None,
-            "preamble": p.preamble if p else "",
-            "extra": p.extra if p else "",
-            "output": self.output,
-            "format": session.mode,
-            "target": session.target.code if session.target else None,
-            "pivot": session.pivot.code if session.pivot and session.mode == "plug" else None,
-            "stats": asdict(self.stats),
-        }
-        return d
+    @property
+    def record(self) -> AnswerRecord:
+        """The answer as every verb records one (:class:`plug_lite.formats.AnswerRecord`)."""
+        if self.parse is None:
+            return AnswerRecord.plain(self.output)
+        return AnswerRecord.from_parse(self.parse, self.output, self.spec)
+
+    def to_dict(self) -> dict:
+        """The question, the answer record with the text before and after its sections, and the stats."""
+        rec = self.record
+        return {"question": self.question, **rec.to_dict(), "preamble": rec.preamble, "extra": rec.extra,
+                "stats": asdict(self.stats)}
 
 
 class ChatSession:
-    """A multi-turn chat with a GGUF. ``ask(text)`` yields :class:`StreamEvent` s (section
+    """A multi-turn chat with a GGUF (loaded with ``options``, or an ``engine`` already loaded).
+    ``ask(text)`` yields :class:`StreamEvent` s (section
     ``pivot_instruction``/``pivot_response``/``target``/``preamble``/``extra``); afterwards
     :attr:`last` holds the :class:`Turn` (parse, stats). Use as a context manager or call
     :meth:`close`.
@@ -102,15 +99,11 @@ class ChatSession:
         pivot: str | None = None,
         think: bool | None = None,
         system: str | None = None,
-        ctx: int | None = None,
-        gpu_layers: int | None = None,
-        threads: int | None = None,
-        lora: str | os.PathLike | None = None,
+        options: EngineOptions | None = None,
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
-        seed: int = 0,
     ) -> None:
-        self.engine = engine or LlamaEngine(model_path, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
+        self.engine = engine or LlamaEngine(model_path, options)
         self.note: str | None = None
         self.spec = self.engine.spec(format=fmt, target=target, pivot=pivot, think=think)
         if self.spec is None:
@@ -170,7 +163,7 @@ class ChatSession:
     def ask(self, text: str) -> Iterator[StreamEvent]:
         """Stream the answer to ``text``; history is updated only when the answer completes."""
         t0 = time.perf_counter()
-        turn = Turn(question=text)
+        turn = Turn(question=text, spec=self.spec)
         self.last = turn
         eng = self.engine
         toks, stop = eng.tokenize(self.messages(text))
@@ -225,7 +218,7 @@ class ChatSession:
         """Ask and wait: the turn as a dict (answer, sections, status, stats)."""
         for _ in self.ask(text):
             pass
-        return self.last.to_dict(self)
+        return self.last.to_dict()
 
     def close(self) -> None:
         self.engine.close()
@@ -316,10 +309,7 @@ def main(
     pivot: str | None = None,
     think: bool | None = None,
     system: str | None = None,
-    ctx: int | None = None,
-    gpu_layers: int | None = None,
-    threads: int | None = None,
-    lora: str | None = None,
+    options: EngineOptions = EngineOptions(),
     max_new_tokens: int = 1024,
     temperature: float = 0.0,
     show_pivot: bool = False,
@@ -335,47 +325,44 @@ def main(
         pivot: pivot language code (default: the GGUF's plug.pivot, else en)
         think: the <think> variant (default: the GGUF's plug.think)
         system: system prompt (default: the format's own)
-        ctx: context size in tokens (default 4096, capped by the model)
-        gpu_layers: layers to offload (default: all when a GPU is usable)
-        threads: CPU threads (default: every usable core)
-        lora: an adapter GGUF to apply over the base model
+        options: how llama.cpp loads the model (--ctx, --gpu-layers, --threads, --lora, --verbose)
         max_new_tokens: tokens per answer
         temperature: 0 = greedy
         show_pivot: print the pivot instruction and draft too
         as_json: one-shot: print all sections, status and stats as JSON
     """
     check_gguf(model)  # a bad path is the error to report, not an empty stdin
-    if lora:
-        check_gguf(lora)
+    if options.lora:
+        check_gguf(options.lora)
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
         if not prompt.strip():
             raise UserError("stdin is empty: give a prompt with --prompt or pipe text in")
-    with ChatSession(model, fmt=fmt, target=target, pivot=pivot, think=think, system=system,
-                     ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora,
+    with ChatSession(model, fmt=fmt, target=target, pivot=pivot, think=think, system=system, options=options,
                      max_new_tokens=max_new_tokens, temperature=temperature) as s:
         if prompt is None:
             return repl(s, show_pivot=show_pivot)
         if s.note:
             print(f"note: {s.note}", file=sys.stderr)
         d = s.answer(prompt.strip())
+        rec = s.last.record
         if as_json:
             d["note"] = s.note
             print(json.dumps(d, ensure_ascii=False, indent=2))
         else:
-            if show_pivot and d["pivot_instruction"] is not None:
-                print(f"{s.pivot.instruction_header} {d['pivot_instruction']}\n\n"
-                      f"{s.pivot.response_header} {d['pivot_response'] or ''}\n")
-            print(d["answer"])
-            if d["status"] not in ("ok", "plain"):
-                print(f"[status {d['status']}]", file=sys.stderr)
+            if show_pivot and rec.pivot_instruction is not None:
+                print(f"{s.pivot.instruction_header} {rec.pivot_instruction}\n\n"
+                      f"{s.pivot.response_header} {rec.pivot_response or ''}\n")
+            print(rec.answer)
+            if rec.status not in ("ok", "plain"):
+                print(f"[status {rec.status}]", file=sys.stderr)
         print(stats_line(s.last.stats), file=sys.stderr)
     return 0
 
 
 def cli(argv: list[str] | None = None) -> int:
     return run(main, argv, prog="plug-lite chat", positional=("model",), names={"fmt": "--format", "as_json": "--json"},
-               choices={"fmt": ("plug", "mono")}, finish=lambda rc, args: rc)
+               choices={"fmt": ("plug", "mono")}, exclude=("options.seed",), finish=lambda rc, args: rc)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@
   command's description the docstring's first paragraph. A verb only names what a signature
   cannot say: positional arguments, other flag names (``fmt`` is ``--format``; ``--lang`` is kept
   as another name of ``--target``), choices.
+* One more rule: a parameter whose type is a dataclass (settings that travel together, such as
+  :class:`plug_lite.engine.EngineOptions` or :class:`plug_lite.llm.LLMSettings`) becomes its
+  fields' flags: field ``ctx`` of ``options: EngineOptions = EngineOptions()`` is ``--ctx``, its
+  default the parameter's default's, its help the line ``options.ctx:`` under ``Args:`` or else the
+  field's ``metadata["help"]``; the flags given are gathered back into one value for ``main``. In
+  ``names``, ``exclude``, ``choices`` and ``extra`` such a field is ``options.ctx``.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-__all__ = ["VERBS", "Param", "description", "function_params", "dataclass_params", "value_type", "add_arguments", "parser_for", "parse",
-           "run", "usage", "main"]
+__all__ = ["VERBS", "Param", "description", "function_params", "dataclass_params", "flag_params", "value_type",
+           "add_arguments", "parser_for", "parse", "run", "usage", "main"]
 
 #: verb -> (module, one-line summary)
 VERBS = {
@@ -57,7 +63,8 @@ class Param:
 
 
 def _doc_args(doc: str | None) -> dict[str, str]:
-    """``name: text`` entries under ``Args:`` in a docstring (continuation lines indented deeper)."""
+    """``name: text`` entries under ``Args:`` in a docstring (continuation lines indented deeper;
+    ``name`` may be ``param.field``)."""
     out: dict[str, str] = {}
     lines = inspect.cleandoc(doc or "").splitlines()
     inside, indent, name = False, None, None
@@ -75,7 +82,7 @@ def _doc_args(doc: str | None) -> dict[str, str]:
         if depth < indent:
             inside = False
             continue
-        m = re.match(r"\s*(\w+):\s*(.*)", line)
+        m = re.match(r"\s*([\w.]+):\s*(.*)", line)
         if depth == indent and m:
             name = m.group(1)
             out[name] = m.group(2).strip()
@@ -102,6 +109,38 @@ def dataclass_params(cls: type) -> list[Param]:
     """The fields of a dataclass (help from each field's ``metadata["help"]``)."""
     hints = typing.get_type_hints(cls)
     return [Param(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
+
+
+def _is_settings(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def flag_params(fn: Callable, exclude: Iterable[str] = ()) -> list[Param]:
+    """The parameters of ``fn`` as flags: a dataclass parameter ``p`` is replaced by its fields,
+    named ``p.field`` (see the module doc)."""
+    exclude = set(exclude)
+    helps = _doc_args(fn.__doc__)
+    out: list[Param] = []
+    for p in function_params(fn, exclude):
+        if not _is_settings(p.type):
+            out.append(p)
+            continue
+        hints = typing.get_type_hints(p.type)
+        value = None if p.default is _REQUIRED else p.default
+        for f in dataclasses.fields(p.type):
+            name = f"{p.name}.{f.name}"
+            if name in exclude or not f.init:
+                continue
+            if value is not None:
+                default = getattr(value, f.name)
+            elif f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = _REQUIRED
+            out.append(Param(name, hints[f.name], default, helps.get(name) or f.metadata.get("help", "")))
+    return out
 
 
 def value_type(tp: Any) -> tuple[type, bool]:
@@ -147,7 +186,7 @@ def add_arguments(ap: argparse.ArgumentParser, params: list[Param], *, positiona
             kw.update(extra.get(p.name, {}))
             ap.add_argument(p.name, **kw)
             continue
-        flags = names.get(p.name) or "--" + p.name.replace("_", "-")
+        flags = names.get(p.name) or "--" + p.name.rpartition(".")[2].replace("_", "-")
         flags = (flags,) if isinstance(flags, str) else tuple(flags)
         kw["dest"] = p.name
         if typ is bool and not many:
@@ -157,6 +196,8 @@ def add_arguments(ap: argparse.ArgumentParser, params: list[Param], *, positiona
             kw.setdefault("metavar", p.name.rstrip("s").upper())
         elif typ is not str:
             kw["type"] = typ
+        if "." in p.name and kw.get("action") is None:  # a field's value is named as its flag, not "OWNER.FIELD"
+            kw["metavar"] = flags[0].lstrip("-").replace("-", "_").upper()
         if required:
             kw["required"] = True
         elif suppress:
@@ -172,19 +213,33 @@ def parser_for(fn: Callable, *, prog: str, exclude: Iterable[str] = (), parser: 
     """An argument parser for ``fn``'s parameters (``how``: see :func:`add_arguments`); its
     description is the first paragraph of ``fn``'s module docstring unless ``parser`` is given."""
     ap = parser or argparse.ArgumentParser(prog=prog, description=description(sys.modules[fn.__module__].__doc__))
-    add_arguments(ap, function_params(fn, exclude), **how)
+    add_arguments(ap, flag_params(fn, exclude), **how)
     return ap
 
 
 def parse(ap: argparse.ArgumentParser, fn: Callable, argv: list[str] | None, drop: Iterable[str] = ()) -> dict:
     """Parsed arguments as ``fn``'s keyword arguments: a flag left unset whose parameter has a
-    default other than None is left out (so ``fn`` keeps its default, e.g. for list parameters)."""
-    defaults = {p.name: p.default for p in function_params(fn)}
-    out = {}
+    default other than None is left out (so ``fn`` keeps its default, e.g. for list parameters);
+    the flags of a dataclass parameter's fields make one value of it (its default with the fields
+    given; fields without a flag keep the default's values)."""
+    params = {p.name: p for p in function_params(fn)}
+    out: dict[str, Any] = {}
+    fields: dict[str, dict[str, Any]] = {}
     for k, v in vars(ap.parse_args(argv)).items():
-        if k in drop or (v is None and defaults.get(k, None) is not None):
+        if k in drop:
             continue
-        out[k] = v
+        owner, dot, name = k.partition(".")
+        if dot:
+            fields.setdefault(owner, {})[name] = v
+        elif v is not None or k not in params or params[k].default is None:
+            out[k] = v
+    for owner, values in fields.items():
+        p = params[owner]
+        if p.default is _REQUIRED:
+            out[owner] = p.type(**values)
+        else:  # as above: an unset flag keeps the default's value
+            given = {k: v for k, v in values.items() if v is not None or getattr(p.default, k) is None}
+            out[owner] = dataclasses.replace(p.default, **given)
     return out
 
 

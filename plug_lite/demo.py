@@ -74,14 +74,15 @@ def _train(data_path: Path, out: Path, fmt: str, target: str, steps: int | None,
     return Path(train_mod.train(cfg))
 
 
-def _export(run: Path, quant: str, out_dir: Path) -> dict:
+def _export(run: Path, quant: str, out_dir: Path) -> runs.ExportRecord:
     from . import export
 
     report = runs.export_report(run, quant)
     if report is not None:
-        print(f"reusing {', '.join(Path(f['path']).name for f in report['files'].values())}", file=sys.stderr)
+        print(f"reusing {', '.join(f.path.name for f in report.files.values())}", file=sys.stderr)
         return report
-    return export.main(run, out_dir=out_dir, quants=[quant], adapter=True)
+    export.main(run, out_dir=out_dir, quants=[quant], adapter=True)
+    return runs.read_export_report(run)
 
 
 def _generate(gguf: Path, target: str, out: Path, limit: int | None, max_new_tokens: int, fmt: str | None = None) -> dict:
@@ -100,10 +101,10 @@ def _base_gguf(model: str, run: Path, gguf_dir: Path) -> Path:
         from . import gemma
 
         return Path(gemma.gguf_path())
-    meta = runs.load_run(run)
-    path = gguf_dir / runs.gguf_name(meta, "F16", kind="base")
+    rec = runs.RunRecord.load(run, adapter=True)
+    path = gguf_dir / runs.gguf_name(rec, "F16", kind="base")
     if not path.exists():
-        convert.hf_to_gguf(runs.resolve_base(meta), path, outtype="f16")
+        convert.hf_to_gguf(runs.resolve_base(rec), path, outtype="f16")
     return path
 
 
@@ -190,8 +191,8 @@ def main(
     exports, ggufs = {}, {}
     for fmt in FORMATS:
         exports[fmt] = _export(run_dirs[fmt], quant, out_gguf)
-        ggufs[fmt] = Path(exports[fmt]["files"][quant]["path"])
-        for w in (exports[fmt].get("verify") or {}).get("warnings", []):
+        ggufs[fmt] = exports[fmt].files[quant].path
+        for w in (exports[fmt].verify.warnings if exports[fmt].verify else []):
             print(f"parity warning ({fmt}): {w}", file=sys.stderr)
 
     step(6, "one-shot chat with the PLUG model (pivot shown)", "chat")
@@ -228,10 +229,11 @@ def main(
     results = []
     if _judge_configured():
         from . import judge
+        from .llm import LLMSettings
 
         judge_out = work.judge_dir(target, EVAL_SET)
         judge_result = judge.main(str(answers["plug"]), str(answers["mono"]), out=str(judge_out), target=target,
-                                  model=judge_model)
+                                  judge=LLMSettings(model=judge_model))
         results = [str(p) for p in [judge_out / "judge.json"] if p.exists()]
     else:
         print("no judge configured: set OPENAI_API_KEY (OpenAI) or PLUG_LITE_JUDGE_BASE_URL="
@@ -251,14 +253,14 @@ def main(
         "seconds": round(time.time() - t0, 1),
         "step_seconds": step.seconds,
         "stopped": {fmt: offline[fmt].get("stopped") for fmt in offline},
-        "export_stops": {fmt: (exports[fmt].get("verify") or {}).get("stops") for fmt in exports},
+        "export_stops": {fmt: _each_dict(r.verify.stops) if r.verify else None for fmt, r in exports.items()},
         "examples": examples,
         "loss_plot": str(loss_png) if loss_png else None,
         "gguf": {fmt: str(p) for fmt, p in ggufs.items()},
         "runs": {fmt: str(p) for fmt, p in run_dirs.items()},
         "answers": {fmt: str(p) for fmt, p in answers.items()},
         "offline": offline,
-        "parity": {fmt: (exports[fmt].get("verify") or {}).get("greedy") for fmt in exports},
+        "parity": {fmt: _each_dict(r.verify.greedy) if r.verify else None for fmt, r in exports.items()},
         "judge": judge_result["aggregate"]["overall"] if judge_result else None,
         "report": str(report_dir / "report.md"),
     }
@@ -274,6 +276,10 @@ FORMATS = ("plug", "mono")
 #: and the token limit of the untuned base's answers (a base model does not stop).
 SHOW = 3
 BASE_TOKENS = 128
+
+
+def _each_dict(scores: dict) -> dict:
+    return {name: s.to_dict() for name, s in scores.items()}
 
 
 def _examples(base: list[dict], plug: list[dict], mono: list[dict], n: int) -> list[dict]:

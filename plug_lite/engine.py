@@ -19,13 +19,28 @@ machine. plug_lite counts the CPUs this process may actually run on:
 * for **prompt processing** (batched, compute-bound) every usable CPU.
 
 ``PLUG_LITE_THREADS`` or an explicit ``--threads`` overrides both.
+
+Options and logs
+----------------
+
+What a verb may choose about llama.cpp (context size, GPU layers, threads, a LoRA adapter, the
+seed, ``--verbose``) travels as one :class:`EngineOptions` value from the verb's ``main`` to
+:class:`LlamaEngine`; the command line makes its fields flags (``--ctx``, ``--gpu-layers``, ...).
+
+llama.cpp logs what it does while it loads a model (tensor types, context and cache sizes; for
+Gemma 3 "llama_kv_cache_iswa: using full-size SWA cache") at its debug, info and warning levels.
+None of it is something a user of ``chat`` or ``generate`` can act on: what plug_lite relies on
+(the chat template, the end-of-turn token, room in the context) it checks itself and reports in
+its own words. So only llama.cpp's errors are shown unless ``verbose`` is set
+(:func:`llama_log`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -35,8 +50,8 @@ from .io import UserError
 from .languages import Language
 from .spec import PlugSpec
 
-__all__ = ["usable_cpus", "physical_cores", "default_threads", "DEFAULT_CTX", "TurnStats", "LlamaEngine",
-           "Greedy", "stats_line", "StreamPrinter"]
+__all__ = ["usable_cpus", "physical_cores", "default_threads", "DEFAULT_CTX", "EngineOptions", "llama_log",
+           "TurnStats", "LlamaEngine", "Greedy", "stats_line", "StreamPrinter"]
 
 #: The context size when none is asked for (capped by what the model was trained for).
 DEFAULT_CTX = 4096
@@ -97,6 +112,57 @@ def default_threads() -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------
+# What a verb may choose about llama.cpp, and its log.
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How llama.cpp loads and runs a GGUF. ``chat`` and ``generate`` take one (each field is a
+    flag); export's parity check loads its files with ``ctx=1024``."""
+
+    ctx: int | None = field(default=None, metadata={"help": "llama.cpp context size in tokens (default 4096, capped by the model)"})
+    gpu_layers: int | None = field(default=None, metadata={"help": "layers llama.cpp offloads to the GPU (default: all when a GPU is usable)"})
+    threads: int | None = field(default=None, metadata={"help": "llama.cpp CPU threads (default: every usable core)"})
+    lora: str | None = field(default=None, metadata={"help": "an adapter GGUF to apply over the base model (llama.cpp)"})
+    seed: int = field(default=0, metadata={"help": "llama.cpp's sampling seed"})
+    verbose: bool = field(default=False, metadata={"help": "show llama.cpp's own log (by default only its errors)"})
+
+
+# ggml's log levels (ggml.h, enum ggml_log_level); CONT continues the previous message.
+_NONE, _DEBUG, _INFO, _WARN, _ERROR, _CONT = range(6)
+_log_state = {"shown_from": _ERROR, "last": _NONE, "callback": None, "held": None}
+
+
+def llama_log(verbose: bool = False) -> None:
+    """Route llama.cpp's log (every model and context it loads, in this process) to stderr:
+    only its errors, or everything when ``verbose``. See the module doc for why.
+
+    This replaces llama-cpp-python's own filter, which in 0.3.36 reads ggml's levels with an older
+    numbering (INFO=1, WARN=2, ERROR=3; ggml.h now has DEBUG=1, INFO=2, WARN=3, ERROR=4): with
+    ``verbose=False`` it prints llama.cpp's warnings, such as Gemma 3's SWA cache line at every
+    start of ``plug-lite chat``, and drops its errors.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    _log_state["shown_from"] = _NONE if verbose else _ERROR
+    if _log_state["callback"] is None:
+        @llama_cpp.llama_log_callback
+        def callback(level: int, text: bytes, user_data) -> None:
+            if level != _CONT:
+                _log_state["last"] = level
+            if _log_state["held"] is not None and _log_state["last"] >= _ERROR:
+                _log_state["held"].append(text.decode("utf-8", "replace"))
+            elif _log_state["last"] >= _log_state["shown_from"]:
+                sys.stderr.write(text.decode("utf-8", "replace"))
+                sys.stderr.flush()
+
+        _log_state["callback"] = callback  # kept: llama.cpp holds only a pointer to it
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+# --------------------------------------------------------------------------------------------
 # The engine: one loaded GGUF, chat formatting and a token-by-token text stream.
 
 
@@ -124,44 +190,38 @@ class Greedy(list):
 class LlamaEngine:
     """A GGUF loaded with llama-cpp-python, and what its metadata says about PLUG."""
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike,
-        *,
-        ctx: int | None = None,
-        gpu_layers: int | None = None,
-        threads: int | None = None,
-        lora: str | os.PathLike | None = None,
-        seed: int = 0,
-        vocab_only: bool = False,
-        batch: int | None = None,
-    ) -> None:
-        """``vocab_only``: load the tokenizer and chat template but no weights (formatting and
-        tokenizing only). ``batch``: tokens per llama.cpp batch (llama-cpp-python's default 512);
-        the context keeps room for that many rows of logits, vocabulary-wide."""
+    def __init__(self, model_path: str | os.PathLike, options: EngineOptions | None = None, *,
+                 vocab_only: bool = False, batch: int | None = None, **fields) -> None:
+        """Load ``model_path`` with ``options`` (``fields`` of :class:`EngineOptions` given by
+        keyword override them: ``LlamaEngine(path, ctx=1024)``). ``vocab_only``: the tokenizer and
+        chat template but no weights (formatting and tokenizing only). ``batch``: tokens per
+        llama.cpp batch (llama-cpp-python's default 512); the context keeps room for that many rows
+        of logits, vocabulary-wide."""
         import llama_cpp
 
+        self.options = opts = replace(options or EngineOptions(), **fields)
         self.path = gguf_meta.check(model_path)
-        if lora is not None:
-            lora = gguf_meta.check_lora(lora, self.path)
+        lora = gguf_meta.check_lora(opts.lora, self.path) if opts.lora is not None else None
         header = gguf_meta.read_metadata(self.path)
         self.architecture = header.get("general.architecture")
         train_ctx = header.get(f"{self.architecture}.context_length")
         self.context_length = int(train_ctx) if train_ctx else None
         # The default is capped by what the model was trained for; an explicit ctx is kept when
         # the model allows it.
-        if ctx is not None and ctx < 1:
-            raise UserError(f"--ctx {ctx}: the context must be at least 1 token")
-        if ctx is not None and self.context_length and ctx > self.context_length:
-            raise UserError(f"--ctx {ctx}: {self.path.name} was trained for {self.context_length} tokens at most")
-        n_ctx = ctx or min(DEFAULT_CTX, self.context_length or DEFAULT_CTX)
+        if opts.ctx is not None and opts.ctx < 1:
+            raise UserError(f"--ctx {opts.ctx}: the context must be at least 1 token")
+        if opts.ctx is not None and self.context_length and opts.ctx > self.context_length:
+            raise UserError(f"--ctx {opts.ctx}: {self.path.name} was trained for {self.context_length} tokens at most")
+        n_ctx = opts.ctx or min(DEFAULT_CTX, self.context_length or DEFAULT_CTX)
+        gpu_layers = opts.gpu_layers
         if gpu_layers is None:
             gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
         self.gpu_layers = gpu_layers
         # every usable core unless threads says otherwise (llama-cpp-python's own default is half)
-        n_threads, n_threads_batch = (threads, threads) if threads else default_threads()
+        n_threads, n_threads_batch = (opts.threads, opts.threads) if opts.threads else default_threads()
         self.threads = (n_threads, n_threads_batch)
-        kwargs = dict(n_gpu_layers=gpu_layers, seed=seed, verbose=False, n_ctx=n_ctx,
+        llama_log(opts.verbose)
+        kwargs = dict(n_gpu_layers=gpu_layers, seed=opts.seed, verbose=opts.verbose, n_ctx=n_ctx,
                       n_threads=n_threads, n_threads_batch=n_threads_batch)
         if vocab_only:
             kwargs["vocab_only"] = True
@@ -217,10 +277,15 @@ class LlamaEngine:
 
         import llama_cpp
 
-        adapter = llama_cpp.llama_adapter_lora_init(self.llm.model, str(lora).encode("utf-8"))
+        _log_state["held"] = held = []  # llama.cpp's reason goes into our one line, not beside it
+        try:
+            adapter = llama_cpp.llama_adapter_lora_init(self.llm.model, str(lora).encode("utf-8"))
+        finally:
+            _log_state["held"] = None
         if not adapter:  # a NULL pointer is falsy
             self.close()
-            raise UserError(f"{lora}: llama.cpp refused the adapter for {self.path.name}")
+            why = " ".join("".join(held).split()).rpartition("failed to apply lora adapter: ")[2]
+            raise UserError(f"{lora}: llama.cpp refused the adapter for {self.path.name}" + (f" ({why})" if why else ""))
         self.llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
         adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
         if llama_cpp.llama_set_adapters_lora(self.llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)):

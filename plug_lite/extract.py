@@ -3,7 +3,7 @@
 ``plug-lite extract OUTPUTS.jsonl --target zh [--pivot en] [--format plug] [--field output]
 [--out OUT]`` reads a JSON or JSONL file of records, parses the text in ``--field`` with
 :func:`plug_lite.formats.parse` and writes the same records with these fields added (the raw
-output is kept as it was)::
+output is kept as it was; :meth:`plug_lite.formats.AnswerRecord.extract_fields`)::
 
     "extracted": <the answer a user or judge should see>,
     "extract_status": "ok" | "truncated" | "monolingual" | "not_found",
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import formats
 from .cli import run
+from .formats import AnswerRecord
 from .io import UserError, read_records, refuse_overwrite, strip_where, write_jsonl
 from .spec import FORMATS, PlugSpec
 
@@ -46,15 +47,7 @@ def extract_record(rec: dict, *, target: str, pivot: str = "en", fmt: str = "plu
         raise UserError(f"{where}: field {field!r} must be text, got {type(text).__name__}")
     parsed = formats.parse(text, target=target, pivot=pivot, fmt=fmt, finished=_finished(rec))
     out = strip_where(rec)
-    out.update(
-        extracted=parsed.answer,
-        extract_status=parsed.status,
-        pivot_instruction=parsed.pivot_instruction,
-        pivot_response=parsed.pivot_response,
-        target_response=parsed.target,
-        extract_preamble=parsed.preamble,
-        extract_extra=parsed.extra,
-    )
+    out.update(AnswerRecord.from_parse(parsed, text).extract_fields())
     return out
 
 

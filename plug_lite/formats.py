@@ -42,8 +42,9 @@ into a header, and its per-section output always equals the batch parse of the w
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 from . import languages
 from .languages import Language
@@ -54,6 +55,8 @@ __all__ = [
     "SECTIONS",
     "STATUSES",
     "PlugParse",
+    "AnswerRecord",
+    "upgrade_answer",
     "StreamEvent",
     "StreamParser",
     "render",
@@ -178,10 +181,90 @@ class PlugParse:
         parts = [self.preamble, self.pivot_instruction or "", self.extra]
         return "\n\n".join(p for p in parts if p)
 
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """One model answer as plug-lite writes it down: the raw ``output``, what :func:`parse` made
+    of it, and the spec it was parsed under. ``generate`` (one line of an answers file), ``chat``
+    (``--json``, :meth:`plug_lite.chat.Turn.to_dict`) and ``extract`` all write this record;
+    judge, report and metrics read it.
+
+    ``target`` is the target *language* and ``target_response`` the answer written in it;
+    ``pivot`` is None when no pivot is written (``mono``). ``status`` is one of
+    :data:`STATUSES`, or ``plain`` for a chat model without PLUG metadata. ``format`` is one of
+    :data:`FORMATS`, ``plain``, or ``translate_test`` (generate's baseline). ``preamble`` and
+    ``extra`` (text before and after the sections) are shown by chat and extract but not kept in
+    an answers file.
+    """
+
+    output: str
+    answer: str
+    status: str
+    target_response: str | None
+    pivot_instruction: str | None = None
+    pivot_response: str | None = None
+    format: str | None = None
+    target: str | None = None
+    pivot: str | None = None
+    preamble: str = ""
+    extra: str = ""
+
+    #: An answers file's fields of the record, in the order they are written.
+    FIELDS: ClassVar[tuple[str, ...]] = ("output", "answer", "status", "target_response", "pivot_instruction",
+                                         "pivot_response", "format", "target", "pivot")
+
+    @classmethod
+    def from_parse(cls, parsed: PlugParse, output: str, spec: PlugSpec | None = None) -> "AnswerRecord":
+        """The record of ``output`` parsed as ``parsed`` (``spec``: the format and languages it was
+        parsed under; without one only the parse's format is known)."""
+        return cls(output=output, answer=parsed.answer, status=parsed.status, target_response=parsed.target,
+                   pivot_instruction=parsed.pivot_instruction, pivot_response=parsed.pivot_response,
+                   format=spec.format if spec else parsed.format, target=spec.target if spec else None,
+                   pivot=spec.pivot_used if spec else None, preamble=parsed.preamble, extra=parsed.extra)
+
+    @classmethod
+    def parsed(cls, output: str, spec: PlugSpec, *, finished: bool = True) -> "AnswerRecord":
+        """Parse ``output`` as ``spec`` says (``finished=False``: cut by a token limit) and record it."""
+        return cls.from_parse(parse(output, **spec.parser_args(), finished=finished), output, spec)
+
+    @classmethod
+    def plain(cls, output: str) -> "AnswerRecord":
+        """The answer of a model without PLUG metadata: its whole text, status ``plain``."""
+        text = output.strip()
+        return cls(output=output, answer=text, status="plain", target_response=text, format="plain")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AnswerRecord":
+        """The record in a line of an answers file, written by any version (:func:`upgrade_answer`)."""
+        d = upgrade_answer(d)
+        return cls(**{k: d.get(k) for k in cls.FIELDS if k not in ("output", "answer", "status")},
+                   output=d.get("output") or "", answer=d.get("answer") or "", status=d.get("status") or "",
+                   preamble=d.get("preamble") or "", extra=d.get("extra") or "")
+
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["answer"] = self.answer
-        return d
+        """The record's fields of an answers file (:data:`FIELDS`)."""
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    def extract_fields(self) -> dict:
+        """What ``plug-lite extract`` adds to a record of its own: the answer and status under
+        other names (``extracted``, ``extract_status``), since the record may hold an ``answer``
+        and a ``status`` already, and the sections."""
+        return {"extracted": self.answer, "extract_status": self.status, "pivot_instruction": self.pivot_instruction,
+                "pivot_response": self.pivot_response, "target_response": self.target_response,
+                "extract_preamble": self.preamble, "extract_extra": self.extra}
+
+
+def upgrade_answer(rec: dict) -> dict:
+    """An answer record in today's field names. Records written before the language was named
+    ``target`` everywhere hold it in ``lang`` and the target-language answer in ``target``;
+    they are returned renamed (a new dict), others unchanged."""
+    if "lang" not in rec or "target_response" in rec:
+        return rec
+    out = {k: v for k, v in rec.items() if k not in ("lang", "target")}
+    out["target_response"] = rec.get("target")
+    out["target"] = rec["lang"]
+    return out
 
 
 _MARK = r"(?:\*\*|__)"

@@ -10,7 +10,7 @@ has exactly these fields (judge, report and metrics read them)::
     seconds, finish_reason, generator, decoding {...}
 
 (Files written before these names held the language in ``lang`` and the target section in
-``target``; every reader takes both, see :func:`plug_lite.spec.upgrade_answer`.)
+``target``; every reader takes both, see :func:`plug_lite.formats.upgrade_answer`.)
 
 The target language, format, pivot and think variant default to what the model records: a
 GGUF's ``plug.*`` keys, or a training run folder's ``plug_run.json``.
@@ -37,20 +37,23 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import formats, gguf_meta, languages, llm, runs
 from .cli import parse, parser_for
-from .engine import LlamaEngine
+from .engine import EngineOptions, LlamaEngine
+from .formats import AnswerRecord, upgrade_answer
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
-from .spec import FORMATS, PlugSpec, upgrade_answer
+from .spec import FORMATS, PlugSpec
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
            "make_backend", "generate", "summarize", "main", "cli", "SelfTranslator", "translate_test_record"]
 
-FIELDS = ("id", "instruction", "category", "dataset", "output", "answer", "status", "target_response",
-          "pivot_instruction", "pivot_response", "format", "target", "pivot", "tokens", "seconds",
+#: The fields of one line: the instruction's, the answer's (:class:`plug_lite.formats.AnswerRecord`),
+#: then how it was made.
+FIELDS = ("id", "instruction", "category", "dataset", *AnswerRecord.FIELDS, "tokens", "seconds",
           "finish_reason", "generator", "decoding")
 
 
@@ -86,9 +89,8 @@ def load_instructions(name_or_path: str, lang: str, limit: int | None = None) ->
 class LlamaCppBackend:
     name = "llama.cpp"
 
-    def __init__(self, model: str, *, ctx: int | None = None, gpu_layers: int | None = None,
-                 threads: int | None = None, lora: str | None = None, seed: int = 0) -> None:
-        self.engine = LlamaEngine(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
+    def __init__(self, model: str, options: EngineOptions | None = None) -> None:
+        self.engine = LlamaEngine(model, options)
         self.default_name = Path(model).stem
 
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
@@ -189,15 +191,18 @@ class TransformersBackend:
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, model_name: str | None = None,
-                 max_retries: int = 5, timeout: float = 600.0) -> None:
+    def __init__(self, endpoint: llm.LLMSettings) -> None:
+        """The model at ``endpoint.base_url`` (``endpoint.model``, else the first it lists; key
+        ``endpoint.api_key``, else ``OPENAI_API_KEY``)."""
         import openai
 
         self._openai = openai
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
+        key = endpoint.api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
         self._secret = key
-        self.base_url = base_url
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=max_retries, timeout=timeout)
+        self.base_url = base_url = endpoint.base_url
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=endpoint.max_retries,
+                                    timeout=endpoint.timeout)
+        model_name = endpoint.model
         if not model_name:
             models = self._call(lambda: self.client.models.list())
             ids = [m.id for m in models.data]
@@ -237,12 +242,17 @@ class OpenAIBackend:
         self.client.close()
 
 
-def make_backend(model: str | None, *, backend: str | None = None, base_url: str | None = None,
-                 api_key: str | None = None, model_name: str | None = None, base: str | None = None,
-                 ctx: int | None = None, gpu_layers: int | None = None, threads: int | None = None,
-                 lora: str | None = None, seed: int = 0, max_retries: int = 5):
+#: The endpoint ``generate`` answers with when it is given a base URL (a long timeout: an answer
+#: of a thousand tokens from a local server on a CPU).
+ENDPOINT = llm.LLMSettings(timeout=600.0)
+
+
+def make_backend(model: str | None, *, backend: str | None = None, endpoint: llm.LLMSettings = ENDPOINT,
+                 base: str | None = None, options: EngineOptions | None = None):
+    """The backend for ``model`` (or ``endpoint.base_url``), chosen by ``backend`` or by what
+    ``model`` is: a .gguf file (llama.cpp), a folder (transformers), none (the endpoint)."""
     if backend is None:
-        if base_url:
+        if endpoint.base_url:
             backend = "openai"
         elif model is None:
             raise UserError("give a model (a .gguf file or an HF folder) or --base-url")
@@ -251,15 +261,15 @@ def make_backend(model: str | None, *, backend: str | None = None, base_url: str
         else:
             backend = "llama.cpp"
     if backend == "openai":
-        if not base_url:
+        if not endpoint.base_url:
             raise UserError("--backend openai needs --base-url")
-        return OpenAIBackend(base_url, api_key=api_key, model_name=model_name or model, max_retries=max_retries)
+        return OpenAIBackend(replace(endpoint, model=endpoint.model or model))
     if model is None:
         raise UserError(f"--backend {backend} needs a model path")
     if not Path(model).exists():
         raise UserError(f"{model}: not found")
     if backend == "llama.cpp":
-        return LlamaCppBackend(model, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed)
+        return LlamaCppBackend(model, options)
     if backend == "transformers":
         return TransformersBackend(model, base=base)
     raise UserError(f"unknown backend {backend!r}; expected llama.cpp, transformers or openai")
@@ -278,7 +288,7 @@ def recorded_spec(model: str | None) -> dict:
     if path.is_file() and (path.suffix.lower() == ".gguf" or _starts_with(path, gguf_meta.MAGIC)):
         return PlugSpec.gguf_values(gguf_meta.read_metadata(gguf_meta.check(path)))
     if path.is_dir() and runs.is_finished(path):
-        return {k: v for k, v in runs.run_spec(runs.read_run(path)).run_fields().items() if v not in (None, "")}
+        return {k: v for k, v in runs.RunRecord.load(path).spec.run_fields().items() if v not in (None, "")}
     return {}
 
 
@@ -304,24 +314,23 @@ def split_tokens(pieces: list[str] | None, spec: PlugSpec, completion_tokens: in
 
 
 def answer_record(rec: dict, gen: dict, *, spec: PlugSpec, seconds: float, generator: str, decoding: dict) -> dict:
-    finished = gen["finish_reason"] != "length"
-    p = formats.parse(gen["output"], **spec.parser_args(), finished=finished)
+    """The line of an answers file for the instruction ``rec`` and the backend's answer ``gen``."""
+    answer = AnswerRecord.parsed(gen["output"], spec, finished=gen["finish_reason"] != "length")
     piv, tgt = split_tokens(gen["pieces"], spec, gen["completion_tokens"])
+    return _line(rec, answer, gen, pivot_tokens=piv, target_tokens=tgt, seconds=seconds, generator=generator,
+                 decoding=decoding)
+
+
+def _line(rec: dict, answer: AnswerRecord, gen: dict, *, pivot_tokens: int | None, target_tokens: int | None,
+          seconds: float, generator: str, decoding: dict) -> dict:
     out = {
         "id": rec["id"],
         "instruction": rec["instruction"],
         "category": rec.get("category"),
         "dataset": rec.get("dataset"),
-        "output": gen["output"],
-        "answer": p.answer,
-        "status": p.status,
-        "target_response": p.target,
-        "pivot_instruction": p.pivot_instruction,
-        "pivot_response": p.pivot_response,
-        "format": spec.format,
-        "target": spec.target,
-        "pivot": spec.pivot_used,
-        "tokens": {"prompt": gen["prompt_tokens"], "completion": gen["completion_tokens"], "pivot": piv, "target": tgt},
+        **answer.to_dict(),
+        "tokens": {"prompt": gen["prompt_tokens"], "completion": gen["completion_tokens"], "pivot": pivot_tokens,
+                   "target": target_tokens},
         "seconds": round(seconds, 3),
         "finish_reason": gen["finish_reason"],
         "generator": generator,
@@ -377,20 +386,20 @@ def translate_test_record(backend, translator, rec: dict, *, system: str | None,
     gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     pivot_answer = gen["output"].strip()
     answer = translator(pivot_answer, source=pivot.code, target=target.code) if pivot_answer else ""
-    # The usual record (every field answer_record writes), with the three texts of this baseline.
-    row = answer_record(rec, gen, spec=spec, seconds=0.0, generator=generator, decoding=decoding)
-    row.update(
+    # The usual line, with the three texts of this baseline: every generated token is the pivot's.
+    record = AnswerRecord(
+        output=gen["output"],
         answer=answer,
         status="not_found" if not pivot_answer else "truncated" if gen["finish_reason"] == "length" else "ok",
         target_response=answer if pivot_answer else None,
         pivot_instruction=pivot_instruction,
         pivot_response=pivot_answer or None,
         format=TRANSLATE_TEST,
+        target=spec.target,
         pivot=pivot.code,
-        tokens={**row["tokens"], "pivot": gen["completion_tokens"], "target": None},
-        seconds=round(time.perf_counter() - t0, 3),
     )
-    return row
+    return _line(rec, record, gen, pivot_tokens=gen["completion_tokens"], target_tokens=None,
+                 seconds=time.perf_counter() - t0, generator=generator, decoding=decoding)
 
 
 def summarize(records: Iterable[dict]) -> dict:
@@ -499,9 +508,7 @@ def main(
     fmt: str | None = None,
     pivot: str | None = None,
     backend: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    model_name: str | None = None,
+    endpoint: llm.LLMSettings = ENDPOINT,
     base: str | None = None,
     limit: int | None = None,
     system: str | None = None,
@@ -509,16 +516,10 @@ def main(
     temperature: float = 0.0,
     seed: int = 0,
     generator: str | None = None,
-    ctx: int | None = None,
-    gpu_layers: int | None = None,
-    threads: int | None = None,
-    lora: str | None = None,
-    max_retries: int = 5,
+    options: EngineOptions = EngineOptions(),
     progress: bool = True,
     translate_test: str | None = None,
-    translator_model: str | None = None,
-    translator_base_url: str | None = None,
-    translator_api_key: str | None = None,
+    translator: llm.LLMSettings = llm.LLMSettings(),
 ) -> dict:
     """Answer every instruction of ``eval_set`` with ``model`` into ``out``; returns the summary
     (see :func:`generate`).
@@ -531,30 +532,30 @@ def main(
         fmt: answer format (default: the model's, else plug)
         pivot: pivot language (default: the model's, else en)
         backend: llama.cpp, transformers or openai (default: from the model path / --base-url)
-        base_url: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1
-        api_key: endpoint key (default: $OPENAI_API_KEY); never printed
-        model_name: model name at the endpoint (default: its first listed model)
+        endpoint: the OpenAI-compatible endpoint of the openai backend (its fields are flags)
+        endpoint.model: model name at the endpoint (default: its first listed model)
+        endpoint.base_url: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1
+        endpoint.api_key: endpoint key (default: $OPENAI_API_KEY); never printed
+        endpoint.max_retries: endpoint retries with backoff (the translator's too)
         base: base model folder for an adapter (default: from adapter_config.json)
         limit: answer the first N instructions only
         system: system prompt (default: the format's own)
         max_new_tokens: tokens per answer
         temperature: 0 = greedy (default, as the paper)
-        seed: sampling seed
+        seed: sampling seed (llama.cpp's too)
         generator: name written in each record (default: from the model)
-        ctx: llama.cpp context size
-        gpu_layers: llama.cpp layers on the GPU (default: all when a GPU is usable)
-        threads: llama.cpp CPU threads (default: every usable core)
-        lora: llama.cpp: an adapter GGUF over the base GGUF
-        max_retries: endpoint retries with backoff
+        options: how llama.cpp loads a .gguf model (--ctx, --gpu-layers, --threads, --lora, --verbose)
         progress: show a progress bar
         translate_test: the translate-test baseline: translate each instruction into the pivot,
             answer it there, translate the answer back; with an LLM endpoint (llm, the default) or
             the model itself (self)
-        translator_model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
-        translator_base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
-        translator_api_key: translator key (prefer env OPENAI_API_KEY); never printed
+        translator: the translator's endpoint for --translate-test llm; it retries as the endpoint
+            does (--max-retries) and answers in up to twice --max-new-tokens (at least 1024)
+        translator.model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
+        translator.base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
+        translator.api_key: translator key (prefer env OPENAI_API_KEY); never printed
     """
-    refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": lora, "--base": base})
+    refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": options.lora, "--base": base})
     recorded = recorded_spec(model)
     target = target or recorded.get("target")
     if not target:
@@ -567,28 +568,26 @@ def main(
         if fmt:
             raise UserError("--translate-test answers in its own format (translate_test): drop --format")
         if translate_test == "llm":
-            tt_cfg = llm.settings(translator_model, translator_base_url, translator_api_key, max_retries=max_retries,
-                                  max_tokens=max(1024, 2 * max_new_tokens))
-    be = make_backend(model, backend=backend, base_url=base_url, api_key=api_key, model_name=model_name,
-                      base=base, ctx=ctx, gpu_layers=gpu_layers, threads=threads, lora=lora, seed=seed,
-                      max_retries=max_retries)
-    translator = None
+            tt_cfg = replace(translator, max_retries=endpoint.max_retries,
+                             max_tokens=max(1024, 2 * max_new_tokens)).resolved()
+    be = make_backend(model, backend=backend, endpoint=endpoint, base=base, options=replace(options, seed=seed))
+    to_pivot_and_back = None  # the translate-test baseline's translator
     try:
         fmt = fmt or recorded.get("format") or "plug"
         pivot = pivot or recorded.get("pivot") or "en"
         if tt_cfg is not None:
             from .translation import TextTranslator
 
-            translator = TextTranslator(tt_cfg, Path(out).with_name(Path(out).stem + ".translate-cache.jsonl"))
+            to_pivot_and_back = TextTranslator(tt_cfg, Path(out).with_name(Path(out).stem + ".translate-cache.jsonl"))
         elif translate_test == "self":
-            translator = SelfTranslator(be, max_new_tokens=2 * max_new_tokens, seed=seed)
+            to_pivot_and_back = SelfTranslator(be, max_new_tokens=2 * max_new_tokens, seed=seed)
         summary = generate(be, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            generator=generator, progress=progress, think=bool(recorded.get("think")),
-                           translator=translator)
+                           translator=to_pivot_and_back)
     finally:
-        if translator is not None:
-            translator.close()
+        if to_pivot_and_back is not None:
+            to_pivot_and_back.close()
         be.close()
     return summary
 
@@ -611,7 +610,12 @@ def _finish(s: dict, args: dict) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     ap = parser_for(main, prog="plug-lite generate", positional=("model",),
-                    names={"target": ("--target", "--lang"), "fmt": "--format"},
+                    names={"target": ("--target", "--lang"), "fmt": "--format", "endpoint.model": "--model-name",
+                           "translator.model": "--translator-model", "translator.base_url": "--translator-base-url",
+                           "translator.api_key": "--translator-api-key"},
+                    exclude=("endpoint.timeout", "endpoint.temperature", "endpoint.max_tokens", "translator.timeout",
+                             "translator.max_retries", "translator.temperature", "translator.max_tokens",
+                             "options.seed"),
                     choices={"fmt": FORMATS, "backend": ("llama.cpp", "transformers", "openai")},
                     extra={"translate_test": {"nargs": "?", "const": "llm", "choices": ("llm", "self")}})
     args = parse(ap, main, argv)

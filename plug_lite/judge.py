@@ -46,9 +46,9 @@ from typing import Any, Callable
 
 from . import llm
 from .cli import run
+from .formats import upgrade_answer
 from .io import UserError, read_records, redact, write_json
 from .reporting import write_report
-from .spec import upgrade_answer
 
 __all__ = [
     "MODES",
@@ -706,18 +706,13 @@ def main(
     mode: str = "pairwise",
     eval_set: str | None = None,
     target: str | None = None,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
+    judge: llm.LLMSettings = llm.LLMSettings(),
     judge_prompts: str | None = None,
     prompt_name: str | None = None,
     cache: str | None = None,
     parallel: int = 4,
     limit: int | None = None,
     intersect: bool = False,
-    max_retries: int = 5,
-    timeout: float = 120.0,
-    max_tokens: int = 1024,
     dry_run: bool = False,
     price_in: float | None = None,
     price_out: float | None = None,
@@ -738,18 +733,19 @@ def main(
         mode: pairwise, single, truthful or svamp
         eval_set: evaluation set (name or file) for references (truthful, svamp)
         target: target language code (default: the answer file's)
-        model: judge model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
-        base_url: OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
-        api_key: API key (prefer env OPENAI_API_KEY / PLUG_LITE_JUDGE_API_KEY)
+        judge: the judge's endpoint (its fields are the flags below)
+        judge.model: judge model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
+        judge.base_url: OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
+        judge.api_key: API key (prefer env OPENAI_API_KEY / PLUG_LITE_JUDGE_API_KEY)
+        judge.timeout: seconds per request
+        judge.max_retries: client retries on 408/409/429/5xx/timeouts (exponential backoff)
+        judge.max_tokens: judge tokens per reply
         judge_prompts: MT-bench-style prompt file (JSONL: name, system_prompt, prompt_template, output_format)
         prompt_name: which prompt of --judge-prompts
         cache: call cache (default OUT/judge_cache.jsonl)
         parallel: judge calls in flight
         limit: judge only the first N
         intersect: judge only the ids both files hold
-        max_retries: client retries on 408/409/429/5xx/timeouts (exponential backoff)
-        timeout: seconds per request
-        max_tokens: judge tokens per reply
         dry_run: print calls, tokens and cost; spend nothing
         price_in: USD per 1M input tokens
         price_out: USD per 1M output tokens
@@ -760,8 +756,7 @@ def main(
         report: write the report (report.md/.json/.png) into the output folder too
     """
     _check_mode(mode, b, eval_set)
-    cfg = llm.settings(model, base_url, api_key, timeout=timeout, max_retries=max_retries,
-                       max_tokens=max_tokens, need_key=not dry_run and not (mode == "svamp" and not llm_extract))
+    cfg = judge.resolved(need_key=not dry_run and not (mode == "svamp" and not llm_extract))
     prompt = load_prompt_file(judge_prompts, mode, prompt_name) if judge_prompts else default_prompt(mode)
     out_dir = Path(out)
     cache_path = Path(cache) if cache else out_dir / "judge_cache.jsonl"
@@ -868,7 +863,7 @@ def _finish(res: dict, args: dict) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     return run(main, argv, prog="plug-lite judge", finish=_finish, positional=("a", "b"),
-               names={"target": ("--target", "--lang")}, choices={"mode": MODES})
+               names={"target": ("--target", "--lang")}, choices={"mode": MODES}, exclude=("judge.temperature",))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """One OpenAI-compatible chat client and an on-disk call cache, shared by ``judge`` and
 ``translate``.
 
-* :func:`settings` resolves model, base URL and key from flags, then ``PLUG_LITE_JUDGE_*``, then
-  ``OPENAI_*`` environment variables. The key is kept out of every repr, message and file.
+* :class:`LLMSettings` is an endpoint and how to call it, passed whole; :meth:`LLMSettings.resolved`
+  fills model, base URL and key from ``PLUG_LITE_JUDGE_*``, then ``OPENAI_*`` environment
+  variables. The key is kept out of every repr, message and file.
 * :class:`Client` wraps the official ``openai`` client. Retries with exponential backoff on 408,
   409, 429, 5xx, timeouts and dropped connections are the client's own (``max_retries``,
   ``timeout``); other statuses (400, 422...) are not retried, and error texts say how many
@@ -25,7 +26,7 @@ import os
 import sys
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -33,7 +34,6 @@ from .io import JsonlAppender, UserError, read_json, read_jsonl_resumable, redac
 
 __all__ = [
     "LLMSettings",
-    "settings",
     "Client",
     "FatalLLMError",
     "CallCache",
@@ -53,51 +53,47 @@ class FatalLLMError(UserError):
     """An error that retrying cannot fix (bad key, no permission): the run stops."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LLMSettings:
-    model: str
-    base_url: str | None
-    api_key: str = field(repr=False)
-    timeout: float = 120.0
-    max_retries: int = 5
+    """An OpenAI-compatible endpoint and how to call it; ``judge``, ``translate`` and ``generate``
+    take one whole (each field a flag: ``--model``, ``--base-url``, ...). Fields left None are
+    found by :meth:`resolved`. The key is kept out of every repr, message and file."""
+
+    model: str | None = field(default=None, metadata={"help": f"model name (env PLUG_LITE_JUDGE_MODEL; default {DEFAULT_MODEL})"})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)"})
+    api_key: str | None = field(default=None, repr=False, metadata={"help": "API key (prefer env OPENAI_API_KEY); never printed"})
+    timeout: float = field(default=120.0, metadata={"help": "seconds per request"})
+    max_retries: int = field(default=5, metadata={"help": "client retries on 408/409/429/5xx/timeouts (exponential backoff)"})
     temperature: float = 0.0
-    max_tokens: int = 1024
+    max_tokens: int = field(default=1024, metadata={"help": "tokens per reply"})
+
+    def resolved(self, *, need_key: bool = True) -> "LLMSettings":
+        """These settings with the model, base URL and key filled from ``PLUG_LITE_JUDGE_*``, then
+        ``OPENAI_*`` environment variables (model: :data:`DEFAULT_MODEL`). Without any key an
+        endpoint that needs one (no ``base_url``) is a :class:`UserError` when ``need_key``."""
+        env = os.environ
+        model = self.model or env.get("PLUG_LITE_JUDGE_MODEL") or DEFAULT_MODEL
+        base_url = self.base_url or env.get("PLUG_LITE_JUDGE_BASE_URL") or env.get("OPENAI_BASE_URL") or None
+        key = self.api_key or env.get("PLUG_LITE_JUDGE_API_KEY") or env.get("OPENAI_API_KEY") or ""
+        if not key:
+            if need_key and not base_url:
+                raise UserError(
+                    "no API key: set OPENAI_API_KEY (or PLUG_LITE_JUDGE_API_KEY), or pass --base-url "
+                    "for a local server (llama-server, vLLM, Ollama) that needs none"
+                )
+            key = "no-key"  # local servers ignore it; the client insists on a value
+        return replace(self, model=model, base_url=base_url, api_key=key)
 
     def public(self) -> dict:
         """Settings safe to write into a results file (no key)."""
         return {
             "model": self.model,
-            "base_url": redact(self.base_url or "https://api.openai.com/v1", [self.api_key]),
+            "base_url": redact(self.base_url or "https://api.openai.com/v1", [self.api_key or ""]),
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
-
-
-def settings(
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    *,
-    timeout: float = 120.0,
-    max_retries: int = 5,
-    temperature: float = 0.0,
-    max_tokens: int = 1024,
-    need_key: bool = True,
-) -> LLMSettings:
-    env = os.environ
-    model = model or env.get("PLUG_LITE_JUDGE_MODEL") or DEFAULT_MODEL
-    base_url = base_url or env.get("PLUG_LITE_JUDGE_BASE_URL") or env.get("OPENAI_BASE_URL") or None
-    key = api_key or env.get("PLUG_LITE_JUDGE_API_KEY") or env.get("OPENAI_API_KEY") or ""
-    if not key:
-        if need_key and not base_url:
-            raise UserError(
-                "no API key: set OPENAI_API_KEY (or PLUG_LITE_JUDGE_API_KEY), or pass --base-url "
-                "for a local server (llama-server, vLLM, Ollama) that needs none"
-            )
-        key = "no-key"  # local servers ignore it; the client insists on a value
-    return LLMSettings(model, base_url, key, timeout, max_retries, temperature, max_tokens)
 
 
 class Client:

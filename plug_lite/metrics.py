@@ -21,8 +21,7 @@ import unicodedata
 from collections import Counter
 from typing import Iterable
 
-from .formats import STATUSES
-from .spec import upgrade_answer
+from .formats import STATUSES, upgrade_answer
 
 __all__ = ["offline_metrics", "detect_language", "extract_number", "numbers_equal", "svamp_accuracy"]
 

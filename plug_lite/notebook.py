@@ -51,6 +51,7 @@ __all__ = [
     "markdown_table",
     "show_image",
     "stream_answer",
+    "export_table",
     "parity_table",
 ]
 
@@ -441,14 +442,14 @@ def plot_loss(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], *, out:
 
 def run_summary(run_dir: str | os.PathLike) -> dict:
     """One line about a finished training run, from its ``plug_run.json``."""
-    from .runs import read_run
+    from .runs import RunRecord
 
-    meta = read_run(run_dir)
-    m = meta.get("metrics") or {}
-    return {"run": Path(run_dir).name, "format": meta.get("format"), "target": meta.get("target"),
-            "base": meta.get("base_name") or meta.get("base_model"), "backend": meta.get("backend"),
-            "steps": m.get("steps"), "first loss": m.get("first_loss"), "final loss": m.get("final_loss"),
-            "seconds": m.get("seconds"), "tokens/s": m.get("tokens_per_s"), "peak MiB": m.get("peak_memory_mib")}
+    rec = RunRecord.load(run_dir)
+    m = rec.metrics
+    return {"run": Path(run_dir).name, "format": rec.spec.format, "target": rec.spec.target,
+            "base": rec.base_name or rec.base_model, "backend": rec.backend,
+            "steps": m.steps, "first loss": m.first_loss, "final loss": m.final_loss,
+            "seconds": m.seconds, "tokens/s": m.tokens_per_s, "peak MiB": m.peak_memory_mib}
 
 
 # --------------------------------------------------------------------------- display
@@ -503,24 +504,31 @@ def stream_answer(session, text: str, *, show_pivot: bool = False, out=None) -> 
     printer.end(session.last.parse)
     out.write(f"{stats_line(session.last.stats)}\n")
     out.flush()
-    return session.last.to_dict(session)
+    return session.last.to_dict()
 
 
-def parity_table(report: dict) -> str:
-    """Markdown of an export report's parity check: per GGUF file, greedy text identical to the
-    merged model on how many prompts, token agreement with the merged and the base model."""
-    v = report.get("verify")
-    if not v:
+def export_table(report) -> str:
+    """Markdown of the files of an export report (a :class:`plug_lite.runs.ExportRecord`): quant
+    type, size, file name."""
+    return markdown_table([{"file": k, "MiB": f.bytes / 2**20, "name": f.path.name} for k, f in report.files.items()])
+
+
+def parity_table(report) -> str:
+    """Markdown of an export report's parity check (a :class:`plug_lite.runs.ExportRecord`): per
+    GGUF file, greedy text identical to the merged model on how many prompts, token agreement
+    with the merged and the base model."""
+    v = report.verify
+    if v is None:
         return "_parity not checked_"
-    if "error" in v:
-        return f"**parity check failed:** {v['error']}"
-    rows = [{"file": name, "identical to merged": f"{s['identical_to_merged']}/{s['prompts']}",
-             "agreement with merged": s["agreement_with_merged"], "agreement with base": s["agreement_with_base"]}
-            for name, s in v.get("greedy", {}).items()]
+    if not v.passed:
+        return f"**parity check failed:** {v.error}"
+    rows = [{"file": name, "identical to merged": f"{s.identical_to_merged}/{s.prompts}",
+             "agreement with merged": s.agreement_with_merged, "agreement with base": s.agreement_with_base}
+            for name, s in v.greedy.items()]
     text = markdown_table(rows)
-    if v.get("fine_tune_visible_on") is not None:
-        text += f"\n\nfine-tune visible on: {v['fine_tune_visible_on']}"
-    for w in v.get("warnings", []):
+    if v.fine_tune_visible_on is not None:
+        text += f"\n\nfine-tune visible on: {v.fine_tune_visible_on}"
+    for w in v.warnings:
         text += f"\n\n**warning:** {w}"
     return text
 

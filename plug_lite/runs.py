@@ -1,12 +1,12 @@
-"""Where things go on disk, and what is done: the run folder and the work folder. Standard library
-only at import time.
+"""Where things go on disk, what is done, and the records the stages hand each other through the
+run folder. Standard library only at import time.
 
 A **run folder** (``plug-lite train`` writes it, ``export`` and ``share`` read it)::
 
-    plug_run.json        written last: its presence means the run finished (RUN_FILE)
+    plug_run.json        written last: its presence means the run finished (RUN_FILE, RunRecord)
     adapter/ tokenizer/ config.yaml metrics.jsonl checkpoints/
     merged/              the merged model (export)
-    export_report.json   the exported GGUF files and the parity report (EXPORT_REPORT)
+    export_report.json   the exported GGUF files and the checks (EXPORT_REPORT, ExportRecord)
     imatrix.gguf         the importance matrix made from the run's rows, imatrix.json its record
     share/               model card and Ollama files (share)
 
@@ -22,6 +22,11 @@ A **work folder** (the demo and the notebooks keep everything of a project in on
 One naming rule: a run is ``[<model>-]<format>-<target>`` (:func:`run_name`; the model is left
 out inside a work folder, which holds one base model's runs) and a GGUF file
 ``<Base>-<Size>-PLUG-<target>-<QUANT>.gguf`` (:func:`gguf_name`).
+
+The two files of a run folder are typed here, and only here: :class:`RunRecord` is
+``plug_run.json`` and :class:`ExportRecord` is ``export_report.json``. Each is read once
+(``load``) and written once (``save`` / ``to_dict``), with the JSON keys plug-lite 0.1 wrote, so
+a run trained or exported by 0.1 still loads; every other module reads their attributes.
 """
 
 from __future__ import annotations
@@ -29,14 +34,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-from .io import UserError
-from .spec import PlugSpec
+from .io import UserError, write_json
+from .languages import LanguageError
+from .spec import FORMATS, PlugSpec
 
-__all__ = ["RUN_FILE", "EXPORT_REPORT", "IMATRIX_FILE", "run_name", "is_finished", "read_run", "load_run", "run_spec",
-           "resolve_base", "gguf_name", "read_export_report", "export_report", "exported_gguf", "WorkFolder"]
+__all__ = ["RUN_FILE", "EXPORT_REPORT", "IMATRIX_FILE", "run_name", "is_finished", "FourBit", "RunMetrics", "RunRecord",
+           "ExportedFile", "GreedyScore", "StopCount", "ParityReport", "ExportRecord", "resolve_base", "gguf_name",
+           "read_export_report", "export_report", "exported_gguf", "WorkFolder", "load_run", "run_spec"]
 
 RUN_FILE = "plug_run.json"
 EXPORT_REPORT = "export_report.json"
@@ -59,95 +67,442 @@ def _read_json(path: Path, missing: str) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: {missing}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: bad JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
-def read_run(run: str | os.PathLike) -> dict:
-    """A finished run's ``plug_run.json``."""
-    return _read_json(Path(run) / RUN_FILE, "not found (the run has not finished)")
+def _section(d: dict, key: str, where: str) -> dict:
+    """A nested object of a record (absent or null: empty)."""
+    value = d.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: field {key!r} must be an object, got {type(value).__name__}")
+    return value
 
 
-def run_spec(meta: dict) -> PlugSpec:
-    """The :class:`~plug_lite.spec.PlugSpec` of a run's ``plug_run.json`` (as :func:`load_run`
-    or :func:`read_run` return it)."""
-    return PlugSpec.from_run(meta, str(Path(meta["_dir"]) / RUN_FILE) if meta.get("_dir") else RUN_FILE)
+def _save(record, run: str | os.PathLike | None, name: str) -> Path:
+    folder = Path(run) if run is not None else record.folder
+    if folder is None:
+        raise ValueError(f"{type(record).__name__}.save: no run folder")
+    return write_json(folder / name, record.to_dict())
+
+
+def _known(cls, d: dict) -> dict:
+    """The keys of ``d`` that are fields of the dataclass ``cls``."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+# --------------------------------------------------------------------------------------------
+# plug_run.json
+
+
+@dataclass(frozen=True)
+class FourBit:
+    """How a QLoRA run's base was quantized to 4 bits (``bnb_4bit``; bitsandbytes' names)."""
+
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"quant_type": self.quant_type, "double_quant": self.double_quant, "compute_dtype": self.compute_dtype}
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What the training run measured (``metrics``); a field the run did not record is None."""
+
+    train_loss: float | None = None
+    final_loss: float | None = None
+    first_loss: float | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    tokens: int | None = None
+    trained_tokens: int | None = None
+    tokens_per_s: float | None = None
+    trained_tokens_per_s: float | None = None
+    peak_memory_mib: float | None = None
+    peak_reserved_mib: float | None = None
+    world_size: int | None = None
+    device: str | None = None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished training run: ``plug_run.json``, written last by ``plug-lite train``.
+
+    ``folder`` is the run folder it was loaded from (None for a record not yet saved); it is not
+    written into the file. ``config`` (the :class:`~plug_lite.train.TrainConfig` as a dict),
+    ``versions`` (package versions), ``data_summary`` and ``turn_tokens`` are kept as the run
+    wrote them: summaries shown as they are, read by no stage field by field.
+    """
+
+    spec: PlugSpec
+    base_model: str | None = None  # as the user named it: a hub id or a folder
+    base_model_path: str | None = None  # the local folder it was loaded from
+    base_name: str | None = None  # for file names and the model card, e.g. "Qwen2.5"
+    size_label: str | None = None  # e.g. "0.5B"
+    backend: str | None = None  # unsloth, qlora, cpu, cpu-qlora
+    load_in_4bit: bool | None = None  # None: not recorded
+    bnb_4bit: FourBit | None = None
+    chat_template_name: str | None = None  # a plug_lite.templates name, or None for the model's own
+    eos_token: str | None = None  # the token that ends an assistant turn
+    turn_tokens: dict | None = None
+    config: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    data_summary: dict = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
+    plug_lite_version: str | None = None
+    folder: Path | None = field(default=None, compare=False)
+
+    # -- the file
+    def to_dict(self) -> dict:
+        """The ``plug_run.json`` object: the keys and nesting plug-lite 0.1 writes, in its order."""
+        return {
+            "plug_lite_version": self.plug_lite_version,
+            "base_model": self.base_model,
+            "base_model_path": self.base_model_path,
+            "base_name": self.base_name,
+            "size_label": self.size_label,
+            **self.spec.run_fields(),
+            "backend": self.backend,
+            "load_in_4bit": self.load_in_4bit,
+            "bnb_4bit": self.bnb_4bit.to_dict() if self.bnb_4bit else None,
+            "chat_template_name": self.chat_template_name,
+            "eos_token": self.eos_token,
+            "turn_tokens": self.turn_tokens,
+            "config": self.config,
+            "versions": self.versions,
+            "data_summary": self.data_summary,
+            "metrics": self.metrics.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = RUN_FILE, *, folder: str | os.PathLike | None = None) -> "RunRecord":
+        """The record of a ``plug_run.json`` object (``where`` names it in errors)."""
+        for key in ("format", "target"):
+            if not d.get(key):
+                raise UserError(f"{where}: missing field {key!r}")
+        if d["format"] not in FORMATS:
+            raise UserError(f"{where}: field 'format' is {d['format']!r}; expected one of {', '.join(FORMATS)}")
+        try:
+            spec = PlugSpec(d["format"], d["target"], d.get("pivot"), bool(d.get("think")))
+        except LanguageError as e:
+            raise UserError(f"{where}: {e}") from None
+        bnb = _section(d, "bnb_4bit", where)
+        return cls(
+            spec=spec,
+            base_model=d.get("base_model"),
+            base_model_path=d.get("base_model_path"),
+            base_name=d.get("base_name"),
+            size_label=d.get("size_label"),
+            backend=d.get("backend"),
+            load_in_4bit=d.get("load_in_4bit"),
+            bnb_4bit=FourBit(**_known(FourBit, bnb)) if bnb else None,
+            chat_template_name=d.get("chat_template_name"),
+            eos_token=d.get("eos_token"),
+            turn_tokens=_section(d, "turn_tokens", where) if d.get("turn_tokens") is not None else None,
+            config=_section(d, "config", where),
+            versions=_section(d, "versions", where),
+            data_summary=_section(d, "data_summary", where),
+            metrics=RunMetrics(**_known(RunMetrics, _section(d, "metrics", where))),
+            plug_lite_version=d.get("plug_lite_version"),
+            folder=Path(folder) if folder is not None else None,
+        )
+
+    @classmethod
+    def load(cls, run: str | os.PathLike, *, adapter: bool = False) -> "RunRecord":
+        """A finished run's record. ``adapter=True``: a run that can be exported, checked (the
+        folder, its base model, its trained adapter)."""
+        run = Path(run)
+        if adapter and not run.is_dir():
+            raise UserError(f"{run}: run directory not found")
+        path = run / RUN_FILE
+        missing = f"not found (is {run} a plug-lite train run directory?)" if adapter else "not found (the run has not finished)"
+        rec = cls.from_dict(_read_json(path, missing), str(path), folder=run)
+        if adapter:
+            if not rec.base_model:
+                raise UserError(f"{path}: missing field 'base_model'")
+            if not (run / "adapter" / "adapter_config.json").is_file():
+                raise UserError(f"{run / 'adapter'}: no adapter_config.json (no trained adapter in this run directory)")
+            if not any((run / "adapter").glob("adapter_model.safetensors")):
+                raise UserError(f"{run / 'adapter'}: no adapter_model.safetensors (no trained adapter weights)")
+        return rec
+
+    def save(self, run: str | os.PathLike | None = None) -> Path:
+        """Write ``plug_run.json`` into ``run`` (default: :attr:`folder`), atomically."""
+        return _save(self, run, RUN_FILE)
+
+    # -- what readers ask
+    @property
+    def where(self) -> str:
+        """The record's file, for messages."""
+        return str(self.folder / RUN_FILE) if self.folder is not None else RUN_FILE
+
+
+# Until plug_lite.export reads a RunRecord (the export/ package), it takes plug_run.json as the
+# dict of 0.1 with "_dir" set: these two and the dict branch of _record keep it working.
 
 
 def load_run(run_dir: str | os.PathLike) -> dict:
-    """``plug_run.json`` of a run that can be exported (checked: base model, spec, adapter), with
-    ``_dir`` set."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise UserError(f"{run}: run directory not found")
-    meta_path = run / RUN_FILE
-    meta = _read_json(meta_path, f"not found (is {run} a plug-lite train run directory?)")
-    if not meta.get("base_model"):
-        raise UserError(f"{meta_path}: missing field 'base_model'")
-    PlugSpec.from_run(meta, str(meta_path))
-    if not (run / "adapter" / "adapter_config.json").is_file():
-        raise UserError(f"{run / 'adapter'}: no adapter_config.json (no trained adapter in this run directory)")
-    if not any((run / "adapter").glob("adapter_model.safetensors")):
-        raise UserError(f"{run / 'adapter'}: no adapter_model.safetensors (no trained adapter weights)")
-    meta["_dir"] = str(run)
-    return meta
+    """``plug_run.json`` of a run that can be exported, as the dict of 0.1 with ``_dir`` set
+    (:meth:`RunRecord.load` with ``adapter=True`` checks it). For ``plug_lite.export``."""
+    rec = RunRecord.load(run_dir, adapter=True)
+    return {**_read_json(Path(run_dir) / RUN_FILE, "not found"), "_dir": str(rec.folder)}
 
 
-def resolve_base(meta: dict) -> Path:
+def run_spec(meta: "RunRecord | dict") -> PlugSpec:
+    """The :class:`~plug_lite.spec.PlugSpec` of a run (a record, or :func:`load_run`'s dict)."""
+    return _record(meta).spec
+
+
+def _record(meta: "RunRecord | dict") -> RunRecord:
+    if isinstance(meta, RunRecord):
+        return meta
+    where = str(Path(meta["_dir"]) / RUN_FILE) if meta.get("_dir") else RUN_FILE
+    return RunRecord.from_dict(meta, where, folder=meta.get("_dir"))
+
+
+def resolve_base(run: "RunRecord | dict") -> Path:
     """The local folder of the run's base model: ``base_model_path``, ``base_model`` as a path,
     or the Hugging Face cache (offline lookup only)."""
-    for cand in (meta.get("base_model_path"), meta.get("base_model")):
+    rec = _record(run)
+    for cand in (rec.base_model_path, rec.base_model):
         if cand and (Path(cand) / "config.json").is_file():
             return Path(cand)
     try:
         from huggingface_hub import snapshot_download
 
-        path = Path(snapshot_download(meta["base_model"], local_files_only=True))
+        path = Path(snapshot_download(rec.base_model, local_files_only=True))
         if (path / "config.json").is_file():
             return path
     except Exception:  # not a repo id, not cached, or huggingface_hub missing
         pass
     raise UserError(
-        f"{meta['_dir']}/{RUN_FILE}: base model {meta['base_model']!r} not found "
-        f"(base_model_path {meta.get('base_model_path')!r} has no config.json and it is not in the Hugging Face cache)"
+        f"{rec.where}: base model {rec.base_model!r} not found "
+        f"(base_model_path {rec.base_model_path!r} has no config.json and it is not in the Hugging Face cache)"
     )
 
 
-def gguf_name(meta: dict, quant: str, *, kind: str = "model") -> str:
-    """``<Base>-<Size>-PLUG-<target>-<QUANT>.gguf`` for a run's ``plug_run.json`` (``kind="adapter"``:
+def gguf_name(run: "RunRecord | dict", quant: str, *, kind: str = "model") -> str:
+    """``<Base>-<Size>-PLUG-<target>-<QUANT>.gguf`` for a run (``kind="adapter"``:
     ``...-LoRA-<QUANT>``, ``kind="base"``: the untuned base, ``<Base>-<Size>-<QUANT>.gguf``)."""
-    base = meta.get("base_name") or Path(str(meta["base_model"]).rstrip("/")).name
+    rec = _record(run)
+    base = rec.base_name or Path(str(rec.base_model).rstrip("/")).name
     parts = [base.replace(" ", "-")]
-    if meta.get("size_label"):
-        parts.append(str(meta["size_label"]))
+    if rec.size_label:
+        parts.append(str(rec.size_label))
     if kind != "base":
-        parts += [_FORMAT_TAG.get(meta["format"], meta["format"]), meta["target"]]
+        parts += [_FORMAT_TAG.get(rec.spec.format, rec.spec.format), rec.spec.target]
         if kind == "adapter":
             parts.append("LoRA")
     parts.append(quant.upper())
     return "-".join(parts) + ".gguf"
 
 
-def read_export_report(run: str | os.PathLike) -> dict:
+# --------------------------------------------------------------------------------------------
+# export_report.json
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One GGUF file ``plug-lite export`` wrote (``files.<QUANT>``)."""
+
+    path: Path
+    bytes: int
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "bytes": self.bytes, "note": self.note}
+
+
+@dataclass(frozen=True)
+class GreedyScore:
+    """Greedy answers of one model file against the merged model and the base (``verify.greedy``)."""
+
+    identical_to_merged: int
+    prompts: int
+    agreement_with_merged: float
+    agreement_with_base: float
+    text: str = ""
+    closer_to_base_on: int | None = None  # quantized files, when the fine-tune changed any answer
+
+    def to_dict(self) -> dict:
+        d = {"identical_to_merged": self.identical_to_merged, "prompts": self.prompts,
+             "agreement_with_merged": self.agreement_with_merged, "agreement_with_base": self.agreement_with_base,
+             "text": self.text}
+        if self.closer_to_base_on is not None:
+            d["closer_to_base_on"] = self.closer_to_base_on
+        return d
+
+
+@dataclass(frozen=True)
+class StopCount:
+    """How many held-out answers of one model ended their turn within ``budget`` tokens
+    (``verify.stops``)."""
+
+    stopped: int
+    prompts: int
+    budget: int
+    tokens: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"stopped": self.stopped, "prompts": self.prompts, "budget": self.budget, "tokens": list(self.tokens)}
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """The export's checks (``verify``): ``error`` says why they failed (then nothing else is set)."""
+
+    checks: dict = field(default_factory=dict)  # check name -> "ok", and the EOS id and text checked
+    greedy: dict[str, GreedyScore] = field(default_factory=dict)
+    stops: dict[str, StopCount] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    fine_tune_visible_on: str | None = None
+    adapter_note: str | None = None
+    merged_text: str | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"error": self.error}
+        d: dict[str, Any] = {"checks": self.checks, "greedy": {k: v.to_dict() for k, v in self.greedy.items()},
+                             "stops": {k: v.to_dict() for k, v in self.stops.items()}, "warnings": list(self.warnings),
+                             "fine_tune_visible_on": self.fine_tune_visible_on}
+        if self.adapter_note is not None:
+            d["adapter_note"] = self.adapter_note
+        d["merged_text"] = self.merged_text
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "ParityReport":
+        if "error" in d:
+            return cls(error=str(d["error"]))
+        try:
+            return cls(
+                checks=_section(d, "checks", where),
+                greedy={k: GreedyScore(**_known(GreedyScore, v)) for k, v in _section(d, "greedy", where).items()},
+                stops={k: StopCount(**_known(StopCount, v)) for k, v in _section(d, "stops", where).items()},
+                warnings=list(d.get("warnings") or []),
+                fine_tune_visible_on=d.get("fine_tune_visible_on"),
+                adapter_note=d.get("adapter_note"),
+                merged_text=d.get("merged_text"),
+            )
+        except (TypeError, AttributeError) as e:
+            raise UserError(f"{where}: field 'verify' is malformed ({e})") from None
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What ``plug-lite export`` wrote: ``export_report.json`` in the run folder.
+
+    ``files`` maps a quant type (``F16``, ``Q8_0``, ...) to its file; ``verify`` is None when the
+    checks were not run. ``folder`` is the run folder it was loaded from (not written).
+    """
+
+    files: dict[str, ExportedFile]
+    run_dir: Path | None = None
+    merged_dir: Path | None = None
+    merge: str | None = None  # "nf4" or "plain"
+    adapter_gguf: Path | None = None
+    adapter_not_written: str | None = None  # why no adapter GGUF was written
+    base_gguf: Path | None = None
+    imatrix: str | None = None
+    timings: dict = field(default_factory=dict)  # step -> seconds
+    verify: ParityReport | None = None
+    folder: Path | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict:
+        """The ``export_report.json`` object: the keys and nesting plug-lite 0.1 writes."""
+        d: dict[str, Any] = {
+            "run_dir": _text(self.run_dir), "merged_dir": _text(self.merged_dir), "merge": self.merge,
+            "files": {k: f.to_dict() for k, f in self.files.items()},
+            "adapter_gguf": _text(self.adapter_gguf), "adapter_not_written": self.adapter_not_written,
+            "base_gguf": _text(self.base_gguf), "imatrix": self.imatrix, "timings": self.timings,
+        }
+        if self.verify is not None:
+            d["verify"] = self.verify.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = EXPORT_REPORT, *, folder: str | os.PathLike | None = None) -> "ExportRecord":
+        try:
+            files = {k: ExportedFile(Path(v["path"]), int(v.get("bytes") or 0), v.get("note") or "")
+                     for k, v in _section(d, "files", where).items()}
+        except (KeyError, TypeError, AttributeError, ValueError):
+            raise UserError(f"{where}: field 'files' must map a quant type to {{path, bytes, note}}") from None
+        verify = d.get("verify")
+        return cls(
+            files=files,
+            run_dir=_path(d.get("run_dir")),
+            merged_dir=_path(d.get("merged_dir")),
+            merge=d.get("merge"),
+            adapter_gguf=_path(d.get("adapter_gguf")),
+            adapter_not_written=d.get("adapter_not_written"),
+            base_gguf=_path(d.get("base_gguf")),
+            imatrix=d.get("imatrix"),
+            timings=_section(d, "timings", where),
+            verify=ParityReport.from_dict(_section(d, "verify", where), where) if verify is not None else None,
+            folder=Path(folder) if folder is not None else None,
+        )
+
+    @classmethod
+    def load(cls, run: str | os.PathLike) -> "ExportRecord":
+        """A run's export report; a one-line error when the run was not exported."""
+        path = Path(run) / EXPORT_REPORT
+        return cls.from_dict(_read_json(path, f"not found; run `plug-lite export {run}` first"), str(path), folder=run)
+
+    def save(self, run: str | os.PathLike | None = None) -> Path:
+        """Write ``export_report.json`` into ``run`` (default: :attr:`folder`), atomically."""
+        return _save(self, run, EXPORT_REPORT)
+
+    # -- what readers ask
+    @property
+    def done(self) -> bool:
+        """The export finished: its checks did not fail and every file it lists exists."""
+        if not self.files or (self.verify is not None and not self.verify.passed):
+            return False
+        return all(f.path.is_file() for f in self.files.values())
+
+    def smallest(self) -> ExportedFile:
+        return min(self.files.values(), key=lambda f: f.bytes)
+
+
+def _path(value) -> Path | None:
+    return Path(value) if value else None
+
+
+def _text(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def read_export_report(run: str | os.PathLike) -> ExportRecord:
     """A run's ``export_report.json``; a one-line error when the run was not exported."""
-    return _read_json(Path(run) / EXPORT_REPORT, f"not found; run `plug-lite export {run}` first")
+    return ExportRecord.load(run)
 
 
-def export_report(run: str | os.PathLike, quant: str | None = None) -> dict | None:
+def export_report(run: str | os.PathLike, quant: str | None = None) -> ExportRecord | None:
     """The run's export report when its export is done: the parity check passed, every file it
     lists still exists and, with ``quant``, that quant type is among them. Else None (so a step
     re-run after a disconnect skips work that is done)."""
-    path = Path(run) / EXPORT_REPORT
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        report = ExportRecord.load(run)
+    except UserError:
         return None
-    files = report.get("files") or {}
-    paths = [f.get("path") for f in files.values()]
-    if not paths or "error" in (report.get("verify") or {}) or not all(p and Path(p).is_file() for p in paths):
-        return None
-    if quant is not None and quant.upper() not in files:
+    if not report.done or (quant is not None and quant.upper() not in report.files):
         return None
     return report
 
@@ -157,12 +512,15 @@ def exported_gguf(run: str | os.PathLike, quant: str | None = None) -> Path:
     report = export_report(run)
     if report is None:
         raise UserError(f"{run}: not exported yet (no {EXPORT_REPORT} with existing files): run plug-lite export")
-    files = report["files"]
     if quant:
-        if quant.upper() not in files:
-            raise UserError(f"{run}: no {quant.upper()} file exported (have {', '.join(files)})")
-        return Path(files[quant.upper()]["path"])
-    return Path(min(files.values(), key=lambda f: f["bytes"])["path"])
+        if quant.upper() not in report.files:
+            raise UserError(f"{run}: no {quant.upper()} file exported (have {', '.join(report.files)})")
+        return report.files[quant.upper()].path
+    return report.smallest().path
+
+
+# --------------------------------------------------------------------------------------------
+# The work folder
 
 
 @dataclass(frozen=True)

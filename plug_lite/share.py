@@ -23,15 +23,18 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from . import formats, gguf_meta, runs, templates
 from .cli import run
 from .io import UserError, atomic_write_text, redact
+from .languages import LanguageError
+from .runs import ExportRecord, RunRecord
 from .spec import PlugSpec
 
-__all__ = ["GO_TEMPLATES", "ollama_files", "model_card", "collect", "upload", "main", "cli"]
+__all__ = ["GO_TEMPLATES", "Shared", "ollama_files", "model_card", "collect", "upload", "main", "cli"]
 
 # Go templates (Ollama's text/template with .Messages) equivalent to plug_lite.templates' Jinja
 # for system + user/assistant turns. Ollama adds the BOS token itself (tokenizer.ggml.add_bos_token).
@@ -78,67 +81,87 @@ def _quant_of(path: Path) -> str:
     return stem.rsplit("-", 1)[-1]
 
 
-def collect(path: str | os.PathLike) -> dict:
+@dataclass(frozen=True)
+class Shared:
+    """What :func:`collect` found to share: the run's record (from ``plug_run.json``, or made from
+    the GGUF metadata of a folder of GGUF files), the files with their labels, and the export
+    report when there is a run."""
+
+    run: RunRecord
+    files: list[Path]
+    labels: dict[str, str]
+    export: ExportRecord | None
+    dir: Path
+    default_out: Path
+
+    @property
+    def has_run(self) -> bool:
+        return self.export is not None
+
+
+def collect(path: str | os.PathLike) -> Shared:
     """The run metadata and GGUF files behind a run directory or a folder of GGUF files."""
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"{p}: not a folder (expected a run directory or a folder of GGUF files)")
-    meta: dict[str, Any] = {}
-    report: dict[str, Any] | None = None
-    files: list[Path] = []
+    rec: RunRecord | None = None
+    report: ExportRecord | None = None
     labels: dict[str, str] = {}
     if runs.is_finished(p):
-        meta = runs.read_run(p)
-        rep = p / runs.EXPORT_REPORT
+        rec = RunRecord.load(p)
         report = runs.read_export_report(p)
-        files = [Path(v["path"]) for v in report.get("files", {}).values()]
-        labels = {Path(v["path"]).name: k for k, v in report.get("files", {}).items()}
-        if report.get("adapter_gguf"):
-            files.append(Path(report["adapter_gguf"]))
-        if report.get("base_gguf"):
-            files.append(Path(report["base_gguf"]))
+        files = [f.path for f in report.files.values()]
+        labels = {f.path.name: k for k, f in report.files.items()}
+        if report.adapter_gguf:
+            files.append(report.adapter_gguf)
+        if report.base_gguf:
+            files.append(report.base_gguf)
             labels[files[-1].name] = "F16, untuned base (for the LoRA)"
         files = [f if f.is_absolute() else Path.cwd() / f for f in files]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise UserError(f"{rep}: listed file {missing[0]} is missing; run `plug-lite export {p}` again")
+            raise UserError(f"{p / runs.EXPORT_REPORT}: listed file {missing[0]} is missing; run `plug-lite export {p}` again")
         default_out = p / "share"
     else:
         files = sorted(p.glob("*.gguf"))
         if not files:
             raise UserError(f"{p}: no plug_run.json and no .gguf files")
         default_out = p
-    # PLUG keys from the first model file (not the adapter), filling what plug_run.json lacks
+    # The first model file (not the adapter) tells what a folder of GGUF files is, and the chat
+    # template when the run recorded none.
     model_files = [f for f in files if "LoRA" not in _quant_of(f)]
     md = gguf_meta.read_metadata((model_files or files)[0])
-    for key, v in PlugSpec.gguf_values(md).items():
-        if meta.get(key) in (None, ""):
-            meta[key] = v
-    if not meta.get("format") or not meta.get("target"):
-        raise UserError(f"{p}: cannot tell the PLUG format and target language (no plug_run.json, no plug.* keys in the GGUF)")
-    PlugSpec.from_run(meta, str(p))  # a bad combination is reported here, naming the folder
-    meta.setdefault("base_name", md.get("general.basename") or md.get("general.name"))
-    if not meta.get("chat_template_name"):
-        meta["chat_template_name"] = templates.name_of(md.get("tokenizer.chat_template"))
-    meta.setdefault("eos_token", templates.STOP.get(meta.get("chat_template_name") or ""))
+    template_name = templates.name_of(md.get("tokenizer.chat_template"))
+    if rec is None:
+        values = PlugSpec.gguf_values(md)
+        if not values.get("format") or not values.get("target"):
+            raise UserError(f"{p}: cannot tell the PLUG format and target language (no plug_run.json, no plug.* keys in the GGUF)")
+        try:  # a bad combination is reported here, naming the folder
+            spec = PlugSpec(values["format"], values["target"], values.get("pivot"), bool(values.get("think")))
+        except LanguageError as e:
+            raise UserError(f"{p}: {e}") from None
+        rec = RunRecord(spec, base_name=md.get("general.basename") or md.get("general.name"),
+                        chat_template_name=template_name, eos_token=templates.STOP.get(template_name or ""))
+    elif not rec.chat_template_name:
+        rec = replace(rec, chat_template_name=template_name)
     labels = {f.name: labels.get(f.name) or _quant_of(f) for f in files}
-    return {"meta": meta, "files": files, "labels": labels, "export_report": report, "has_run": report is not None, "dir": p, "default_out": default_out}
+    return Shared(run=rec, files=files, labels=labels, export=report, dir=p, default_out=default_out)
 
 
 # --------------------------------------------------------------------------------------------
 # Ollama
 
 
-def ollama_files(meta: dict, gguf_file: str | None) -> dict[str, str]:
+def ollama_files(run: RunRecord, gguf_file: str | None) -> dict[str, str]:
     """``Modelfile``, ``template``, ``params`` and ``system`` texts (``template`` is absent when the
     chat template is not one plug_lite can translate to Go)."""
-    name = meta.get("chat_template_name")
-    system = PlugSpec.from_run(meta).system_prompt()
+    name = run.chat_template_name
+    system = run.spec.system_prompt()
     stops = []
     if name in templates.STOP:
         stops.append(templates.STOP[name])
-    if meta.get("eos_token") and meta["eos_token"] not in stops:
-        stops.append(meta["eos_token"])
+    if run.eos_token and run.eos_token not in stops:
+        stops.append(run.eos_token)
     params = {"stop": stops, "num_ctx": 2048}
     out = {"params": json.dumps(params, ensure_ascii=False, indent=2) + "\n", "system": system + "\n"}
     lines = [f"FROM ./{gguf_file or 'model.gguf'}"]
@@ -180,18 +203,18 @@ def _is_repo_id(s: str | None) -> bool:
     return bool(s) and re.fullmatch(r"[\w.-]+/[\w.-]+", s) is not None and not Path(s).exists()
 
 
-def model_card(info: dict, *, repo: str | None, license: str, eval_report: dict | None,
+def model_card(info: Shared, *, repo: str | None, license: str, eval_report: dict | None,
                ollama: dict[str, str]) -> str:
-    meta, files = info["meta"], info["files"]
-    spec = PlugSpec.from_run(meta)
+    rec, files = info.run, info.files
+    spec = rec.spec
     fmt, target, pivot = spec.format, spec.target, spec.pivot_language.code
     t_lang, p_lang = spec.target_language, spec.pivot_language
-    title = " ".join(x for x in (meta.get("base_name"), meta.get("size_label")) if x) or "model"
+    title = " ".join(x for x in (rec.base_name, rec.size_label) if x) or "model"
     tag = {"plug": "PLUG", "mono": "mono-response", "pivot_only": "pivot-only"}[fmt]
     langs = [target] + ([pivot] if fmt != "mono" and pivot != target else [])
     fm = ["---"]
-    if _is_repo_id(meta.get("base_model")):
-        fm.append(f"base_model: {meta['base_model']}")
+    if _is_repo_id(rec.base_model):
+        fm.append(f"base_model: {rec.base_model}")
         fm.append("base_model_relation: quantized")
     fm.append("language:")
     fm += [f"- {l}" for l in langs]
@@ -208,7 +231,7 @@ def model_card(info: dict, *, repo: str | None, license: str, eval_report: dict 
         body.append(f"A {title} model instruction-tuned in the {tag} format for {t_lang.name} (a PLUG baseline).")
     body += ["", "## Files", "", "| file | type | size |", "|---|---|---|"]
     for f in files:
-        body.append(f"| `{f.name}` | {info['labels'][f.name]} | {f.stat().st_size / 2**20:.1f} MiB |")
+        body.append(f"| `{f.name}` | {info.labels[f.name]} | {f.stat().st_size / 2**20:.1f} MiB |")
     body += ["", "Q8_0 keeps a small fine-tune best; Q4_K_M can round a light LoRA back onto the base's weights. "
              "The LoRA GGUF applies on top of a base GGUF with llama.cpp (`--lora`).", ""]
 
@@ -227,22 +250,24 @@ def model_card(info: dict, *, repo: str | None, license: str, eval_report: dict 
     body += ["## Output format", "", f"System prompt: *{spec.system_prompt()}*", "",
              f"Instruction: {instr}", "", "Answer:", "", "```text", example, "```", ""]
     body += ["## Training", ""]
-    rows = [("base model", meta.get("base_model")), ("format", fmt), ("target / pivot", f"{target} / {pivot}"),
-            ("backend", meta.get("backend")), ("4-bit base (QLoRA)", meta.get("load_in_4bit")),
-            ("chat template", meta.get("chat_template_name"))]
-    for section in ("config", "data_summary", "metrics", "versions"):
-        rows += [(f"{section}.{k}", v) for k, v in _flatten(meta.get(section) or {})]
+    rows = [("base model", rec.base_model), ("format", fmt), ("target / pivot", f"{target} / {pivot}"),
+            ("backend", rec.backend), ("4-bit base (QLoRA)", rec.load_in_4bit),
+            ("chat template", rec.chat_template_name)]
+    sections = {"config": rec.config, "data_summary": rec.data_summary, "metrics": rec.metrics.to_dict(),
+                "versions": rec.versions}
+    for section, values in sections.items():
+        rows += [(f"{section}.{k}", v) for k, v in _flatten(values)]
     rows = [(k, v) for k, v in rows if v not in (None, "")]
-    if info.get("has_run"):
+    if info.has_run:
         body += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
     else:
         body += ["Not recorded (no plug_run.json): " + ", ".join(f"{k} {v}" for k, v in rows) + ".", ""]
-    ver = (info.get("export_report") or {}).get("verify")
-    if ver:
+    ver = info.export.verify if info.export else None
+    if ver is not None:
         body += ["## Export checks", ""]
-        for name, s in ver.get("greedy", {}).items():
-            body.append(f"- {name}: greedy output identical to the merged model on {s['identical_to_merged']}/{s['prompts']} prompts")
-        body += [f"- warning: {w}" for w in ver.get("warnings", [])] + [""]
+        for name, s in ver.greedy.items():
+            body.append(f"- {name}: greedy output identical to the merged model on {s.identical_to_merged}/{s.prompts} prompts")
+        body += [f"- warning: {w}" for w in ver.warnings] + [""]
     if eval_report:
         body += ["## Evaluation", "", "| metric | value |", "|---|---|"]
         body += [f"| {k} | {v} |" for k, v in _flatten(eval_report) if not isinstance(v, str) or len(v) < 40][:40]
@@ -309,32 +334,32 @@ def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, p
         api: a huggingface_hub.HfApi (tests pass a stand-in)
     """
     info = collect(path)
-    meta = info["meta"]
-    out = Path(out_dir) if out_dir else info["default_out"]
+    rec = info.run
+    out = Path(out_dir) if out_dir else info.default_out
     ev = None
     ev_path = Path(eval_report) if eval_report else None
     if ev_path is None:
         for cand in ("eval_report.json", "report.json"):
-            if (info["dir"] / cand).is_file():
-                ev_path = info["dir"] / cand
+            if (info.dir / cand).is_file():
+                ev_path = info.dir / cand
                 break
     if ev_path is not None:
         try:
             ev = json.loads(ev_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"{ev_path}: cannot read the evaluation report ({e})") from None
-    lic = license or meta.get("license") or ("gemma" if "gemma" in str(meta.get("base_name", "")).lower() else "other")
-    main_file = next((f.name for f in info["files"] if f.stem.endswith("Q4_K_M")), None) or \
-        next((f.name for f in info["files"] if "LoRA" not in f.name), None)
-    oll = ollama_files(meta, main_file)
+    lic = license or ("gemma" if "gemma" in (rec.base_name or "").lower() else "other")
+    main_file = next((f.name for f in info.files if f.stem.endswith("Q4_K_M")), None) or \
+        next((f.name for f in info.files if "LoRA" not in f.name), None)
+    oll = ollama_files(rec, main_file)
     card = model_card(info, repo=push, license=lic, eval_report=ev, ollama=oll)
     written = {"README.md": atomic_write_text(out / "README.md", card)}
     for name, text in oll.items():
         written[name] = atomic_write_text(out / name, text)
     if "template" not in oll:
-        print(f"note: chat template {meta.get('chat_template_name')!r} is not chatml/gemma; plug-lite cannot translate "
+        print(f"note: chat template {rec.chat_template_name!r} is not chatml/gemma; plug-lite cannot translate "
               "arbitrary Jinja to an Ollama Go template, so no `template` file was written", file=sys.stderr)
-    uploads = {**{f.name: f for f in info["files"]}, **written}
+    uploads = {**{f.name: f for f in info.files}, **written}
     for name, p in written.items():
         print(f"wrote {p}")
     result: dict[str, Any] = {"written": {k: str(v) for k, v in written.items()}, "uploads": {k: str(v) for k, v in uploads.items()}}

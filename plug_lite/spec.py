@@ -6,11 +6,13 @@ is the one place that knows how it is written at each stop:
 
 =====================  =========================================================================
 training rows          ``format``, ``target``, ``pivot`` fields of every row (:meth:`row_fields`)
-``plug_run.json``      ``format``, ``target``, ``pivot``, ``think`` (:meth:`run_fields`, :meth:`from_run`)
+``plug_run.json``      ``format``, ``target``, ``pivot``, ``think`` (:meth:`run_fields`; read back
+                       by :meth:`plug_lite.runs.RunRecord.from_dict`)
 GGUF metadata          ``plug.format``, ``plug.target``, ``plug.pivot``, ``plug.think``
                        (:data:`PLUG_KEYS`, :meth:`gguf_fields`, :meth:`from_gguf`)
-answer records         ``format``, ``target``, ``pivot`` (:func:`upgrade_answer` reads the
-                       names used before: ``lang`` for the language, ``target`` for the text)
+answer records         ``format``, ``target``, ``pivot`` (:class:`plug_lite.formats.AnswerRecord`,
+                       whose :func:`~plug_lite.formats.upgrade_answer` reads the names used
+                       before: ``lang`` for the language, ``target`` for the text)
 =====================  =========================================================================
 
 ``target`` always names the target *language* (a registered code); the target-language answer a
@@ -37,7 +39,6 @@ __all__ = [
     "PlugSpec",
     "system_prompt",
     "parse_flag",
-    "upgrade_answer",
 ]
 
 #: Training / answer formats. ``plug``: pivot instruction, pivot answer, then the target answer;
@@ -128,21 +129,8 @@ class PlugSpec:
         return {"format": self.format, "target": self.target, "pivot": self.pivot}
 
     def run_fields(self) -> dict:
-        """The spec's fields of ``plug_run.json``."""
+        """The spec's fields of ``plug_run.json`` (and of ``data``'s summary)."""
         return {"format": self.format, "target": self.target, "pivot": self.pivot, "think": self.think}
-
-    @classmethod
-    def from_run(cls, meta: dict, where: str = "plug_run.json") -> "PlugSpec":
-        """The spec of a run's ``plug_run.json`` (``where`` names it in errors)."""
-        for key in ("format", "target"):
-            if not meta.get(key):
-                raise UserError(f"{where}: missing field {key!r}")
-        if meta["format"] not in FORMATS:
-            raise UserError(f"{where}: field 'format' is {meta['format']!r}; expected one of {', '.join(FORMATS)}")
-        try:
-            return cls(meta["format"], meta["target"], meta.get("pivot"), bool(meta.get("think")))
-        except LanguageError as e:
-            raise UserError(f"{where}: {e}") from None
 
     @classmethod
     def from_rows(cls, rows: list[dict], **defaults) -> "PlugSpec":
@@ -185,18 +173,6 @@ class PlugSpec:
 def system_prompt(fmt: str, target: str | Language, pivot: str | Language | None = "en", *, think: bool = False) -> str:
     """The system prompt of one of :data:`FORMATS` (``think`` only matters for ``plug``)."""
     return PlugSpec(fmt, target, pivot, think and fmt == "plug").system_prompt()
-
-
-def upgrade_answer(rec: dict) -> dict:
-    """An answer record (``plug-lite generate``) in today's field names. Records written before
-    the language was named ``target`` everywhere hold it in ``lang`` and the target-language
-    answer in ``target``; they are returned renamed (a new dict), others unchanged."""
-    if "lang" not in rec or "target_response" in rec:
-        return rec
-    out = {k: v for k, v in rec.items() if k not in ("lang", "target")}
-    out["target_response"] = rec.get("target")
-    out["target"] = rec["lang"]
-    return out
 
 
 # --------------------------------------------------------------------------------------------

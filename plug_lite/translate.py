@@ -95,15 +95,10 @@ def main(
     target: str,
     source: str = "en",
     rejects: str | None = None,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
+    translator: llm.LLMSettings = llm.LLMSettings(max_tokens=2048),
     cache: str | None = None,
     parallel: int = 4,
     limit: int | None = None,
-    max_retries: int = 5,
-    timeout: float = 120.0,
-    max_tokens: int = 2048,
     dry_run: bool = False,
     price_in: float | None = None,
     price_out: float | None = None,
@@ -118,23 +113,23 @@ def main(
         target: target language code (zh, ko, it, es, ...)
         source: the dataset's language
         rejects: rejects JSONL (default OUT.rejects.jsonl)
-        model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
-        base_url: OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
-        api_key: API key (prefer env OPENAI_API_KEY); never printed
+        translator: the translator's endpoint (its fields are the flags below)
+        translator.model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
+        translator.base_url: OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
+        translator.api_key: API key (prefer env OPENAI_API_KEY); never printed
+        translator.timeout: seconds per request
+        translator.max_retries: client retries on 408/409/429/5xx/timeouts (exponential backoff)
+        translator.max_tokens: tokens per reply
         cache: call cache (default OUT.cache.jsonl)
         parallel: calls in flight
         limit: translate the first N records only
-        max_retries: client retries on 408/409/429/5xx/timeouts (exponential backoff)
-        timeout: seconds per request
-        max_tokens: tokens per reply
         dry_run: print calls, tokens and cost; spend nothing
         price_in: USD per 1M input tokens
         price_out: USD per 1M output tokens
         prices: JSON file {"model": [usd_in, usd_out]} per 1M tokens
     """
     get_language(target)
-    cfg = llm.settings(model, base_url, api_key, timeout=timeout, max_retries=max_retries,
-                       max_tokens=max_tokens, need_key=not dry_run)
+    cfg = translator.resolved(need_key=not dry_run)
     recs = read_records(input, required=("instruction",))
     seen: dict[str, str] = {}
     items = []
@@ -232,7 +227,8 @@ def _finish(res: dict, args: dict) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run(main, argv, prog="plug-lite translate", finish=_finish, positional=("input",))
+    return run(main, argv, prog="plug-lite translate", finish=_finish, positional=("input",),
+               exclude=("translator.temperature",))
 
 
 if __name__ == "__main__":

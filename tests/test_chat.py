@@ -15,6 +15,7 @@ import plug_gguf  # noqa: E402
 
 from plug_lite import formats  # noqa: E402
 from plug_lite.chat import ChatSession, ContextOverflow, one_shot  # noqa: E402
+from plug_lite.engine import EngineOptions  # noqa: E402
 from plug_lite.io import UserError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_session_streams_sections_and_keeps_target_history(plug_model):
 
 
 def test_interrupted_or_failed_turn_keeps_the_session(plug_model):
-    with ChatSession(plug_model["plug"], ctx=256) as s:
+    with ChatSession(plug_model["plug"], options=EngineOptions(ctx=256)) as s:
         gen = s.ask(Q[0][0])
         next(gen)
         gen.close()  # what Ctrl-C does in the REPL
@@ -98,6 +99,21 @@ def test_cli_one_shot_text_stdin_and_json(plug_model):
     assert d["stats"]["pivot_tokens"] > 0 and d["stats"]["decode_tokens_per_s"] > 0
     r = run_chat(plug_model["plug"], "--show-pivot", "--prompt", Q[0][0])
     assert Q[0][1] in r.stdout and Q[0][2] in r.stdout and r.stdout.rstrip().endswith(Q[0][3])
+
+
+def test_llama_cpp_log_only_with_verbose(plug_model, monkeypatch):
+    """llama.cpp logs while it loads (info lines, and a warning: with LLAMA_GRAPH_REUSE_DISABLE set
+    it says so at its warning level, which llama-cpp-python lets through); chat shows none of it
+    unless --verbose, and answers the same."""
+    monkeypatch.setenv("LLAMA_GRAPH_REUSE_DISABLE", "1")
+    quiet = run_chat(plug_model["plug"], "--prompt", Q[0][0], "--json")
+    loud = run_chat(plug_model["plug"], "--prompt", Q[0][0], "--json", "--verbose")
+    assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "llama_context:" not in quiet.stderr and "graph reuse disabled" not in quiet.stderr
+    assert quiet.stderr.strip().splitlines() == [quiet.stderr.strip().splitlines()[-1]]  # the stats line alone
+    assert "llama_context: graph reuse disabled" in loud.stderr
+    assert "llama_context: n_ctx" in loud.stderr
+    assert json.loads(quiet.stdout)["answer"] == json.loads(loud.stdout)["answer"] == Q[0][3]
 
 
 @pytest.mark.parametrize("kind", ["missing", "not_gguf", "truncated", "folder"])

@@ -349,3 +349,58 @@ def test_stream_equals_batch_on_mid_line_headers(case, cuts, finished):
     target, text = case
     _check_stream_equals_batch(text, cuts, target, "en", "plug", finished)
     _check_stream_equals_batch(text, list(range(len(text))), target, "en", "plug", finished)
+
+
+# --------------------------------------------------------------------------------------------
+# One answer record for generate, chat and extract
+
+
+def test_generate_chat_and_extract_write_one_answer_record():
+    from plug_lite import chat, extract, generate
+    from plug_lite.engine import TurnStats
+    from plug_lite.formats import AnswerRecord
+
+    s = spec.PlugSpec("plug", "zh")
+    text = "Sure! Here it is.\n" + PLAIN + "\n中文回复：又一次"
+    rec = AnswerRecord.parsed(text, s)
+    assert (rec.answer, rec.status, rec.target_response) == ("瑞利散射。", "ok", "瑞利散射。")
+    assert (rec.pivot_instruction, rec.pivot_response) == ("Why is the sky blue?", "Rayleigh scattering.")
+    assert (rec.format, rec.target, rec.pivot, rec.output) == ("plug", "zh", "en", text)
+    assert rec.preamble == "Sure! Here it is." and rec.extra == "中文回复：又一次"
+    # generate: one line of an answers file
+    gen = {"output": text, "finish_reason": "stop", "prompt_tokens": 9, "completion_tokens": 20, "pieces": None}
+    line = generate.answer_record({"id": "q1", "instruction": "天空为什么是蓝色的？"}, gen, spec=s, seconds=1.0,
+                                  generator="m", decoding={})
+    assert {k: line[k] for k in AnswerRecord.FIELDS} == rec.to_dict()
+    assert AnswerRecord.from_dict(line) == AnswerRecord(**{**rec.to_dict(), "preamble": "", "extra": ""})
+    # chat: a turn of a session with this spec
+    turn = chat.Turn("天空为什么是蓝色的？", text, parse(text, target="zh"), TurnStats(completion_tokens=20), s)
+    d = turn.to_dict()
+    assert d == {"question": turn.question, **rec.to_dict(), "preamble": rec.preamble, "extra": rec.extra,
+                 "stats": d["stats"]} and d["stats"]["completion_tokens"] == 20
+    plain = chat.Turn("hi", " hello \n").to_dict()
+    assert (plain["answer"], plain["status"], plain["target_response"], plain["format"], plain["target"],
+            plain["pivot"]) == ("hello", "plain", "hello", "plain", None, None)
+    # extract: the same record added to a record of its own (answer and status under other names)
+    out = extract.extract_record({"id": 1, "answer": "theirs", "output": text}, **s.parser_args())
+    assert out == {"id": 1, "answer": "theirs", "output": text, **rec.extract_fields()}
+    assert (out["extracted"], out["extract_status"], out["extract_preamble"], out["extract_extra"]) == (
+        rec.answer, rec.status, rec.preamble, rec.extra)
+    # mono writes no pivot, whatever the spec names
+    assert AnswerRecord.parsed("안녕하세요", spec.PlugSpec("mono", "ko", "en")).pivot is None
+
+
+def test_answer_records_before_and_after_the_rename():
+    """Answer files written before the language was named ``target`` (``lang`` for the language,
+    ``target`` for the text) still load."""
+    from plug_lite.formats import AnswerRecord, upgrade_answer
+
+    old = {"id": "1", "answer": "好", "target": "好", "lang": "zh", "pivot": "en", "_where": "a.jsonl:1"}
+    new = upgrade_answer(old)
+    assert new == {"id": "1", "answer": "好", "pivot": "en", "_where": "a.jsonl:1", "target_response": "好", "target": "zh"}
+    assert upgrade_answer(new) is new and old["target"] == "好"  # today's records pass through; nothing mutated
+    line = {"id": "2", "instruction": "q", "output": "中文回复：好", "answer": "好", "status": "ok", "target": "好",
+            "pivot_instruction": None, "pivot_response": None, "format": "mono", "lang": "zh", "pivot": None}
+    rec = AnswerRecord.from_dict(line)
+    assert (rec.target, rec.target_response, rec.answer, rec.status, rec.format) == ("zh", "好", "好", "ok", "mono")
+    assert AnswerRecord.from_dict(rec.to_dict()) == rec

@@ -222,3 +222,49 @@ def test_default_model_folder():
     if HAVE_LLAMA:
         same, total, diffs = gemma.compare_with_llama_cpp(tok, gemma.gguf_path())
         assert (same, diffs) == (total, [])
+
+
+def _load_tokenizer(folder, *, with_plug_lite: bool) -> str:
+    """stderr of a fresh process that loads the tokenizer of ``folder`` (transformers warnings on)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import plug_lite\n" if with_plug_lite else "") + (
+        "from transformers import AutoTokenizer\n"
+        f"AutoTokenizer.from_pretrained({str(folder)!r})\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stderr
+
+
+def test_false_regex_warning_is_dropped_and_a_mistral_one_kept(tiny_model, tmp_path):
+    """transformers 4.57.3+ warns of a Mistral "incorrect regex pattern" at every load of a folder
+    it saved itself; plug_lite drops it unless the folder is a Mistral model's."""
+    import shutil
+
+    folder = tmp_path / "tok"
+    shutil.copytree(tiny_model, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    warning = "with an incorrect regex pattern"
+    if warning not in _load_tokenizer(folder, with_plug_lite=False):
+        pytest.skip("this transformers does not raise the false alarm")
+    assert warning not in _load_tokenizer(folder, with_plug_lite=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "mistral"}))
+    assert warning in _load_tokenizer(folder, with_plug_lite=True)
+
+
+@needs_gemma
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python not installed")
+def test_gemma_cache_line_only_with_verbose(capsys):
+    """llama.cpp warns "using full-size SWA cache" at every load of a Gemma 3 model (at its WARN
+    level, which llama-cpp-python 0.3.36 lets through); plug_lite shows it only when verbose."""
+    from plug_lite.engine import EngineOptions, LlamaEngine
+
+    for verbose in (False, True):
+        LlamaEngine(gemma.gguf_path(), EngineOptions(ctx=512, verbose=verbose)).close()
+        err = capsys.readouterr().err
+        assert ("llama_kv_cache_iswa: using full-size SWA cache" in err) is verbose, err[-2000:]

@@ -107,6 +107,22 @@ def test_llama_cpp_resumes_after_sigkill(plug_model, tmp_path):
     assert out.stat().st_size == size
 
 
+def test_llama_cpp_log_only_with_verbose(plug_model, tmp_path, capsys, monkeypatch):
+    """llama.cpp's own log (its info lines, and the warning it gives when LLAMA_GRAPH_REUSE_DISABLE
+    is set) stays off the terminal unless --verbose."""
+    monkeypatch.setenv("LLAMA_GRAPH_REUSE_DISABLE", "1")
+    ev = tmp_path / "eval.jsonl"
+    write_eval(ev)
+    args = [str(plug_model["plug"]), "--eval-set", str(ev), "--lang", "zh", "--limit", "1", "--max-new-tokens", "8",
+            "--no-progress"]
+    assert G.cli([*args, "--out", str(tmp_path / "quiet.jsonl")]) == 0
+    quiet = capsys.readouterr().err
+    assert "answers (" in quiet and "llama_context:" not in quiet and "graph reuse disabled" not in quiet
+    assert G.cli([*args, "--out", str(tmp_path / "loud.jsonl"), "--verbose"]) == 0
+    loud = capsys.readouterr().err
+    assert "llama_context: graph reuse disabled" in loud and "llama_context: n_ctx" in loud and "answers (" in loud
+
+
 def test_length_limit_and_summary(plug_model, tmp_path):
     ev = tmp_path / "eval.jsonl"
     recs = write_eval(ev)
@@ -237,6 +253,7 @@ def test_endpoint_401_stops_with_one_line(tmp_path):
 from scripted_openai import ScriptedOpenAI, user_text  # noqa: E402
 
 from plug_lite import judge  # noqa: E402
+from plug_lite.llm import LLMSettings  # noqa: E402
 
 
 def translating_server(fail_on: tuple[str, ...] = ()):
@@ -289,7 +306,8 @@ def test_translate_test_baseline_over_http(tmp_path, capsys):
     mono.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"], "answer": "答案"},
                                        ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
     with ScriptedOpenAI("[[A]]") as srv:
-        res = judge.main(a=str(out), b=str(mono), out=str(tmp_path / "j"), base_url=srv.url, api_key="k", bootstrap=0)
+        res = judge.main(a=str(out), b=str(mono), out=str(tmp_path / "j"), judge=LLMSettings(base_url=srv.url, api_key="k"),
+                         bootstrap=0)
         assert srv.calls == 6 and "[Chinese] Answer to:" in user_text(srv.bodies[0])
     assert res["aggregate"]["overall"]["n"] == 3 and res["aggregate"]["overall"]["error"] == 0
     assert res["files"]["a"]["format"] == "translate_test"

@@ -14,6 +14,7 @@ import pytest
 
 from plug_lite import judge
 from plug_lite.io import UserError
+from plug_lite.llm import LLMSettings
 from scripted_openai import ScriptedOpenAI, user_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +56,13 @@ def good_judge(body: dict) -> str:
 
 
 def run(a, b, out, server, *extra, key=KEY):
-    kw = {"model": "judge-x", "max_retries": 2, "timeout": 5, "bootstrap": 200, **dict(extra)}
-    return judge.main(a=str(a), b=str(b), out=str(out), base_url=server.url, api_key=key, **kw)
+    """judge.main against ``server``; ``extra``: (name, value) pairs of main's parameters or of
+    the judge's endpoint settings."""
+    endpoint = {"model": "judge-x", "max_retries": 2, "timeout": 5}
+    kw = {"bootstrap": 200}
+    for k, v in extra:
+        (endpoint if k in endpoint else kw)[k] = v
+    return judge.main(a=str(a), b=str(b), out=str(out), judge=LLMSettings(base_url=server.url, api_key=key, **endpoint), **kw)
 
 
 # --- aggregation: every combination of the two orders ---------------------------------------------
@@ -182,8 +188,8 @@ def test_dry_run_spends_nothing_and_counts_cached_calls(tmp_path, capsys):
         text = capsys.readouterr().out
         assert srv.requests == 4
     assert "6 calls to make (4 cached)" in text and "cost $0.00" in text
-    assert judge.main(a=str(a), b=str(b), out=str(out), model="gpt-4o", dry_run=True, base_url=None,
-                      api_key=None)["dry_run"]["est_cost_usd"] > 0
+    assert judge.main(a=str(a), b=str(b), out=str(out), judge=LLMSettings(model="gpt-4o", base_url=None, api_key=None),
+                      dry_run=True)["dry_run"]["est_cost_usd"] > 0
 
 
 def test_401_stops_at_once(tmp_path, capsys):
@@ -218,8 +224,8 @@ def test_slow_answer_times_out_and_is_retried(tmp_path):
     b = write_answers(tmp_path / "b.jsonl", {"q1": "meh"})
     with ScriptedOpenAI(good_judge) as srv:
         srv.queue.append({"delay": 2.0, "content": "[[B]]"})
-        res = judge.main(a=str(a), b=str(b), out=str(tmp_path / "o"), base_url=srv.url, api_key=KEY,
-                         timeout=0.5, max_retries=2, bootstrap=0)
+        res = judge.main(a=str(a), b=str(b), out=str(tmp_path / "o"),
+                         judge=LLMSettings(base_url=srv.url, api_key=KEY, timeout=0.5, max_retries=2), bootstrap=0)
     assert res["pairs"][0]["outcome"] == "a_win"
 
 
@@ -250,7 +256,7 @@ def test_mismatched_ids_give_a_clear_message(tmp_path):
     a = write_answers(tmp_path / "a.jsonl", {"q1": "x", "q2": "x", "q3": "x"})
     b = write_answers(tmp_path / "b.jsonl", {"q1": "y", "q9": "y"})
     with pytest.raises(UserError, match=r"do not hold the same ids: 2 only in the first \(q2, q3\), 1 only in the second \(q9\)"):
-        judge.main(a=str(a), b=str(b), out=str(tmp_path / "o"), base_url="http://127.0.0.1:9/v1", api_key=KEY)
+        judge.main(a=str(a), b=str(b), out=str(tmp_path / "o"), judge=LLMSettings(base_url="http://127.0.0.1:9/v1", api_key=KEY))
 
 
 def test_sigkill_mid_run_then_rerun_repeats_no_call(tmp_path):
@@ -302,7 +308,7 @@ def test_single_mode_ratings(tmp_path):
         return "Rating: [[9]]" if "GOOD" in u else "Rating: [[4]]"
 
     with ScriptedOpenAI(grader) as srv:
-        res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="single", base_url=srv.url, api_key=KEY)
+        res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="single", judge=LLMSettings(base_url=srv.url, api_key=KEY))
     o = res["aggregate"]["overall"]
     assert o["mean_rating"] == pytest.approx(6.5) and o["error"] == 1
     assert "Single-answer grades" in (tmp_path / "o" / "report.md").read_text()
@@ -326,7 +332,7 @@ def test_truthful_mode_rates_and_product(tmp_path):
 
     with ScriptedOpenAI(labeller) as srv:
         res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="truthful", eval_set=str(ev), target="zh",
-                         base_url=srv.url, api_key=KEY)
+                         judge=LLMSettings(base_url=srv.url, api_key=KEY))
     o = res["aggregate"]["overall"]
     assert o["truthful_rate"] == pytest.approx(0.75) and o["informative_rate"] == pytest.approx(0.75)
     assert o["truthful_x_informative"] == pytest.approx(0.5625) and o["truthful_and_informative"] == pytest.approx(0.5)
@@ -339,14 +345,14 @@ def test_svamp_mode_rules_then_llm_extractor(tmp_path):
     a = write_answers(tmp_path / "a.jsonl", {"s0": "3 + 4 = 7. Respuesta: 7", "s1": "La respuesta es 1.000 manzanas.",
                                              "s2": "Son 2,5 litros.", "s3": "doce manzanas"}, target="es")
     with ScriptedOpenAI(lambda body: "[[12]]") as srv:
-        res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="svamp", eval_set=str(ev), base_url=srv.url,
-                         api_key=KEY, llm_extract=True)
+        res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="svamp", eval_set=str(ev),
+                         judge=LLMSettings(base_url=srv.url, api_key=KEY), llm_extract=True)
         assert srv.calls == 1  # only the answer without digits went to the LLM
     o = res["aggregate"]["overall"]
     assert o["accuracy"] == 1.0 and o["by_llm"] == 1
     # without the LLM extractor nothing is sent and the digit-less answer is wrong
-    res2 = judge.main(a=str(a), out=str(tmp_path / "o2"), mode="svamp", eval_set=str(ev), api_key=None,
-                      base_url=None)
+    res2 = judge.main(a=str(a), out=str(tmp_path / "o2"), mode="svamp", eval_set=str(ev),
+                      judge=LLMSettings(api_key=None, base_url=None))
     assert res2["aggregate"]["overall"]["accuracy"] == 0.75
 
 
@@ -358,7 +364,8 @@ def test_answer_files_from_before_the_rename_still_judge(tmp_path):
     a = tmp_path / "old.jsonl"
     a.write_text(json.dumps({"id": "s0", "instruction": "problema", "answer": "Respuesta: 7", "status": "ok",
                              "target": "Respuesta: 7", "lang": "es", "format": "mono"}) + "\n")
-    res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="svamp", eval_set=str(ev), api_key=None, base_url=None)
+    res = judge.main(a=str(a), out=str(tmp_path / "o"), mode="svamp", eval_set=str(ev),
+                     judge=LLMSettings(api_key=None, base_url=None))
     assert res["target"] == "es" and res["files"]["a"]["target"] == "es"
     assert res["aggregate"]["overall"]["accuracy"] == 1.0
 
@@ -408,8 +415,9 @@ def test_llama_cpp_server_plumbing(tmp_path, tiny_gguf):
         ids = ["q1", "q2", "q3"]
         a = write_answers(tmp_path / "a.jsonl", {i: f"答案 {i}" for i in ids})
         b = write_answers(tmp_path / "b.jsonl", {i: f"回答 {i}" for i in ids})
-        res = judge.main(a=str(a), b=str(b), out=str(tmp_path / "o"), base_url=url, model="tiny", api_key=None,
-                         limit=2, max_tokens=16, parallel=2, timeout=60, max_retries=0, bootstrap=50)
+        res = judge.main(a=str(a), b=str(b), out=str(tmp_path / "o"),
+                         judge=LLMSettings(base_url=url, model="tiny", api_key=None, max_tokens=16, timeout=60, max_retries=0),
+                         limit=2, parallel=2, bootstrap=50)
     finally:
         proc.terminate()
         proc.wait(20)
@@ -530,11 +538,11 @@ def test_pairing_on_instructions_when_neither_file_has_ids_and_its_errors(tmp_pa
     dup = write_plain(tmp_path / "dup.jsonl", [{"id": "d1", "instruction": "q one", "answer": "a"},
                                                {"id": "d2", "instruction": " q  one", "answer": "b"}])
     with pytest.raises(UserError, match=r"dup.jsonl:2: the same instruction as .*dup.jsonl:1"):
-        judge.main(a=str(dup), b=str(b), out=str(tmp_path / "o2"), base_url="http://127.0.0.1:9/v1", api_key=KEY)
+        judge.main(a=str(dup), b=str(b), out=str(tmp_path / "o2"), judge=LLMSettings(base_url="http://127.0.0.1:9/v1", api_key=KEY))
     other = write_plain(tmp_path / "other.jsonl", [{"instruction": "something else", "output": "z"}])
     with pytest.raises(UserError, match="share no instruction"):
-        judge.main(a=str(a), b=str(other), out=str(tmp_path / "o3"), base_url="http://127.0.0.1:9/v1", api_key=KEY)
+        judge.main(a=str(a), b=str(other), out=str(tmp_path / "o3"), judge=LLMSettings(base_url="http://127.0.0.1:9/v1", api_key=KEY))
     mixed = write_plain(tmp_path / "mixed.jsonl", [{"id": "m1", "instruction": "q", "answer": "a"},
                                                    {"instruction": "r", "answer": "b"}])
     with pytest.raises(UserError, match=r"mixed.jsonl:2: missing field 'id'"):
-        judge.main(a=str(mixed), b=str(b), out=str(tmp_path / "o4"), base_url="http://127.0.0.1:9/v1", api_key=KEY)
+        judge.main(a=str(mixed), b=str(b), out=str(tmp_path / "o4"), judge=LLMSettings(base_url="http://127.0.0.1:9/v1", api_key=KEY))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from plug_lite import data, evalsets, extract, generate, judge, report, translate
 from plug_lite.io import read_jsonl_resumable, read_records
+from plug_lite.llm import LLMSettings
 from plug_lite.train import TrainConfig, load_rows
 from scripted_openai import ScriptedOpenAI, user_text
 
@@ -64,10 +65,9 @@ def test_evalset_generate_resume_and_judge(tmp_path):
     ev = write(tmp_path / "ev.jsonl", [{"id": f"e{i}", "instruction": T(f"问题{i}")} for i in range(3)])
     assert [r["instruction"] for r in evalsets.load_eval_set(ev, "zh")] == [T(f"问题{i}") for i in range(3)]
     out = tmp_path / "answers.jsonl"
-    kw = dict(eval_set=str(ev), target="zh", out=str(out), base_url=None, model_name="m", api_key=KEY, fmt="mono",
-              progress=False)
+    kw = dict(eval_set=str(ev), target="zh", out=str(out), fmt="mono", progress=False)
     with ScriptedOpenAI(lambda body: T("回答") + " " + user_text(body)[-3:]) as srv:
-        kw["base_url"] = srv.url
+        kw["endpoint"] = LLMSettings(base_url=srv.url, model="m", api_key=KEY)
         s = generate.main(**kw)
         assert s["made"] == 3 and srv.calls == 3
         s = generate.main(**kw)  # resume: reads its own output back, nothing left to do
@@ -79,9 +79,11 @@ def test_evalset_generate_resume_and_judge(tmp_path):
                                              for i in range(3)])
     verdict = f"Reasoning {SEP} done. [[A]]"
     with ScriptedOpenAI(verdict) as srv:
-        res = judge.main(a=str(out), b=str(other), out=str(tmp_path / "j"), base_url=srv.url, api_key=KEY, bootstrap=0)
+        res = judge.main(a=str(out), b=str(other), out=str(tmp_path / "j"), judge=LLMSettings(base_url=srv.url, api_key=KEY),
+                         bootstrap=0)
         assert srv.calls == 6 and T("别的") in user_text(srv.bodies[0])
-        again = judge.main(a=str(out), b=str(other), out=str(tmp_path / "j"), base_url=srv.url, api_key=KEY, bootstrap=0)
+        again = judge.main(a=str(out), b=str(other), out=str(tmp_path / "j"), judge=LLMSettings(base_url=srv.url, api_key=KEY),
+                           bootstrap=0)
         assert srv.calls == 6 and again["calls"]["cached"] == 6  # the cache was read back whole
     assert res["pairs"][0]["order_ab"]["reply_tail"] == verdict and res["aggregate"]["overall"]["error"] == 0
     assert json.loads((tmp_path / "j" / "judge.json").read_text(encoding="utf-8"))["pairs"][0]["instruction"] == T("问题0")
@@ -98,8 +100,8 @@ def test_translate_input_and_cache(tmp_path):
 
     out = tmp_path / "zh.jsonl"
     with ScriptedOpenAI(tagger) as srv:
-        first = translate.main(input=str(en), out=str(out), target="zh", base_url=srv.url, api_key=KEY)
-        second = translate.main(input=str(en), out=str(out), target="zh", base_url=srv.url, api_key=KEY)
+        first = translate.main(input=str(en), out=str(out), target="zh", translator=LLMSettings(base_url=srv.url, api_key=KEY))
+        second = translate.main(input=str(en), out=str(out), target="zh", translator=LLMSettings(base_url=srv.url, api_key=KEY))
         assert srv.calls == 1
     assert first["translated"] == second["translated"] == 1 and second["cached"] == 1
     assert read_records(out)[0]["instruction"] == "译 " + T("Say") and read_records(out)[0]["response"] == "译 " + T("Said")

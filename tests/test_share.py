@@ -11,6 +11,8 @@ import pytest
 
 from export_run import exported_chain
 from plug_lite import share, templates
+from plug_lite.runs import RunRecord
+from plug_lite.spec import PlugSpec
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +137,8 @@ def test_gguf_folder_without_run_metadata(chain, tmp_path, capsys):
 
 
 def test_untranslatable_template_says_so(tmp_path):
-    meta = {"format": "plug", "target": "ko", "pivot": "en", "chat_template_name": None, "eos_token": "</s>"}
-    files = share.ollama_files(meta, "m.gguf")
+    run = RunRecord(PlugSpec("plug", "ko", "en"), chat_template_name=None, eos_token="</s>")
+    files = share.ollama_files(run, "m.gguf")
     assert "template" not in files
     assert "cannot be translated" in files["Modelfile"]
     assert json.loads(files["params"])["stop"] == ["</s>"]

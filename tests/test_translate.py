@@ -8,6 +8,7 @@ import re
 from plug_lite import translate
 from plug_lite.data import load_source
 from plug_lite.io import read_records
+from plug_lite.llm import LLMSettings
 from scripted_openai import ScriptedOpenAI, user_text
 
 KEY = "test-translate-SECRET-0123456789"
@@ -52,10 +53,11 @@ def test_translate_rejects_resume_and_join(tmp_path):
     en = _english(tmp_path, rows)
     out = tmp_path / "zh.jsonl"
     with ScriptedOpenAI(fake_translator) as srv:
-        res = translate.main(input=str(en), out=str(out), target="zh", base_url=srv.url, api_key=KEY, parallel=2)
+        res = translate.main(input=str(en), out=str(out), target="zh", translator=LLMSettings(base_url=srv.url, api_key=KEY),
+                             parallel=2)
         assert srv.calls == 5
         assert "Chinese" in user_text(srv.bodies[0])
-        res2 = translate.main(input=str(en), out=str(out), target="zh", base_url=srv.url, api_key=KEY)
+        res2 = translate.main(input=str(en), out=str(out), target="zh", translator=LLMSettings(base_url=srv.url, api_key=KEY))
         assert srv.calls == 5  # everything came from the cache
     assert res["translated"] == 3 and res["rejected"] == 2 and res2["calls_made"] == 0
     good = {r["id"]: r for r in read_records(out)}

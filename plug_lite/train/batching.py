@@ -1,4 +1,7 @@
-"""How training rows become micro-batches: packed by tokens, grouped by a token budget, or one row per slot.
+"""Step 8, batching: how training rows become micro-batches: packed by tokens, grouped by a token
+budget, or one row per slot. :func:`plan` decides on the model with its adapter, before the
+trainer is built (step 6 sorts unpacked rows by length when neither packing nor a token budget
+applies); :func:`apply` lays the checked rows out in the trainer (step 7 has cut them).
 
 PLUG rows are short (instruction + English pivot + target answer: a few hundred tokens). Batched
 one row per slot, a GPU micro-batch holds a few hundred real tokens and most of the step is fixed
@@ -30,10 +33,55 @@ the functions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["collator_can_go_padding_free", "packed_attention_ok", "pack", "packed_layout", "TokenBudgetBatches",
-           "choose", "describe"]
+__all__ = ["Batching", "plan", "apply", "collator_can_go_padding_free", "packed_attention_ok", "pack", "packed_layout",
+           "TokenBudgetBatches", "choose", "describe"]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """A run's batching: ``mode`` (see :func:`choose`), why, and what :func:`apply` made."""
+
+    mode: str
+    why: str = ""
+    sequences: int | None = None  # packed sequences (mode "packed")
+    micro_batches: int | None = None  # micro-batches per epoch (mode "tokens")
+
+
+def plan(model, tokenizer, rows: list[dict], *, packing: bool, group_by_tokens: bool) -> Batching:
+    """The batching ``model`` allows: packed when asked for and its attention keeps two packed rows
+    apart (:func:`packed_attention_ok` on the first two of ``rows``), else as :func:`choose` says."""
+    packed_ok, why = False, ""
+    if packing:
+        probe = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False)
+                 for r in rows[:2]]
+        packed_ok, why = packed_attention_ok(model, probe, tokenizer.pad_token_id)
+        if not packed_ok:
+            why = f"not packed: {why}"
+    return Batching(choose(packing=packing, packed_ok=packed_ok, group_by_tokens=group_by_tokens), why)
+
+
+def apply(trainer, batching: Batching, *, max_length: int, batch_size: int, seed: int,
+          group_by_tokens: bool) -> Batching:
+    """Lay the trainer's rows out as ``batching`` says: packed sequences with a padding-free
+    collator (when the trainer's collator is TRL's, else as if packing were off), or micro-batches
+    by a token budget of ``batch_size x max_length``. Returns what was done."""
+    if batching.mode == "packed" and not collator_can_go_padding_free(trainer.data_collator):
+        why = f"not packed: the trainer's collator ({type(trainer.data_collator).__name__}) is not TRL's"
+        batching = Batching(choose(packing=False, packed_ok=False, group_by_tokens=group_by_tokens), why)
+    if batching.mode == "packed":
+        trainer.train_dataset = pack(trainer.train_dataset, max_length)
+        trainer.data_collator.padding_free = True
+        trainer.padding_free = True
+        return replace(batching, sequences=len(trainer.train_dataset))
+    if batching.mode == "tokens":
+        lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+        trainer.plug_batches = TokenBudgetBatches(lengths, batch_size * max_length, seed=seed,
+                                                  world=trainer.args.world_size)
+        return replace(batching, micro_batches=len(trainer.plug_batches))
+    return batching
 
 
 def _collator(pad_token_id: int, padding_free: bool):

@@ -1,4 +1,4 @@
-"""Token-budget batching (plug_lite.batching, train --packing) on the tiny model: a packed,
+"""Token-budget batching (plug_lite.train.batching, train --packing) on the tiny model: a packed,
 padding-free batch gives the same loss as the same rows padded; the mask survives packing; the
 probe refuses a model whose attention lets packed rows see each other."""
 
@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, str(Path(__file__).parent))
 
-from test_train import QUESTIONS, plug_row, write_rows  # noqa: E402
-
-from plug_lite import batching  # noqa: E402
 from plug_lite import train as T  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def rows_file(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("rows")
-    return write_rows(d / "rows.jsonl", [plug_row(i, *q) for i, q in enumerate(QUESTIONS * 2)])
+from plug_lite.train import batching  # noqa: E402
 
 
 def _prepare(model: Path, rows: Path, out: Path, packing: bool):
@@ -46,9 +36,9 @@ def _loss_of_everything(prep) -> tuple[float, int]:
     return float(out.loss), trained
 
 
-def test_packed_batch_has_the_loss_of_the_same_rows_padded(tiny_model, rows_file, tmp_path, capsys):
-    plain = _prepare(tiny_model, rows_file, tmp_path / "plain", packing=False)
-    packed = _prepare(tiny_model, rows_file, tmp_path / "packed", packing=True)
+def test_packed_batch_has_the_loss_of_the_same_rows_padded(tiny_model, eight_rows_file, tmp_path, capsys):
+    plain = _prepare(tiny_model, eight_rows_file, tmp_path / "plain", packing=False)
+    packed = _prepare(tiny_model, eight_rows_file, tmp_path / "packed", packing=True)
     out = capsys.readouterr().out
     layout = packed.data_summary["batching"]
     assert layout["packed"] is True and layout["rows"] == 8 and layout["sequences"] < 8
@@ -65,8 +55,8 @@ def test_packed_batch_has_the_loss_of_the_same_rows_padded(tiny_model, rows_file
     assert loss_packed == pytest.approx(loss_plain, rel=1e-5, abs=1e-6)
 
 
-def test_packed_training_run_records_its_batching(tiny_model, rows_file, tmp_path):
-    run = T.train(T.TrainConfig(model=str(tiny_model), data=str(rows_file), output_dir=str(tmp_path / "run"),
+def test_packed_training_run_records_its_batching(tiny_model, eight_rows_file, tmp_path):
+    run = T.train(T.TrainConfig(model=str(tiny_model), data=str(eight_rows_file), output_dir=str(tmp_path / "run"),
                                 preset="cpu-tiny", max_steps=2, save_steps=2, preview_rows=0, packing=True))
     rec = json.loads((run / "plug_run.json").read_text())
     assert rec["data_summary"]["batching"]["packed"] is True and rec["config"]["packing"] is True
@@ -155,8 +145,8 @@ def test_batching_choice():
     assert batching.choose(packing=False, packed_ok=True, group_by_tokens=False) == "rows"
 
 
-def test_training_by_tokens_feeds_every_row_in_budgeted_micro_batches(tiny_model, rows_file, tmp_path, capsys):
-    cfg = T.TrainConfig(model=str(tiny_model), data=str(rows_file), output_dir=str(tmp_path / "run"), preset="cpu-tiny",
+def test_training_by_tokens_feeds_every_row_in_budgeted_micro_batches(tiny_model, eight_rows_file, tmp_path, capsys):
+    cfg = T.TrainConfig(model=str(tiny_model), data=str(eight_rows_file), output_dir=str(tmp_path / "run"), preset="cpu-tiny",
                         max_steps=3, save_steps=3, preview_rows=0, packing=False, group_by_tokens=True,
                         batch_size=2, max_length=256)
     prep = T.prepare(cfg)
@@ -180,12 +170,12 @@ def test_training_by_tokens_feeds_every_row_in_budgeted_micro_batches(tiny_model
     assert rec["metrics"]["steps"] == 3 and rec["metrics"]["trained_tokens"] > 0
 
 
-def test_resumed_run_by_tokens_sees_the_same_micro_batches(tiny_model, rows_file, tmp_path):
+def test_resumed_run_by_tokens_sees_the_same_micro_batches(tiny_model, eight_rows_file, tmp_path):
     """Interrupted in the second epoch and resumed from a checkpoint taken in it: the resumed steps
     see the micro-batches of that epoch (the Trainer's set_epoch reaches the batch sampler)."""
     from transformers import TrainerCallback
 
-    base = dict(model=str(tiny_model), data=str(rows_file), preset="cpu-tiny", preview_rows=0,
+    base = dict(model=str(tiny_model), data=str(eight_rows_file), preset="cpu-tiny", preview_rows=0,
                 packing=False, group_by_tokens=True, batch_size=1, max_length=256)
     sampler = T.prepare(T.TrainConfig(output_dir=str(tmp_path / "probe"), **base)).trainer.plug_batches
     micro = len(sampler)

@@ -12,18 +12,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from train_rows import REPO
 
-from test_train import QUESTIONS, plug_row, write_rows  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-ROWS = 8  # two steps of 2 rows per process x 2 processes = one epoch
-
-
-@pytest.fixture(scope="module")
-def rows_file(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("mp_rows")
-    return write_rows(d / "rows.jsonl", [plug_row(i, *q) for i, q in enumerate(QUESTIONS * 2)])
+ROWS = 8  # two steps of 2 rows per process x 2 processes = one epoch (eight_rows_file)
 
 
 def _launch(launcher: list[str], model: Path, rows: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -52,30 +43,30 @@ def _check_run(p: subprocess.CompletedProcess, run: Path, steps_per_epoch: int |
     return rec
 
 
-def test_torchrun_two_processes_then_export(tiny_model, rows_file, tmp_path):
+def test_torchrun_two_processes_then_export(tiny_model, eight_rows_file, tmp_path):
     from plug_lite import export
 
     run = tmp_path / "run"
-    p = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tiny_model, rows_file, run)
+    p = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tiny_model, eight_rows_file, run)
     rec = _check_run(p, run)
     assert rec["metrics"]["tokens"] > rec["metrics"]["trained_tokens"] > 0
     report = export.main(run, out_dir=tmp_path / "gguf", quants=["F16"], n_prompts=1, max_new_tokens=8, stop_budget=8)
     assert Path(report["files"]["F16"]["path"]).is_file() and report["verify"]["checks"]["prompt_tokens"] == "ok"
 
 
-def test_accelerate_launch_two_processes(tiny_model, rows_file, tmp_path):
+def test_accelerate_launch_two_processes(tiny_model, eight_rows_file, tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.exists():
         pytest.skip("accelerate's launcher is not installed next to this python")
     run = tmp_path / "run"
     p = _launch([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                 "--mixed_precision", "no", "--dynamo_backend", "no"], tiny_model, rows_file, run)
+                 "--mixed_precision", "no", "--dynamo_backend", "no"], tiny_model, eight_rows_file, run)
     _check_run(p, run)
 
 
-def test_torchrun_two_processes_share_micro_batches_by_tokens(tiny_model, rows_file, tmp_path):
+def test_torchrun_two_processes_share_micro_batches_by_tokens(tiny_model, eight_rows_file, tmp_path):
     run = tmp_path / "run"
-    p = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tiny_model, rows_file, run,
+    p = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tiny_model, eight_rows_file, run,
                 "--no-packing", "--group-by-tokens", "--batch-size", "2", "--max-length", "256")
     rec = _check_run(p, run, steps_per_epoch=None)
     layout = rec["data_summary"]["batching"]

@@ -1,4 +1,4 @@
-"""The chat template's turn tokens, and whether a base model ever learned them.
+"""Step 5, turn tokens: the chat template's turn tokens, and whether a base model ever learned them.
 
 A tuned model stops when it emits the token its chat template writes after an assistant turn
 (``<end_of_turn>``, ``<|im_end|>``). A *base* model may never have seen that token: its embedding
@@ -154,7 +154,7 @@ def plan(model, tokenizer, eos: str, mode: str = "auto") -> TokenPlan:
     """Which turn-token rows to train: ``auto`` those that look untrained in the input embedding or
     the output head, ``all`` every turn token, ``none`` no row."""
     if mode not in MODES:
-        from .io import UserError
+        from ..io import UserError
 
         raise UserError(f"unknown turn-token mode {mode!r}; expected one of {', '.join(MODES)}")
     tied = _tied(model)

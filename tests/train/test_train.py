@@ -1,10 +1,12 @@
 """plug_lite.train on CPU with the tiny Qwen2: LoRA and 4-bit QLoRA runs, the loss mask checked
 against an independent tokenization, the mask errors, resume after an interruption, and one-line
-errors with exit code 2. Rows are made here with formats.render_plug + spec.system_prompt."""
+errors with exit code 2. Rows: tests/train/train_rows.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,43 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from plug_lite import formats, spec, templates
+from plug_lite import formats, templates
 from plug_lite import train as T
 from plug_lite.io import UserError
-
-REPO = Path(__file__).resolve().parents[1]
-
-QUESTIONS = [
-    ("天空为什么是蓝色的？", "Why is the sky blue?", "Sunlight scatters off air molecules; blue scatters most.", "阳光被空气分子散射，蓝光散射得最多。"),
-    ("猫为什么会打呼噜？", "Why do cats purr?", "Cats purr to signal comfort and to calm themselves.", "猫打呼噜是为了表示舒适和安抚自己。"),
-    ("怎样煮米饭？", "How do I cook rice?", "Rinse the rice, add water, boil, then simmer covered.", "先淘米，加水，煮开后盖上锅盖小火焖。"),
-    ("月亮为什么有圆缺？", "Why does the moon have phases?", "We see different parts of its sunlit half as it orbits.", "月亮绕地球转动，我们看到它被照亮部分的不同角度。"),
-]
-
-
-def plug_row(i: int, q: str, pi: str, pr: str, t: str, *, target: str = "zh") -> dict:
-    return {
-        "id": f"r{i}",
-        "prompt": [
-            {"role": "system", "content": spec.system_prompt("plug", target)},
-            {"role": "user", "content": q},
-        ],
-        "completion": [{"role": "assistant", "content": formats.render_plug(pi, pr, t, target=target)}],
-        "format": "plug",
-        "target": target,
-        "pivot": "en",
-    }
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def rows_file(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("rows")
-    return write_rows(d / "rows.jsonl", [plug_row(i, *q) for i, q in enumerate(QUESTIONS)])
+from train_rows import QUESTIONS, REPO, plug_row, write_rows
 
 
 def cfg(model: Path, data: Path, out: Path, **kw) -> T.TrainConfig:
@@ -236,3 +205,15 @@ def test_shipped_configs_load_and_explain_themselves(name):
     c = T.load_config(path)
     resolved, preset = T.resolve(c, cuda_capability=(7, 5))
     assert preset in T.PRESETS and resolved.max_length and resolved.batch_size
+
+
+def test_both_module_entry_points_give_every_field_as_a_flag(tmp_path):
+    """``python -m plug_lite.train`` (the package's __main__) and ``python -m plug_lite train`` print
+    the same help, with one flag per TrainConfig field."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    helps = [subprocess.run([sys.executable, "-m", *how, "--help"], capture_output=True, text=True, cwd=tmp_path,
+                            env=env, timeout=120) for how in (["plug_lite.train"], ["plug_lite", "train"])]
+    assert all(p.returncode == 0 for p in helps), [p.stderr for p in helps]
+    assert helps[0].stdout == helps[1].stdout
+    for f in dataclasses.fields(T.TrainConfig):
+        assert "--" + f.name.replace("_", "-") in helps[0].stdout, f.name

@@ -1,4 +1,4 @@
-"""plug_lite.turn_tokens: finding turn tokens whose rows a base model never trained, and training
+"""plug_lite.train.turn_tokens: finding turn tokens whose rows a base model never trained, and training
 those rows cheaply. A planted collapsed / zero row stands in for a base model's untrained
 ``<end_of_turn>`` (measured on Gemma-3-270M: cosine 0.995 with ``<unused…>`` rows)."""
 
@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from plug_lite import turn_tokens  # noqa: E402
+from plug_lite.train import turn_tokens  # noqa: E402
 
 EOT = "<|im_end|>"
 
@@ -135,14 +135,11 @@ def planted_base(tiny_model, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rows_run(planted_base, tmp_path_factory) -> Path:
-    from test_train import QUESTIONS, plug_row, write_rows
-
+def rows_run(planted_base, rows_file, tmp_path_factory) -> Path:
     from plug_lite import train as T
 
     d = tmp_path_factory.mktemp("rowsrun")
-    rows = write_rows(d / "rows.jsonl", [plug_row(i, *q) for i, q in enumerate(QUESTIONS)])
-    cfg = T.TrainConfig(model=str(planted_base), data=str(rows), output_dir=str(d / "run"), preset="cpu-tiny",
+    cfg = T.TrainConfig(model=str(planted_base), data=str(rows_file), output_dir=str(d / "run"), preset="cpu-tiny",
                         max_steps=3, save_steps=3, preview_rows=0, lr=1e-2)
     return T.train(cfg)
 

@@ -1,0 +1,106 @@
+"""Step 4, keep or drop, and the command that runs the steps in order (:func:`main`, :func:`cli`).
+
+Everything is written into a hidden staging folder beside the final files (``OUT_DIR/.export.*.tmp``)
+and moved under its final name only when the check passed: a failed export leaves no file under a
+final name, and no staging folder either. The report is written in both cases (with the check's
+error when it failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .. import convert, toolchain
+from ..cli import description, run
+from ..io import UserError
+from ..runs import load_run, resolve_base
+from . import converting, record
+from .merging import merge
+from .verifying import verify
+
+__all__ = ["main", "cli"]
+
+
+def _verify(report: dict, meta: dict, merged: Path, written: converting.Written, **how) -> None:
+    """Step 3 into ``report``; on failure the report (with the error) is saved and nothing is kept."""
+    t0 = time.time()
+    try:
+        report["verify"] = verify(meta, merged, written.files, adapter_gguf=written.adapter, base_gguf=written.base, **how)
+    except UserError as e:
+        report["verify"] = {"error": str(e)}
+        record.save_report(Path(meta["_dir"]), report)
+        raise UserError(f"parity check failed (no file kept): {e}") from None
+    report["timings"]["verify_s"] = round(time.time() - t0, 1)
+
+
+def main(
+    run_dir: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike = "gguf",
+    quants: list[str] | tuple[str, ...] = ("Q4_K_M",),
+    outtype: str = "f16",
+    plain_merge: bool = False,
+    adapter: bool = True,
+    with_base: bool = False,
+    verify_parity: bool = True,
+    n_prompts: int = 3,
+    max_new_tokens: int = 32,
+    stop_budget: int = 256,
+) -> dict:
+    """Export a run; returns the report (also saved as ``RUN_DIR/export_report.json``).
+
+    Args:
+        run_dir: a plug-lite train run directory (plug_run.json, adapter/, tokenizer/)
+        out_dir: where the GGUF files go
+        quants: quant type, repeatable (default Q4_K_M); see convert.QUANT_TYPES
+        outtype: the converter's output: f16, bf16 or q8_0
+        plain_merge: QLoRA runs: merge into the original weights, not the NF4-rounded ones
+        adapter: write the adapter GGUF too
+        with_base: also write the base model's F16 GGUF (for the adapter GGUF)
+        verify_parity: check parity
+        n_prompts: parity prompts
+        max_new_tokens: tokens compared by the parity check
+        stop_budget: the stops check: each held-out answer must end its turn within this many tokens
+    """
+    meta = load_run(run_dir)
+    run = Path(meta["_dir"])
+    quants, outtype = converting.check_types(quants, outtype)
+    out = Path(out_dir).resolve()
+    base_dir = resolve_base(meta)
+    toolchain.script("convert_hf_to_gguf.py")  # fail early (offline, no sdist) before the slow merge
+    import llama_cpp  # noqa: F401  (fail early when llama-cpp-python is missing)
+
+    merged = merge(meta, plain=plain_merge)  # step 1
+    template = converting.inference_template(merged, run)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
+    try:
+        written = converting.write_ggufs(meta, merged, base_dir, stage, quants=quants, outtype=outtype,  # step 2
+                                         template=template, adapter=adapter, with_base=with_base)
+        report = record.build_report(run, merged, out, written)
+        if verify_parity:  # step 3
+            _verify(report, meta, merged, written, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
+                    stop_budget=stop_budget)
+        for p in written.paths():  # step 4
+            os.replace(p, out / p.name)
+        record.save_report(run, report)  # step 5
+        record.print_report(report)
+        return report
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``plug-lite export``: :func:`main`'s flags; the help opens with the package's first line."""
+    quants = "; ".join(f"{k}: {v}" for k, v in convert.QUANT_TYPES.items())
+    parser = argparse.ArgumentParser(prog="plug-lite export", description=description(sys.modules[__package__].__doc__))
+    return run(main, argv, prog="plug-lite export", parser=parser, positional=("run_dir",),
+               names={"quants": "--quant", "verify_parity": "--verify", "n_prompts": "--prompts"},
+               choices={"outtype": converting.OUTTYPES},
+               extra={"quants": {"metavar": "TYPE", "help": f"quant type, repeatable (default Q4_K_M): {quants}"}})

@@ -1,0 +1,93 @@
+"""The export command (plug_lite/export/staging.py): bad input and a failed check give one line and
+exit code 2 and leave no file under a final name; ``python -m plug_lite.export`` is ``plug-lite export``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from plug_lite import export
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    return err[-1]
+
+
+def test_run_without_adapter(tmp_path, capsys, tiny_model):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "plug_run.json").write_text(json.dumps({"base_model": str(tiny_model), "format": "plug", "target": "zh"}))
+    assert export.cli([str(run), "--out-dir", str(tmp_path / "g")]) == 2
+    assert "adapter" in _one_error_line(capsys)
+    assert not (tmp_path / "g").exists()
+
+
+def test_base_not_found(chain, tmp_path, capsys):
+    run, _, _ = chain
+    bad = tmp_path / "run"
+    shutil.copytree(run / "adapter", bad / "adapter")
+    meta = json.loads((run / "plug_run.json").read_text())
+    meta.update(base_model="nobody/no-such-model-xyz", base_model_path=str(tmp_path / "gone"))
+    (bad / "plug_run.json").write_text(json.dumps(meta))
+    assert export.cli([str(bad), "--out-dir", str(tmp_path / "g")]) == 2
+    line = _one_error_line(capsys)
+    assert "no-such-model-xyz" in line and "not found" in line
+
+
+def test_unknown_quant_type(chain, tmp_path, capsys):
+    run, _, _ = chain
+    assert export.cli([str(run), "--quant", "Q3_XYZ", "--out-dir", str(tmp_path / "g")]) == 2
+    assert "Q3_XYZ" in _one_error_line(capsys)
+    assert not (tmp_path / "g").exists()
+
+
+def test_too_little_disk_leaves_no_file(chain, tmp_path, capsys, monkeypatch):
+    run, _, _ = chain  # its merge is reused: the first large write is the conversion
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    assert export.cli([str(run), "--out-dir", str(tmp_path / "g"), "--no-verify"]) == 2
+    assert "not enough disk space" in _one_error_line(capsys)
+    assert not (tmp_path / "g").exists() or list((tmp_path / "g").iterdir()) == []
+
+
+def test_converter_cannot_be_fetched(chain, tmp_path, capsys, monkeypatch):
+    run, _, _ = chain
+    monkeypatch.setenv("PLUG_LITE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("PLUG_LITE_SDIST", raising=False)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline: pip finds nothing
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    assert export.cli([str(run), "--out-dir", str(tmp_path / "g")]) == 2
+    line = _one_error_line(capsys)
+    assert "PLUG_LITE_SDIST" in line and "llama_cpp_python-" in line
+    assert not (tmp_path / "g").exists()
+
+
+def test_failing_parity_check(chain, tmp_path, capsys):
+    """A run whose end-of-turn token is not the GGUF's EOS fails the parity check."""
+    run, _, _ = chain
+    bad = tmp_path / "run"
+    for sub in ("adapter", "tokenizer", "merged"):
+        shutil.copytree(run / sub, bad / sub)  # copy2 keeps mtimes: the merge is reused
+    meta = json.loads((run / "plug_run.json").read_text())
+    meta["eos_token"] = "<|endoftext|>"
+    (bad / "plug_run.json").write_text(json.dumps(meta))
+    assert export.cli([str(bad), "--quant", "F16", "--no-adapter", "--out-dir", str(tmp_path / "g")]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: parity check failed") and "EOS" in line
+    assert list((tmp_path / "g").iterdir()) == []  # nothing kept: not even the staging folder
+    assert "error" in json.loads((bad / "export_report.json").read_text())["verify"]
+
+
+def test_module_and_verb_give_the_same_command():
+    """``python -m plug_lite.export`` (the package's __main__) and ``python -m plug_lite export``."""
+    outs = [subprocess.run([sys.executable, "-m", *how, "--help"], capture_output=True, text=True)
+            for how in (["plug_lite.export"], ["plug_lite", "export"])]
+    assert [p.returncode for p in outs] == [0, 0], [p.stderr for p in outs]
+    assert outs[0].stdout == outs[1].stdout
+    assert outs[0].stdout.startswith("usage: plug-lite export ")
+    for flag in ("--quant", "--outtype", "--plain-merge", "--no-adapter", "--with-base", "--no-verify", "--prompts",
+                 "--max-new-tokens", "--stop-budget"):
+        assert flag in outs[0].stdout
