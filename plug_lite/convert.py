@@ -20,7 +20,7 @@ from pathlib import Path
 from .io import UserError, atomic_path, check_disk_space
 from . import toolchain
 
-__all__ = ["QUANT_TYPES", "CONVERTER_TYPES", "BITS", "needs_imatrix", "hf_to_gguf", "lora_to_gguf", "quantize",
+__all__ = ["QUANT_TYPES", "CONVERTER_TYPES", "BITS", "uses_imatrix", "needs_imatrix", "hf_to_gguf", "lora_to_gguf", "quantize",
            "model_bytes"]
 
 #: Types the converter writes directly.
@@ -43,6 +43,12 @@ QUANT_TYPES = {
 #: Approximate bits per weight of each type (for the disk-space check).
 BITS = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.6, "Q5_K_M": 5.7, "Q4_K_M": 4.9, "Q4_K_S": 4.6, "IQ4_XS": 4.3,
         "Q3_K_M": 3.9, "Q3_K_S": 3.5, "Q2_K": 3.0}
+
+
+def uses_imatrix(qtype: str) -> bool:
+    """Whether llama.cpp's quantizer uses an importance matrix for ``qtype`` (Q8_0, F16 and BF16
+    are rounded the same with or without one)."""
+    return qtype.upper() not in ("F32", "F16", "BF16", "Q8_0")
 
 
 def needs_imatrix(qtype: str) -> bool:

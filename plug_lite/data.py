@@ -48,11 +48,15 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import formats, languages
 from .cli import description, parse, parser_for
 from .io import UserError, read_records, refuse_overwrite, run_cli, write_json, write_jsonl
 from .spec import FORMATS, PlugSpec
+
+if TYPE_CHECKING:
+    from .runs import RunRecord
 
 __all__ = [
     "SAMPLE_DIR",
@@ -63,6 +67,7 @@ __all__ = [
     "load_source",
     "build_rows",
     "token_stats",
+    "HELD_OUT_ROWS",
     "RunRows",
     "run_rows",
     "build",
@@ -348,6 +353,11 @@ def build_rows(
     return rows, summary
 
 
+#: Held-out rows a quantized file is scored on by default (:mod:`plug_lite.drift`); when a run's
+#: data file is unknown, they are the last rows of the shipped sample and calibration leaves them out.
+HELD_OUT_ROWS = 20
+
+
 @dataclass(frozen=True)
 class RunRows:
     """The rows of a finished run's data file: those it trained on and those it left out."""
@@ -369,21 +379,20 @@ def _data_file(name: str, run_dir: Path) -> Path | None:
     return None
 
 
-def run_rows(meta: dict) -> RunRows | None:
+def run_rows(rec: "RunRecord") -> RunRows | None:
     """The rows a run trained on (the first ``max_train_samples`` of its data, as ``train`` takes
-    them) and the rest, from its ``plug_run.json`` (``meta`` as :func:`plug_lite.runs.load_run`
-    returns it). None when the run does not say where its data was or the file is gone."""
-    cfg = meta.get("config") or {}
+    them) and the rest, from its record (:class:`plug_lite.runs.RunRecord`, loaded from its
+    folder). None when the run does not say where its data was or the file is gone."""
+    cfg = rec.config or {}
     name = cfg.get("data")
     if not name:
         return None
     if name == "sample":
-        spec = PlugSpec(cfg.get("format") or meta["format"], cfg.get("target") or meta["target"],
-                        cfg.get("pivot") or meta.get("pivot"), bool(cfg.get("think")))
+        spec = rec.spec
         rows, _ = sample_rows(spec)
         source = f"the shipped sample ({spec.format}, {spec.target})"
     else:
-        path = _data_file(str(name), Path(meta.get("_dir") or "."))
+        path = _data_file(str(name), Path(rec.folder or "."))
         if path is None:
             return None
         rows = read_records(path, required=("prompt", "completion"))

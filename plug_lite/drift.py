@@ -41,15 +41,15 @@ from pathlib import Path
 from . import data, formats, gguf_meta
 from .engine import LlamaEngine
 from .io import UserError, read_records
-from .runs import run_spec
+from .runs import DriftReport, DriftStats, FileDrift, RunRecord
 
 __all__ = ["SECTIONS", "DEFAULT_ROWS", "Sample", "DriftText", "held_out_rows", "prepare", "compare", "compare_many",
-           "summarize", "tensor_summary", "table", "check", "recommend"]
+           "summarize", "tensor_summary", "report", "table", "markdown", "check", "recommend"]
 
 #: The scored sections of a PLUG answer (formats' names; ``target`` is the target-language answer).
 SECTIONS = ("pivot_instruction", "pivot_response", "target")
 #: Held-out conversations scored by default.
-DEFAULT_ROWS = 20
+DEFAULT_ROWS = data.HELD_OUT_ROWS
 _KIND_256 = ("_K", "IQ")  # type names whose blocks hold 256 weights (IQ4_NL excepted)
 
 
@@ -81,19 +81,20 @@ class DriftText:
 # The held-out text
 
 
-def held_out_rows(meta: dict, *, rows: int = DEFAULT_ROWS, file: str | os.PathLike | None = None) -> tuple[list[dict], str]:
-    """(training-format rows to score, where they come from) for a run (``meta`` as
-    :func:`plug_lite.runs.load_run` returns it): ``file`` when given, else the last ``rows`` of the
-    rows its data file holds beyond those it trained on, else the shipped sample."""
+def held_out_rows(rec: RunRecord, *, rows: int = DEFAULT_ROWS,
+                  file: str | os.PathLike | None = None) -> tuple[list[dict], str]:
+    """(training-format rows to score, where they come from) for a run: ``file`` when given, else
+    the last ``rows`` of the rows its data file holds beyond those it trained on, else the last
+    rows of the shipped sample."""
     if file is not None:
         found = read_records(file, required=("prompt", "completion"))
         return found[-rows:], f"{file} (last {min(rows, len(found))} rows)"
-    split = data.run_rows(meta)
+    split = data.run_rows(rec)
     if split is not None and split.held_out:
         first = len(split.trained) + max(0, len(split.held_out) - rows)
         last = len(split.trained) + len(split.held_out) - 1
         return split.held_out[-rows:], f"{split.source} rows {first}-{last} (not trained on)"
-    spec = run_spec(meta)
+    spec = rec.spec
     sample, _ = data.sample_rows(spec)
     note = ("the run trained on every row of its data" if split is not None
             else "the run's data file is not recorded or not found")
@@ -337,33 +338,81 @@ def _target_kl(result: dict, target: str) -> float | None:
     return group.get("kl_mean")
 
 
-def _cell(stats: dict | None) -> str:
-    if not stats or not stats.get("tokens"):
-        return f"{'-':>30}"
-    return (f"KL {stats['kl_mean']:6.3f} p99 {stats['kl_p99']:6.2f} top1 {100 * stats['top1']:5.1f}% "
-            f"ppl x{stats['ppl_ratio']:.3f}")
-
-
-def table(results: dict[str, dict], *, pivot: str | None, target: str, sizes: dict[str, int] | None = None,
-          tensors: dict[str, dict] | None = None) -> str:
-    """The drift table: one line per file, the pivot and the target language side by side."""
-    langs = [lang for lang in (pivot, target) if lang and any(lang in (r.get("languages") or {}) for r in results.values())]
-    head = f"{'file':<10}" + (f"{'MiB':>8}" if sizes else "") + (f"{'bpw':>6}" if tensors else "")
-    head += "".join(f"  {lang + (' (target)' if lang == target else ' (pivot)'):<44}" for lang in langs)
-    head += "  fell back" if tensors else ""
-    lines = [head]
+def report(ref_name: str, ref: str | os.PathLike, files: dict[str, str | os.PathLike], text: DriftText, *,
+           max_drift: float, strict: bool = False, threads: int | None = None) -> DriftReport:
+    """The typed drift report of ``files`` against the reference ``ref`` (named ``ref_name``):
+    :func:`compare_many`, :func:`tensor_summary`, the warnings of :func:`check` (never raised
+    here: ``strict`` is recorded) and the file :func:`recommend` names, the reference counting as a
+    file with no drift."""
+    results = compare_many(ref, files, text, threads=threads)
+    sizes = {name: Path(p).stat().st_size for name, p in {ref_name: ref, **files}.items()}
+    drifted = {}
     for name, res in results.items():
-        line = f"{name:<10}"
-        if sizes:
-            line += f"{sizes.get(name, 0) / 2**20:8.1f}"
-        if tensors:
-            line += f"{tensors.get(name, {}).get('bits_per_weight', 0):6.2f}"
-        line += "".join(f"  {_cell(res['languages'].get(lang)):<44}" for lang in langs)
-        if tensors and name in tensors:
-            t = tensors[name]
-            line += f"  {t['fallbacks']}/{t['quantized_tensors']}"
-        lines.append(line)
-    return "\n".join(lines)
+        t = tensor_summary(files[name], name)
+        drifted[name] = FileDrift(
+            languages={k: DriftStats(**v) for k, v in res["languages"].items()},
+            sections={k: DriftStats(**v) for k, v in res["sections"].items()},
+            all=DriftStats(**res["all"]), bytes=sizes[name], bits_per_weight=t["bits_per_weight"],
+            fallbacks=t["fallbacks"], quantized_tensors=t["quantized_tensors"], seconds=res["seconds"])
+    exact = {"languages": {text.target: {"kl_mean": 0.0}}}
+    return DriftReport(
+        reference=ref_name, reference_bytes=sizes[ref_name], text=text.source, rows=len(text.samples),
+        tokens={s: text.tokens(s) for s in SECTIONS}, target=text.target, pivot=text.pivot, max_drift=max_drift,
+        strict=strict, files=drifted, warnings=check(results, target=text.target, max_drift=max_drift),
+        recommended=recommend({ref_name: exact, **results}, sizes, target=text.target, max_drift=max_drift))
+
+
+def _rows(rep: DriftReport) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the drift table: the reference, then one row per file."""
+    langs = [lang for lang in (rep.pivot, rep.target)
+             if lang and any(lang in f.languages for f in rep.files.values())]
+    head = ["file", "MiB", "bits/weight"]
+    head += [f"{lang} ({'target' if lang == rep.target else 'pivot'}): KL mean / p99, top-1" for lang in langs]
+    head += [f"{rep.target} ppl ratio", "fell back", f"within {rep.max_drift:g}"]
+
+    def mib(n: int | None) -> str:
+        return f"{n / 2**20:.1f}" if n else "-"
+
+    rows = [[rep.reference, mib(rep.reference_bytes), "16" if rep.reference in ("F16", "BF16") else "-",
+             *(["reference"] * len(langs)), "1", "-", "yes"]]
+    for name, f in rep.files.items():
+        cells = [name, mib(f.bytes), f"{f.bits_per_weight:.2f}" if f.bits_per_weight else "-"]
+        for lang in langs:
+            st = f.languages.get(lang)
+            cells.append(f"{st.kl_mean:.3f} / {st.kl_p99:.2f}, {100 * st.top1:.1f}%" if st and st.tokens else "-")
+        st = f.languages.get(rep.target) or f.all
+        kl = f.kl(rep.target)
+        cells += [f"{st.ppl_ratio:.3f}" if st.ppl_ratio else "-",
+                  f"{f.fallbacks}/{f.quantized_tensors}" if f.quantized_tensors else "-",
+                  "-" if kl is None else ("yes" if kl <= rep.max_drift else "no")]
+        rows.append(cells)
+    for r in rows:
+        if r[0] == rep.recommended:
+            r[0] += " (recommended)"
+    return head, rows
+
+
+def _caption(rep: DriftReport) -> str:
+    scored = ", ".join(f"{k} {v}" for k, v in rep.tokens.items() if v)
+    return (f"drift against {rep.reference} on {rep.text}: {rep.rows} rows, scored tokens {scored}; "
+            f"a file is within --max-drift {rep.max_drift:g} when its {rep.target} mean KL is")
+
+
+def table(rep: DriftReport) -> str:
+    """The drift table as text (export prints it)."""
+    head, rows = _rows(rep)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = [_caption(rep), "  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def markdown(rep: DriftReport) -> list[str]:
+    """The drift table as Markdown lines (the model card, the demo's report)."""
+    head, rows = _rows(rep)
+    out = [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
+    out += [f"| {' | '.join(r)} |" for r in rows]
+    return [_caption(rep).replace("--max-drift", "`--max-drift`") + ":", "", *out]
 
 
 def check(results: dict[str, dict], *, target: str, max_drift: float, strict: bool = False) -> list[str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from . import data, toolchain
 from .engine import LlamaEngine, default_threads
 from .io import UserError, atomic_path, write_json
-from .runs import IMATRIX_FILE, run_spec
+from .runs import IMATRIX_FILE, ImatrixRecord, RunRecord
 
 __all__ = ["DEFAULT_CTX", "run_conversations", "calibration_text", "file_identity", "make", "read_record", "for_run"]
 
@@ -42,16 +42,18 @@ DEFAULT_CTX = 512
 _MIN_CTX = 64
 
 
-def run_conversations(meta: dict) -> tuple[list[list[dict]], str]:
+def run_conversations(rec: RunRecord) -> tuple[list[list[dict]], str]:
     """(conversations, where they come from): the whole conversations of the rows a run trained
-    on; the shipped sample for the run's format and language when its data file is unknown."""
-    split = data.run_rows(meta)
+    on; when its data file is unknown, the shipped sample for its format and language except its
+    last :data:`plug_lite.data.HELD_OUT_ROWS` rows (those the drift report scores then)."""
+    split = data.run_rows(rec)
     if split is not None and split.trained:
         rows, source = split.trained, f"{split.source} rows 0-{len(split.trained) - 1} (trained on)"
     else:
-        spec = run_spec(meta)
-        rows, _ = data.sample_rows(spec)
-        source = f"the shipped sample ({spec.format}, {spec.target}); the run's data file is not recorded or not found"
+        rows, _ = data.sample_rows(rec.spec)
+        rows = rows[:-data.HELD_OUT_ROWS]
+        source = (f"the shipped sample ({rec.spec.format}, {rec.spec.target}) but its last {data.HELD_OUT_ROWS} rows; "
+                  "the run's data file is not recorded or not found")
     return [list(r["prompt"]) + list(r["completion"]) for r in rows], source
 
 
@@ -105,7 +107,7 @@ def make(
 ) -> dict:
     """Run ``llama-imatrix`` on ``text`` with the reference ``gguf``; writes ``out`` (a GGUF
     imatrix) and its record ``out.json``, and returns the record. A matrix made before from the
-    same reference, text and context is reused."""
+    same reference, text and context is reused (the record returned then has ``reused``)."""
     gguf, out = Path(gguf), Path(out)
     if toolchain.find_tool("llama-imatrix") is None:
         raise UserError(f"an importance matrix needs llama.cpp's llama-imatrix; {toolchain.tools_status()['hint']}")
@@ -120,7 +122,7 @@ def make(
     old = read_record(out)
     if old and old.get("key") == key:
         print(f"imatrix: reusing {out} ({old['source']}; {old['tokens_used']} tokens)", file=sys.stderr)
-        return old
+        return {**old, "reused": True}
     threads = threads or default_threads()[1]
     chunks = tokens // ctx
     print(f"imatrix: llama-imatrix on {tokens} tokens of {source} ({chunks} chunks of {ctx}, {threads} threads)",
@@ -167,38 +169,46 @@ def _chunks_used(log: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def for_run(meta: dict, ref: str | os.PathLike, choice: str = "auto", *, out: str | os.PathLike | None = None,
-            threads: int | None = None) -> tuple[dict | None, str]:
+def _record(made: dict, where: str) -> ImatrixRecord:
+    """The typed record of what :func:`make` returned."""
+    reused = bool(made.get("reused"))
+    return ImatrixRecord(note=f"{'reused' if reused else 'made'} {where}: {made['tokens_used']} tokens",
+                         file=Path(made["file"]), source=made.get("source"), tokens=made.get("tokens_used"),
+                         chunks=made.get("chunks"), ctx=made.get("ctx"), seconds=made.get("seconds"), reused=reused)
+
+
+def for_run(rec: RunRecord, ref: str | os.PathLike, choice: str = "auto", *, out: str | os.PathLike | None = None,
+            threads: int | None = None) -> ImatrixRecord:
     """The importance matrix for quantizing a run's reference GGUF ``ref``, as ``--imatrix``
     asks: ``auto`` (made from the run's training rows when llama.cpp's programs are there, kept
     as ``RUN_DIR/imatrix.gguf`` and reused), ``none``, a ready matrix (``.gguf``/``.dat``, as
-    llama-imatrix writes) or a text file to calibrate on. Returns (record or None, a line saying
-    what was done or why not)."""
+    llama-imatrix writes) or a text file to calibrate on. The record says what was done, or why
+    no matrix is used (:attr:`ImatrixRecord.used` is False then)."""
     choice = str(choice)
     missing = [t for t in ("llama-imatrix", "llama-quantize") if toolchain.find_tool(t) is None]
     hint = toolchain.tools_status()["hint"]
-    out = Path(out) if out else Path(meta["_dir"]) / IMATRIX_FILE
+    out = Path(out) if out else Path(rec.folder or ".") / IMATRIX_FILE
     if choice.lower() == "none":
-        return None, "not used (--imatrix none)"
+        return ImatrixRecord(note="not used (--imatrix none)")
     if choice.lower() == "auto":
         if missing:
-            return None, f"not made ({', '.join(missing)} missing; llama-cpp-python cannot collect one): {hint}"
-        convs, source = run_conversations(meta)
+            return ImatrixRecord(note=f"not made ({', '.join(missing)} missing; llama-cpp-python cannot collect one): {hint}")
+        convs, source = run_conversations(rec)
         text, tokens = calibration_text(convs, ref)
-        record = make(ref, text, out, source=source, tokens=tokens, rows=len(convs), threads=threads)
-        return record, f"made from {record['source']}: {record['tokens_used']} tokens"
+        made = make(ref, text, out, source=source, tokens=tokens, rows=len(convs), threads=threads)
+        return _record(made, f"from {made['source']}")
     path = Path(choice)
     if not path.is_file():
         raise UserError(f"{path}: --imatrix file not found (expected auto, none, a text file or a .gguf/.dat matrix)")
     if path.suffix.lower() in (".gguf", ".dat"):
         if "llama-quantize" in missing:
             raise UserError(f"{path}: quantizing with an importance matrix needs llama.cpp's llama-quantize; {hint}")
-        return {"file": str(path), "source": f"given ({path})"}, f"given: {path}"
+        return ImatrixRecord(note=f"given: {path}", file=path, source=f"given ({path})")
     if missing:
         raise UserError(f"{path}: making an importance matrix needs llama.cpp's {' and '.join(missing)}; {hint}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    record = make(ref, text, out, source=str(path), threads=threads)
-    return record, f"made from {path}: {record['tokens_used']} tokens"
+    made = make(ref, text, out, source=str(path), threads=threads)
+    return _record(made, f"from {path}")

@@ -13,6 +13,7 @@ import pytest
 import plug_gguf
 from plug_lite import convert, data, drift, imatrix
 from plug_lite.io import UserError
+from plug_lite.runs import DriftReport, RunRecord
 from plug_lite.spec import PlugSpec
 
 
@@ -112,8 +113,8 @@ def test_held_out_rows_are_the_ones_the_run_did_not_train_on(tmp_path, monkeypat
     run = work / "runs" / "plug-zh"
     run.mkdir(parents=True)
     # training was started from work/: the data path is relative to it
-    meta = {"_dir": str(run), "format": "plug", "target": "zh", "pivot": "en", "think": False,
-            "config": {"data": "data/rows.jsonl", "max_train_samples": 20}}
+    meta = RunRecord(spec=PlugSpec("plug", "zh", "en"), folder=run,
+                     config={"data": "data/rows.jsonl", "max_train_samples": 20})
     monkeypatch.chdir(tmp_path)
     held, source = drift.held_out_rows(meta, rows=5)
     assert [r["id"] for r in held] == [r["id"] for r in rows[25:30]]
@@ -123,7 +124,7 @@ def test_held_out_rows_are_the_ones_the_run_did_not_train_on(tmp_path, monkeypat
     trained_users = {c[1]["content"] for c in convs}
     assert not trained_users & {r["prompt"][-1]["content"] for r in held}
     # every row trained on: the shipped sample, and the report says so
-    meta["config"]["max_train_samples"] = None
+    meta.config["max_train_samples"] = None
     _, source = drift.held_out_rows(meta, rows=5)
     assert "trained on every row" in source
     # a rows file given by the user comes first
@@ -163,6 +164,16 @@ def test_strict_drift_fails_on_a_file_made_to_drift_and_passes_q8_0(llama_tools,
     assert drift.recommend(res, sizes, target="zh", max_drift=limit) == "Q8_0"
     assert drift.recommend(res, sizes, target="zh", max_drift=2 * kl2) == "Q2_K"  # smaller, now within
     assert drift.recommend(res, sizes, target="zh", max_drift=kl8 / 2) is None
-    table = drift.table(res, pivot="en", target="zh", sizes=sizes,
-                        tensors={k: drift.tensor_summary(p, k) for k, p in files.items()})
-    assert "zh (target)" in table and "en (pivot)" in table and table.count("\n") == 2
+    # the typed report: the same figures, the reference recommended when no file is within
+    rep = drift.report("F16", tiny_256_f16, files, text, max_drift=limit, strict=True)
+    assert rep.files["Q2_K"].kl("zh") == pytest.approx(kl2) and rep.files["Q8_0"].kl("zh") == pytest.approx(kl8, abs=1e-6)
+    assert rep.recommended == "Q8_0" and len(rep.warnings) == 1 and rep.strict
+    assert rep.files["Q2_K"].bits_per_weight < rep.files["Q8_0"].bits_per_weight < 16
+    assert DriftReport.from_dict(json.loads(json.dumps(rep.to_dict())), "test") == rep
+    table = drift.table(rep)
+    assert "zh (target)" in table and "en (pivot)" in table and table.count("\n") == 4  # caption, head, 3 files
+    assert "Q8_0 (recommended)" in table
+    none_within = drift.report("F16", tiny_256_f16, files, text, max_drift=kl8 / 2)
+    assert none_within.recommended == "F16" and len(none_within.warnings) == 2  # the reference has no drift
+    md = drift.markdown(none_within)
+    assert sum(line.startswith("| F16 (recommended) |") for line in md) == 1 and len(md) == 2 + 2 + 3

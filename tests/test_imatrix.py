@@ -10,6 +10,7 @@ import pytest
 
 from plug_lite import convert, data, gguf_meta, imatrix, toolchain
 from plug_lite.io import UserError
+from plug_lite.runs import ImatrixRecord, RunRecord
 from plug_lite.spec import PlugSpec
 
 
@@ -46,15 +47,15 @@ def test_types_that_need_a_matrix_are_refused_without_one(tiny_256_f16, tmp_path
 
 def test_for_run_modes_without_the_programs(tiny_256_f16, tmp_path, monkeypatch):
     monkeypatch.setenv(toolchain.TOOLS_ENV, str(tmp_path / "no-tools"))
-    meta = {"_dir": str(tmp_path), "format": "plug", "target": "zh", "pivot": "en", "think": False}
-    assert imatrix.for_run(meta, tiny_256_f16, "none") == (None, "not used (--imatrix none)")
-    record, why = imatrix.for_run(meta, tiny_256_f16, "auto")
-    assert record is None and "llama-imatrix" in why and "make tools" in why
+    rec = RunRecord(spec=PlugSpec("plug", "zh", "en"), folder=tmp_path)
+    assert imatrix.for_run(rec, tiny_256_f16, "none") == ImatrixRecord(note="not used (--imatrix none)")
+    record = imatrix.for_run(rec, tiny_256_f16, "auto")
+    assert not record.used and "llama-imatrix" in record.note and "make tools" in record.note
     with pytest.raises(UserError, match="not found"):
-        imatrix.for_run(meta, tiny_256_f16, str(tmp_path / "missing.txt"))
+        imatrix.for_run(rec, tiny_256_f16, str(tmp_path / "missing.txt"))
     (tmp_path / "calib.txt").write_text("some text")
     with pytest.raises(UserError, match="llama-imatrix"):
-        imatrix.for_run(meta, tiny_256_f16, str(tmp_path / "calib.txt"))
+        imatrix.for_run(rec, tiny_256_f16, str(tmp_path / "calib.txt"))
     with pytest.raises(UserError, match="llama-quantize"):
         convert.quantize(tiny_256_f16, tmp_path / "x.gguf", "Q4_K_M", imatrix=tmp_path / "calib.txt")
 
@@ -72,7 +73,7 @@ def test_matrix_from_rendered_rows_made_once_and_used_by_the_quantizer(llama_too
     assert not [p for p in out.parent.iterdir() if p.name not in ("imatrix.gguf", "imatrix.json")]  # no temp files
     mtime = os.stat(out).st_mtime_ns
     again = imatrix.make(tiny_256_f16, text, out, source="12 sample rows", tokens=tokens, rows=12, ctx=256)
-    assert again == record and os.stat(out).st_mtime_ns == mtime  # reused, not made again
+    assert again == {**record, "reused": True} and os.stat(out).st_mtime_ns == mtime  # reused, not made again
     other = imatrix.make(tiny_256_f16, text[: len(text) // 2], out, source="half", ctx=256)
     assert other["key"] != record["key"] and other["tokens"] < tokens
 
@@ -92,8 +93,13 @@ def test_for_run_auto_calibrates_on_the_training_rows(llama_tools, tiny_256_f16,
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:40]) + "\n")
     run = tmp_path / "run"
     run.mkdir()
-    meta = {"_dir": str(run), "format": "plug", "target": "zh", "pivot": "en", "think": False,
-            "config": {"data": str(tmp_path / "rows.jsonl"), "max_train_samples": 16}}
-    record, why = imatrix.for_run(meta, tiny_256_f16, "auto")
-    assert record["file"] == str(run / "imatrix.gguf") and record["rows"] == 16
-    assert "rows 0-15 (trained on)" in record["source"] and str(record["tokens_used"]) in why
+    rec = RunRecord(spec=PlugSpec("plug", "zh", "en"), folder=run,
+                    config={"data": str(tmp_path / "rows.jsonl"), "max_train_samples": 16})
+    record = imatrix.for_run(rec, tiny_256_f16, "auto")
+    assert record.file == run / "imatrix.gguf" and imatrix.read_record(record.file)["rows"] == 16
+    assert "rows 0-15 (trained on)" in record.source and str(record.tokens) in record.note
+    assert record.note.startswith("made") and not record.reused and record.tokens == record.chunks * record.ctx
+    again = imatrix.for_run(rec, tiny_256_f16, "auto")
+    assert again.reused and again.note.startswith("reused") and again.file == record.file
+    # the record round-trips through export_report.json's value
+    assert ImatrixRecord.from_value(json.loads(json.dumps(record.to_value())), "test") == record

@@ -13,17 +13,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import convert
+from .. import convert, drift
 from ..io import write_json
-from ..runs import EXPORT_REPORT
+from ..runs import EXPORT_REPORT, DriftReport
 from .converting import Written
 from .merging import merge_mode
 
-__all__ = ["IMATRIX", "build_report", "save_report", "print_report"]
-
-#: Importance matrices are not computed: llama-cpp-python can *pass* an imatrix to the quantizer
-#: but has no API to *collect* one; that needs llama.cpp's ``llama-imatrix`` binary.
-IMATRIX = "not computed: needs llama.cpp's llama-imatrix binary (no API in llama-cpp-python)"
+__all__ = ["build_report", "save_report", "print_report"]
 
 
 def build_report(run: Path, merged: Path, out: Path, written: Written) -> dict:
@@ -36,7 +32,7 @@ def build_report(run: Path, merged: Path, out: Path, written: Written) -> dict:
         "adapter_gguf": str(out / written.adapter.name) if written.adapter else None,
         "adapter_not_written": written.adapter_refused,
         "base_gguf": str(out / written.base.name) if written.base else None,
-        "imatrix": IMATRIX,
+        "imatrix": written.imatrix.to_value() if written.imatrix else None,
         "timings": written.timings,
     }
 
@@ -65,6 +61,13 @@ def print_report(report: dict) -> None:
         for name, st in v.get("stops", {}).items():
             print(f"  {name:<16} ended its turn on {st['stopped']}/{st['prompts']} held-out prompts "
                   f"within {st['budget']} tokens (answer lengths {st['tokens']})")
+        if v.get("drift"):
+            rep = DriftReport.from_dict(v["drift"], EXPORT_REPORT)
+            print(drift.table(rep))
+            print(f"recommended: {rep.recommended or 'none of the files'} (the smallest file within --max-drift "
+                  f"{rep.max_drift:g})")
         for w in v["warnings"]:
             print(f"WARNING: {w}", file=sys.stderr)
-    print(f"imatrix: {report['imatrix']}")
+    im = report.get("imatrix")
+    if im:
+        print(f"imatrix: {im if isinstance(im, str) else im['note']}")

@@ -21,6 +21,8 @@ from ..cli import description, run
 from ..io import UserError
 from ..runs import load_run, resolve_base
 from . import converting, record
+from ..drift import DEFAULT_ROWS
+from .check_drift import DEFAULT_MAX_DRIFT, DriftError
 from .merging import merge
 from .verifying import verify
 
@@ -35,7 +37,8 @@ def _verify(report: dict, meta: dict, merged: Path, written: converting.Written,
     except UserError as e:
         report["verify"] = {"error": str(e)}
         record.save_report(Path(meta["_dir"]), report)
-        raise UserError(f"parity check failed (no file kept): {e}") from None
+        what = "drift" if isinstance(e, DriftError) else "parity"
+        raise UserError(f"{what} check failed (no file kept): {e}") from None
     report["timings"]["verify_s"] = round(time.time() - t0, 1)
 
 
@@ -52,6 +55,10 @@ def main(
     n_prompts: int = 3,
     max_new_tokens: int = 32,
     stop_budget: int = 256,
+    imatrix: str = "auto",
+    max_drift: float = DEFAULT_MAX_DRIFT,
+    strict_drift: bool = False,
+    drift_rows: int = DEFAULT_ROWS,
 ) -> dict:
     """Export a run; returns the report (also saved as ``RUN_DIR/export_report.json``).
 
@@ -67,10 +74,18 @@ def main(
         n_prompts: parity prompts
         max_new_tokens: tokens compared by the parity check
         stop_budget: the stops check: each held-out answer must end its turn within this many tokens
+        imatrix: importance matrix for the quantized files: auto (made from the run's training rows
+            when llama.cpp's programs are built: make tools), none, a text file to calibrate on, or
+            a .gguf/.dat matrix
+        max_drift: warn about a quantized file whose mean KL divergence from the reference on the
+            target-language answer of held-out rows exceeds this
+        strict_drift: fail the export (keep no file) instead of warning
+        drift_rows: held-out rows the drift check scores (0: skip it)
     """
     meta = load_run(run_dir)
     run = Path(meta["_dir"])
     quants, outtype = converting.check_types(quants, outtype)
+    converting.check_imatrix(quants, imatrix)
     out = Path(out_dir).resolve()
     base_dir = resolve_base(meta)
     toolchain.script("convert_hf_to_gguf.py")  # fail early (offline, no sdist) before the slow merge
@@ -82,11 +97,12 @@ def main(
     stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
     try:
         written = converting.write_ggufs(meta, merged, base_dir, stage, quants=quants, outtype=outtype,  # step 2
-                                         template=template, adapter=adapter, with_base=with_base)
+                                         template=template, adapter=adapter, with_base=with_base,
+                                         imatrix_choice=imatrix)
         report = record.build_report(run, merged, out, written)
         if verify_parity:  # step 3
             _verify(report, meta, merged, written, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
-                    stop_budget=stop_budget)
+                    stop_budget=stop_budget, drift_rows=drift_rows, max_drift=max_drift, strict_drift=strict_drift)
         for p in written.paths():  # step 4
             os.replace(p, out / p.name)
         record.save_report(run, report)  # step 5
