@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plug_lite import data, evalsets, gguf_meta, io, judge, languages, llm, metrics, reporting, spec
+from plug_lite import data, evalsets, formats, gguf_meta, io, judge, languages, llm, metrics, reporting
 
 #: Field names the readers look for, so random records hit the code paths that read them.
 FIELDS = ["id", "instruction", "response", "answer", "output", "input", "target", "lang", "format", "pivot",
@@ -49,7 +49,7 @@ def _readers(path: Path) -> dict:
         "judge_answers": lambda: judge._read_answers(str(path)),
         "judge_prompts": lambda: judge.load_prompt_file(str(path), "pairwise"),
         "judge_results": lambda: reporting.load_results([str(path)]),
-        "offline_metrics": lambda: metrics.offline_metrics([spec.upgrade_answer(r) for r in io.read_records(path)],
+        "offline_metrics": lambda: metrics.offline_metrics([formats.upgrade_answer(r) for r in io.read_records(path)],
                                                            target),
         "languages_file": lambda: languages.load_file(path),
         "gguf": lambda: gguf_meta.check(path),
