@@ -40,13 +40,13 @@ TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M")
 VARIANTS = ("none", "run", "en")
 
 
-def english_conversations(meta: dict, skip: set[str], want_tokens: int, ref: Path) -> tuple[list[list[dict]], str]:
+def english_conversations(rec, skip: set[str], want_tokens: int, ref: Path) -> tuple[list[list[dict]], str]:
     """User/assistant chats of the pivot instruction and answer of the run's rows (trained rows
     first, then held-out rows the drift text does not use) until they reach ``want_tokens``."""
     from plug_lite import data, formats
     from plug_lite.engine import LlamaEngine
 
-    split = data.run_rows(meta)
+    split = data.run_rows(rec)
     rows = (split.trained + split.held_out) if split else []
     convs: list[list[dict]] = []
     tokens = 0
@@ -55,7 +55,7 @@ def english_conversations(meta: dict, skip: set[str], want_tokens: int, ref: Pat
         for r in rows:
             if str(r.get("id")) in skip or tokens >= want_tokens:
                 continue
-            p = formats.parse(r["completion"][-1]["content"], target=meta["target"], pivot=meta.get("pivot") or "en")
+            p = formats.parse(r["completion"][-1]["content"], target=rec.spec.target, pivot=rec.spec.pivot or "en")
             if not (p.pivot_instruction and p.pivot_response):
                 continue
             conv = [{"role": "user", "content": p.pivot_instruction}, {"role": "assistant", "content": p.pivot_response}]
@@ -107,8 +107,8 @@ def main() -> int:
 
     from plug_lite import convert, drift, imatrix, runs, toolchain
 
-    meta = runs.load_run(a.run)
-    ref = Path(a.gguf) if a.gguf else Path(runs.read_export_report(a.run)["files"]["F16"]["path"])
+    rec = runs.RunRecord.load(a.run)
+    ref = Path(a.gguf) if a.gguf else runs.read_export_report(a.run).files["F16"].path
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
@@ -117,16 +117,16 @@ def main() -> int:
     if missing:
         raise SystemExit(f"needs llama.cpp's programs ({', '.join(missing)}): make tools")
 
-    rows, source = drift.held_out_rows(meta, rows=a.rows)
-    text = drift.prepare(rows, ref, fmt=meta["format"], target=meta["target"], pivot=meta.get("pivot"), source=source)
+    rows, source = drift.held_out_rows(rec, rows=a.rows)
+    text = drift.prepare(rows, ref, fmt=rec.spec.format, target=rec.spec.target, pivot=rec.spec.pivot, source=source)
     print(f"drift text: {source}; {len(text.samples)} rows, {text.tokens()} scored tokens "
           f"({', '.join(f'{s} {text.tokens(s)}' for s in drift.SECTIONS)})", file=sys.stderr)
 
-    convs, run_source = imatrix.run_conversations(meta)
+    convs, run_source = imatrix.run_conversations(rec)
     run_text, run_tokens = imatrix.calibration_text(convs, ref)
     mats = {"run": imatrix.make(ref, run_text, out / "imatrix-run.gguf", source=run_source, tokens=run_tokens,
                                 rows=len(convs), threads=a.threads)}
-    en_convs, en_source = english_conversations(meta, {s.id for s in text.samples}, run_tokens, ref)
+    en_convs, en_source = english_conversations(rec, {s.id for s in text.samples}, run_tokens, ref)
     en_text, en_tokens = imatrix.calibration_text(en_convs, ref)
     mats["en"] = imatrix.make(ref, en_text, out / "imatrix-en.gguf", source=en_source, tokens=en_tokens,
                               rows=len(en_convs), threads=a.threads)
@@ -155,7 +155,7 @@ def main() -> int:
     speed = {name: round(decode_speed(p, prompt_ids, a.decode, a.threads), 1) for name, p in files.items()}
     load1 = os.getloadavg()
 
-    pivot, target = meta.get("pivot") or "en", meta["target"]
+    pivot, target = rec.spec.pivot or "en", rec.spec.target
     record = {"run": str(a.run), "reference": str(ref), "drift_text": source, "scored_tokens": text.tokens(),
               "scored_by_section": {s: text.tokens(s) for s in drift.SECTIONS}, "imatrix": mats,
               "results": results, "tensors": tensors, "bytes": sizes, "decode_tokens_per_s": speed,

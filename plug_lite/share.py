@@ -3,7 +3,8 @@
 Writes, into ``--out-dir`` (a run's ``share/`` folder, or the GGUF folder itself):
 
 * ``README.md`` — a Hub model card: YAML front matter (base model, languages, licence, tags), the
-  files with their quant type and size, how the model was trained (from ``plug_run.json``), the PLUG
+  files with their quant type and size, how far each quantized file drifts from the F16 by language
+  and which one is recommended (export's drift check), how the model was trained (from ``plug_run.json``), the PLUG
   output format with an example rendered by :func:`plug_lite.formats.render`, and evaluation results
   when a report JSON is present.
 * ``Modelfile`` — for ``ollama create``; ``template`` (Go template), ``params`` (JSON: stop
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import formats, gguf_meta, runs, templates
+from . import drift, formats, gguf_meta, runs, templates
 from .cli import run
 from .io import UserError, atomic_write_text, redact
 from .languages import LanguageError
@@ -199,6 +200,43 @@ def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]
     return rows
 
 
+def _drift(info: Shared) -> runs.DriftReport | None:
+    ver = info.export.verify if info.export else None
+    return ver.drift if ver is not None else None
+
+
+def _main_file(info: Shared) -> str | None:
+    """The file the card and Ollama point at: the one export's drift check recommends (the
+    smallest within ``--max-drift``), else the Q4_K_M file, else the first model file."""
+    rep = _drift(info)
+    names = {f.name for f in info.files}
+    if rep is not None and rep.recommended and rep.recommended in info.export.files:
+        name = info.export.files[rep.recommended].path.name
+        if name in names:
+            return name
+    return next((f.name for f in info.files if f.stem.endswith("Q4_K_M")), None) or \
+        next((f.name for f in info.files if "LoRA" not in f.name), None)
+
+
+def _drift_section(info: Shared) -> list[str]:
+    """The card's drift table and the importance matrix the files were made with."""
+    rep = _drift(info)
+    im = info.export.imatrix if info.export else None
+    if rep is None and (im is None or not im.used):
+        return []
+    out = ["## How far each file drifts from the F16", ""]
+    if rep is not None:
+        out += drift.markdown(rep) + [""]
+        out.append(f"Recommended: `{_main_file(info)}`, the smallest file within the threshold." if rep.recommended
+                   else f"No file is within the threshold of {rep.max_drift:g}.")
+        out += ["", "KL divergence per token of the file's next-token distribution from the reference's, on held-out "
+                "PLUG text; top-1: how often both put the same token first. Low-bit files usually drift more in "
+                "the target language than in the pivot.", ""]
+    if im is not None and im.used:
+        out += [f"Quantized with an importance matrix from {im.source} ({im.tokens} tokens).", ""]
+    return out
+
+
 def _is_repo_id(s: str | None) -> bool:
     return bool(s) and re.fullmatch(r"[\w.-]+/[\w.-]+", s) is not None and not Path(s).exists()
 
@@ -234,8 +272,9 @@ def model_card(info: Shared, *, repo: str | None, license: str, eval_report: dic
         body.append(f"| `{f.name}` | {info.labels[f.name]} | {f.stat().st_size / 2**20:.1f} MiB |")
     body += ["", "Q8_0 keeps a small fine-tune best; Q4_K_M can round a light LoRA back onto the base's weights. "
              "The LoRA GGUF applies on top of a base GGUF with llama.cpp (`--lora`).", ""]
+    body += _drift_section(info)
 
-    quant = next((f.name for f in files if f.stem.endswith("Q4_K_M")), None) or next((f.name for f in files if "LoRA" not in f.name), "model.gguf")
+    quant = _main_file(info) or "model.gguf"
     qtag = _quant_of(Path(quant))
     repo_s = repo or "<user>/<repo>"
     body += ["## Use", "", "```sh",
@@ -349,8 +388,7 @@ def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, p
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"{ev_path}: cannot read the evaluation report ({e})") from None
     lic = license or ("gemma" if "gemma" in (rec.base_name or "").lower() else "other")
-    main_file = next((f.name for f in info.files if f.stem.endswith("Q4_K_M")), None) or \
-        next((f.name for f in info.files if "LoRA" not in f.name), None)
+    main_file = _main_file(info)
     oll = ollama_files(rec, main_file)
     card = model_card(info, repo=push, license=lic, eval_report=ev, ollama=oll)
     written = {"README.md": atomic_write_text(out / "README.md", card)}
@@ -362,6 +400,10 @@ def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, p
     uploads = {**{f.name: f for f in info.files}, **written}
     for name, p in written.items():
         print(f"wrote {p}")
+    rep = _drift(info)
+    if rep is not None:
+        print(f"recommended: {main_file} (the smallest file whose {rep.target} mean KL from {rep.reference} is within "
+              f"{rep.max_drift:g})" if rep.recommended else f"recommended: none (no file within --max-drift {rep.max_drift:g})")
     result: dict[str, Any] = {"written": {k: str(v) for k, v in written.items()}, "uploads": {k: str(v) for k, v in uploads.items()}}
     if push and dry_run:
         print(f"dry run: would upload to https://huggingface.co/{push}:")

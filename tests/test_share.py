@@ -68,12 +68,19 @@ def test_dry_run_writes_card_and_ollama_files(chain, tmp_path, capsys):
     assert "base_model" not in fm  # a local path is not a Hub id
     assert "| `Qwen2-Tiny-40M-PLUG-zh-Q4_K_M.gguf` | Q4_K_M |" in card
     assert "LoRA adapter (F16)" in card and "untuned base" in card
-    assert "ollama run hf.co/me/plug-zh:Q4_K_M" in card
+    # the file the card and Ollama point at: the smallest within export's --max-drift
+    drift = report["verify"]["drift"]
+    main_q = drift["recommended"]
+    main = "Qwen2-Tiny-40M-PLUG-zh-" + main_q + ".gguf"
+    assert f"ollama run hf.co/me/plug-zh:{main_q}" in card and f"recommended: {main}" in stdout
+    assert "## How far each file drifts from the F16" in card and f"| {main_q} (recommended) |" in card
+    for q, f in drift["files"].items():
+        assert f"{f['languages']['zh']['kl_mean']:.3f} / " in card  # each file's target-language KL
     assert "中文回复" in card  # the PLUG example rendered by formats.render
     assert "plug_vs_mono | 0.625" in card and "CC BY-NC" in card
     assert "| backend | cpu |" in card
     modelfile = (d / "Modelfile").read_text(encoding="utf-8")
-    assert modelfile.startswith("FROM ./Qwen2-Tiny-40M-PLUG-zh-Q4_K_M.gguf\n")
+    assert modelfile.startswith(f"FROM ./{main}\n")
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and share.GO_TEMPLATES["chatml"] in modelfile
     assert (d / "template").read_text() == share.GO_TEMPLATES["chatml"]
     assert json.loads((d / "params").read_text())["stop"] == ["<|im_end|>"]

@@ -3,7 +3,8 @@ summary printed at the end.
 
 The report holds the run and merged folders, how the merge was made, every GGUF file under its
 final name with its size and a note on its type, the adapter and base GGUFs (or why the adapter was
-not written), the timings and, after step 3, the ``verify`` section (or its error). It is built
+not written), the importance matrix (or why none was used), the timings and, after step 3, the
+``verify`` section (or its error), with the drift report that the summary prints as a table. It is built
 here only (:func:`build_report`), so a typed record can replace the dict in one place; share,
 the demo and the notebooks read it through :mod:`plug_lite.runs`.
 """
