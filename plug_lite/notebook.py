@@ -294,7 +294,7 @@ def ensure_installed(
     Prints one line per step (what and why), never the environment. See :func:`plan_install`.
     ``llama_tools``: then compile llama.cpp's programs (``llama-quantize``, ``llama-imatrix``,
     ``llama-perplexity``, ``llama-server``; an importance matrix for export needs them) from the
-    sources of the installed llama-cpp-python, once per machine: about 7 minutes on 2 CPU cores
+    sources of the installed llama-cpp-python, once per machine: 7-11 minutes on 2 CPU cores
     (:func:`plug_lite.toolchain.build_tools`).
     """
     env = environment(import_torch=False)
@@ -331,7 +331,7 @@ def _build_llama_tools() -> None:
     if not toolchain.tools_status()["missing"]:
         print(f"llama.cpp's programs are built ({toolchain.find_tool('llama-quantize').parent})")
         return
-    print("- llama.cpp's programs from llama-cpp-python's sources (compiles, about 7 minutes on 2 CPU cores, once)")
+    print("- llama.cpp's programs from llama-cpp-python's sources (compiles, 7-11 minutes on 2 CPU cores, once)")
     toolchain.build_tools()
 
 

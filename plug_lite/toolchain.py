@@ -244,7 +244,7 @@ def tools_status() -> dict:
     missing = [t for t, p in found.items() if p is None]
     where = f"${TOOLS_ENV}" if os.environ.get(TOOLS_ENV) else "the cache"
     hint = (f"llama.cpp's programs are not in {where}: build them once with `make tools` or "
-            "`python -m plug_lite.toolchain build-tools` (cmake and a C++ compiler; about 7 minutes on 2 cores)") if missing else ""
+            "`python -m plug_lite.toolchain build-tools` (cmake and a C++ compiler; 7-11 minutes on 2 cores)") if missing else ""
     return {"found": found, "missing": missing, "hint": hint}
 
 

@@ -26,7 +26,12 @@ from .check_drift import DEFAULT_MAX_DRIFT, DriftError
 from .merging import merge
 from .verifying import verify
 
-__all__ = ["main", "cli"]
+__all__ = ["DEFAULT_QUANTS", "main", "cli"]
+
+#: What export writes besides the F16 by default: a near-lossless file and the smallest K-quant
+#: that stayed within the default --max-drift in the target language with the run's importance
+#: matrix on the demo model (benchmarks/RESULTS.md: Q5_K_M 0.043 zh mean KL, Q4_K_M 0.156).
+DEFAULT_QUANTS = ("Q8_0", "Q5_K_M")
 
 
 def _verify(report: dict, meta: dict, merged: Path, written: converting.Written, **how) -> None:
@@ -46,7 +51,7 @@ def main(
     run_dir: str | os.PathLike,
     *,
     out_dir: str | os.PathLike = "gguf",
-    quants: list[str] | tuple[str, ...] = ("Q4_K_M",),
+    quants: list[str] | tuple[str, ...] = DEFAULT_QUANTS,
     outtype: str = "f16",
     plain_merge: bool = False,
     adapter: bool = True,
@@ -65,7 +70,7 @@ def main(
     Args:
         run_dir: a plug-lite train run directory (plug_run.json, adapter/, tokenizer/)
         out_dir: where the GGUF files go
-        quants: quant type, repeatable (default Q4_K_M); see convert.QUANT_TYPES
+        quants: quant type, repeatable (default Q8_0 and Q5_K_M); see convert.QUANT_TYPES
         outtype: the converter's output: f16, bf16 or q8_0
         plain_merge: QLoRA runs: merge into the original weights, not the NF4-rounded ones
         adapter: write the adapter GGUF too
@@ -119,4 +124,4 @@ def cli(argv: list[str] | None = None) -> int:
     return run(main, argv, prog="plug-lite export", parser=parser, positional=("run_dir",),
                names={"quants": "--quant", "verify_parity": "--verify", "n_prompts": "--prompts"},
                choices={"outtype": converting.OUTTYPES},
-               extra={"quants": {"metavar": "TYPE", "help": f"quant type, repeatable (default Q4_K_M): {quants}"}})
+               extra={"quants": {"metavar": "TYPE", "help": f"quant type, repeatable (default {' and '.join(DEFAULT_QUANTS)}): {quants}"}})
