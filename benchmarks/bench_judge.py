@@ -28,9 +28,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from plug_lite import judge  # noqa: E402
 from plug_lite.llm import LLMSettings  # noqa: E402
+from results import publish  # noqa: E402
 from scripted_openai import ScriptedOpenAI  # noqa: E402
-
-HEADER = "# Benchmarks\n\nEach section is appended by the script named in its title.\n"
 
 
 def one(pairs: int, latency: float, parallel: int) -> dict:
@@ -75,14 +74,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['parallel']} | {r['calls']} | {r['wall_s']:.2f} | {r['ideal_s']:.2f} | {r['ratio']:.2f} | "
                      f"{r['ratio_reachable']:.2f} | {r['calls_per_s']:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not a.no_append:
-        res = HERE / "RESULTS.md"
-        if not res.exists():
-            res.write_text(HEADER, encoding="utf-8")
-        with open(res, "a", encoding="utf-8") as f:
-            f.write(text)
+    publish("\n".join(lines) + "\n", append=not a.no_append)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def cmd_e2e(a, rec: Record) -> None:
     rec.set(train_metrics=record.metrics.to_dict(), backend=record.backend, load_in_4bit=record.load_in_4bit,
             adapter_files=sorted(p.name for p in (run / "adapter").iterdir()))
     t = time.perf_counter()
-    merged = export.merge(runs.load_run(run))  # export takes plug_run.json as a dict until export/ reads a RunRecord
+    merged = export.merge(runs.RunRecord.load(run, adapter=True))
     rec.set(merge_s=round(time.perf_counter() - t, 1), merge_mode=json.loads((merged / "plug_merge.json").read_text()))
     raw = run / "raw.gguf"
     gguf = OUT / f"{a.name}-Q8_0.gguf"

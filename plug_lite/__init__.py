@@ -30,8 +30,11 @@ Ground floor (standard library only at import time)
 =================  ==================================================================================
 
 Libraries any verb may use: ``data`` (training rows; also the ``data`` command), ``extract``
-(sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics``,
-``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``translation``
+(sections of model outputs; also the ``extract`` command), ``evalsets``, ``metrics`` (with
+``confusion``: lines and words in the wrong language), ``agreement`` (kappa of several judges),
+``prompted`` (the prompted-PLUG instruction and worked examples for untrained instruct models),
+``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``llm_batch`` (the
+same calls through batch engines: request files, result files, the Batch API), ``translation``
 (one text at a time, by an LLM), ``convert``, ``toolchain`` (llama.cpp's scripts and programs from the
 llama-cpp-python sdist), ``imatrix`` (importance matrices from a run's rows), ``drift`` (a quantized
 file against its F16, by language), ``models``, ``gemma``.

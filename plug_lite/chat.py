@@ -9,7 +9,9 @@ pivot hidden are :mod:`plug_lite.engine`'s (``generate``, ``export`` and the not
 What the model is told comes from the GGUF: ``plug.format``, ``plug.target``, ``plug.pivot`` and
 ``plug.think`` (written by ``plug-lite export``; read as a :class:`plug_lite.spec.PlugSpec`);
 ``--format/--target/--pivot/--think`` override them. A
-GGUF without them is a plain chat model (a note says so). When the GGUF has no
+GGUF without them is a plain chat model (a note says so). ``--prompted --target CODE`` asks any
+instruct model for the PLUG format instead (:mod:`plug_lite.prompted`: an instruction, then worked
+examples as the first turns, before the history); its answers stream and parse as a PLUG model's. When the GGUF has no
 ``tokenizer.chat_template``, the template kept in :mod:`plug_lite.templates` for its
 ``general.architecture`` is rendered with llama-cpp-python's ``Jinja2ChatFormatter`` (its own
 guess for Gemma is wrong, see /work/shared/NOTES.md).
@@ -32,7 +34,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator
 
 from . import formats, languages
@@ -41,6 +43,7 @@ from .engine import EngineOptions, LlamaEngine, StreamPrinter, TurnStats, stats_
 from .formats import AnswerRecord, StreamEvent
 from .gguf_meta import check as check_gguf
 from .io import UserError
+from .prompted import PROMPTED, PromptedPlug
 from .spec import PlugSpec
 
 __all__ = ["ChatSession", "Turn", "one_shot", "repl", "main", "cli"]
@@ -64,13 +67,15 @@ class Turn:
     parse: formats.PlugParse | None = None
     stats: TurnStats = field(default_factory=TurnStats)
     spec: PlugSpec | None = None
+    fmt: str | None = None  # the format to record when not the spec's (prompted PLUG)
 
     @property
     def record(self) -> AnswerRecord:
         """The answer as every verb records one (:class:`plug_lite.formats.AnswerRecord`)."""
         if self.parse is None:
             return AnswerRecord.plain(self.output)
-        return AnswerRecord.from_parse(self.parse, self.output, self.spec)
+        rec = AnswerRecord.from_parse(self.parse, self.output, self.spec)
+        return replace(rec, format=self.fmt) if self.fmt else rec
 
     def to_dict(self) -> dict:
         """The question, the answer record with the text before and after its sections, and the stats."""
@@ -102,10 +107,12 @@ class ChatSession:
         options: EngineOptions | None = None,
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
+        prompted: PromptedPlug | None = None,
     ) -> None:
         self.engine = engine or LlamaEngine(model_path, options)
         self.note: str | None = None
-        self.spec = self.engine.spec(format=fmt, target=target, pivot=pivot, think=think)
+        self.prompted = prompted  # prompted PLUG: the instruction and worked examples come first
+        self.spec = prompted.spec if prompted else self.engine.spec(format=fmt, target=target, pivot=pivot, think=think)
         if self.spec is None:
             self.note = f"{self.engine.path.name} has no PLUG metadata (plug.*): plain chat"
         elif self.spec.format not in ("plug", "mono"):
@@ -140,6 +147,8 @@ class ChatSession:
     def system(self) -> str | None:
         if self.custom_system is not None:
             return self.custom_system or None
+        if self.prompted:
+            return self.prompted.system_prompt()
         return self.spec.system_prompt() if self.spec else None
 
     def reset(self) -> None:
@@ -150,20 +159,26 @@ class ChatSession:
 
     def set_lang(self, code: str) -> None:
         """Answer in another target language (a plain session becomes a PLUG one)."""
-        if self.spec is None:
+        if self.prompted:  # the instruction and worked examples of the new language
+            p = self.prompted
+            self.prompted = PromptedPlug.build(code, p.spec.pivot, shots=len(p.examples),
+                                               examples=None if p.source == "sample" else p.source)
+            self.spec = self.prompted.spec
+        elif self.spec is None:
             self.spec = PlugSpec("plug", code)
         else:
             self.spec = PlugSpec(self.spec.format, code, self.spec.pivot, self.spec.think)
 
     def messages(self, text: str) -> list[dict]:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        return msgs + self.history + [{"role": "user", "content": text}]
+        shots = self.prompted.shots() if self.prompted else []
+        return msgs + shots + self.history + [{"role": "user", "content": text}]
 
     # -- one turn
     def ask(self, text: str) -> Iterator[StreamEvent]:
         """Stream the answer to ``text``; history is updated only when the answer completes."""
         t0 = time.perf_counter()
-        turn = Turn(question=text, spec=self.spec)
+        turn = Turn(question=text, spec=self.spec, fmt=PROMPTED if self.prompted else None)
         self.last = turn
         eng = self.engine
         toks, stop = eng.tokenize(self.messages(text))
@@ -314,6 +329,9 @@ def main(
     temperature: float = 0.0,
     show_pivot: bool = False,
     as_json: bool = False,
+    prompted: bool = False,
+    shots: int = 2,
+    examples: str | None = None,
 ) -> int:
     """Chat with ``model`` in a terminal, or answer one prompt (``prompt``, or text on stdin).
 
@@ -329,7 +347,11 @@ def main(
         max_new_tokens: tokens per answer
         temperature: 0 = greedy
         show_pivot: print the pivot instruction and draft too
-        as_json: one-shot: print all sections, status and stats as JSON
+        as_json: one-shot: print all sections, status, stats and language confusion as JSON
+        prompted: prompted PLUG: ask an instruct model (no PLUG training) for the PLUG format with an
+            instruction and worked examples (needs --target); the pivot is hidden as for a PLUG model
+        shots: prompted PLUG: worked examples in the prompt
+        examples: prompted PLUG: file of worked examples (default: the shipped sample's)
     """
     check_gguf(model)  # a bad path is the error to report, not an empty stdin
     if options.lora:
@@ -338,8 +360,13 @@ def main(
         prompt = sys.stdin.read()
         if not prompt.strip():
             raise UserError("stdin is empty: give a prompt with --prompt or pipe text in")
+    plug_prompt = None
+    if prompted:
+        if not target or fmt not in (None, "plug"):
+            raise UserError("--prompted needs --target CODE (and asks for the plug format itself)")
+        plug_prompt = PromptedPlug.build(target, pivot or "en", shots=shots, examples=examples)
     with ChatSession(model, fmt=fmt, target=target, pivot=pivot, think=think, system=system, options=options,
-                     max_new_tokens=max_new_tokens, temperature=temperature) as s:
+                     max_new_tokens=max_new_tokens, temperature=temperature, prompted=plug_prompt) as s:
         if prompt is None:
             return repl(s, show_pivot=show_pivot)
         if s.note:
@@ -347,7 +374,10 @@ def main(
         d = s.answer(prompt.strip())
         rec = s.last.record
         if as_json:
+            from .confusion import answer_confusion
+
             d["note"] = s.note
+            d["confusion"] = answer_confusion(d)  # lines / words in the wrong language
             print(json.dumps(d, ensure_ascii=False, indent=2))
         else:
             if show_pivot and rec.pivot_instruction is not None:

@@ -196,7 +196,7 @@ def add_arguments(ap: argparse.ArgumentParser, params: list[Param], *, positiona
             kw.setdefault("metavar", p.name.rstrip("s").upper())
         elif typ is not str:
             kw["type"] = typ
-        if "." in p.name and kw.get("action") is None:  # a field's value is named as its flag, not "OWNER.FIELD"
+        if "." in p.name and kw.get("action") in (None, "append"):  # a field's value is named as its flag, not "OWNER.FIELD"
             kw["metavar"] = flags[0].lstrip("-").replace("-", "_").upper()
         if required:
             kw["required"] = True

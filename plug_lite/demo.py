@@ -400,7 +400,7 @@ def _render(s: dict) -> str:
     lines.append(f"  report     {s['report']}")
     lines.append("")
     lines.append(f"{'model':<6}{'n':>4}{'ended':>7}{'ok':>7}{'trunc':>7}{'mono':>7}{'none':>7}{'lang ok':>9}"
-                 f"{'pivot tok':>11}{'tok/s':>8}")
+                 f"{'lines ok':>10}{'pivot tok':>11}{'tok/s':>8}")
     for fmt in ("plug", "mono"):
         m = s["offline"][fmt]
         sh = m.get("status_share", {})
@@ -409,10 +409,11 @@ def _render(s: dict) -> str:
         lines.append(
             f"{fmt:<6}{m.get('n', 0):>4}{_pct(m.get('stopped')):>7}{_pct(sh.get('ok')):>7}{_pct(sh.get('truncated')):>7}"
             f"{_pct(sh.get('monolingual')):>7}{_pct(sh.get('not_found')):>7}{_pct(m.get('language_fidelity')):>9}"
-            f"{_pct(pivot_share):>11}{(f'{tps:.1f}' if tps else '-'):>8}"
+            f"{_pct(m.get('line_clean_rate')):>10}{_pct(pivot_share):>11}{(f'{tps:.1f}' if tps else '-'):>8}"
         )
     lines.append("  (ended: answers that ended by themselves, not at the token limit; ok/trunc/mono/none: PLUG format")
-    lines.append("   status; lang ok: answers detected in the target language; pivot tok: share of generated tokens")
+    lines.append("   status; lang ok: answers detected in the target language; lines ok: answers whose every line is")
+    lines.append("   in the target language (plug_lite.confusion); pivot tok: share of generated tokens")
     lines.append("   spent on the English pivot)")
     lines.append("")
     for fmt, d in (s.get("drift") or {}).items():

@@ -193,7 +193,8 @@ class AnswerRecord:
     ``target`` is the target *language* and ``target_response`` the answer written in it;
     ``pivot`` is None when no pivot is written (``mono``). ``status`` is one of
     :data:`STATUSES`, or ``plain`` for a chat model without PLUG metadata. ``format`` is one of
-    :data:`FORMATS`, ``plain``, or ``translate_test`` (generate's baseline). ``preamble`` and
+    :data:`FORMATS`, ``plain``, ``translate_test`` (generate's baseline) or ``plug_prompted`` (an
+    untrained model asked for the PLUG format, :mod:`plug_lite.prompted`; parsed as ``plug``). ``preamble`` and
     ``extra`` (text before and after the sections) are shown by chat and extract but not kept in
     an answers file.
     """

@@ -20,8 +20,19 @@ HF model folder, or a folder holding a PEFT adapter applied over its base) and `
 OpenAI-compatible endpoint via the official client: ``--base-url``, key from ``--api-key`` or
 ``OPENAI_API_KEY``). Greedy decoding by default (temperature 0), as in the paper.
 
+Through an endpoint the answers can also go by a batch engine (``--write-requests``,
+``--read-results``, ``--batch``: :mod:`plug_lite.llm_batch`): the same request bodies, keyed in a
+call cache ``OUT.calls.jsonl``; the records are then written from the cached answers (``seconds``
+is then the time to write a record, not to make the answer). ``--translate-test`` needs three
+calls in a row per answer and always runs live.
+
 ``tokens.pivot`` is the number of generated tokens before the target section began (what the
 pivot costs); the endpoint backend sees no tokens, so there it and ``tokens.target`` are null.
+
+``--prompted`` is the prompted-PLUG baseline (format ``plug_prompted``; :mod:`plug_lite.prompted`):
+an instruct model never trained on PLUG is asked for the PLUG format by an instruction and
+``--shots`` worked examples (the shipped sample's, or ``--examples FILE``; never the evaluation
+set), and its output is parsed as a PLUG model's.
 
 ``--translate-test`` is the translate-test baseline (format ``translate_test``): the instruction
 is translated into the pivot language by an LLM endpoint (the ``translate`` machinery: same
@@ -41,11 +52,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import formats, gguf_meta, languages, llm, runs
+from . import formats, gguf_meta, languages, llm, llm_batch, runs
 from .cli import parse, parser_for
 from .engine import EngineOptions, LlamaEngine
 from .formats import AnswerRecord, upgrade_answer
 from .io import JsonlAppender, UserError, read_jsonl_resumable, read_records, redact, refuse_overwrite, run_cli
+from .prompted import PROMPTED, PromptedPlug
 from .spec import FORMATS, PlugSpec
 
 __all__ = ["load_instructions", "LlamaCppBackend", "TransformersBackend", "OpenAIBackend",
@@ -230,10 +242,13 @@ class OpenAIBackend:
         except ValueError:  # a 200 whose body is not JSON (the client's json.loads)
             raise llm.CallError(f"{self.base_url}: the reply is not JSON") from None
 
+    def body(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        """The request body of one answer (:func:`plug_lite.llm.chat_body`), live or in a batch file."""
+        return llm.chat_body(self.model_name, messages, temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
-        r = self._call(lambda: self.client.chat.completions.create(
-            model=self.model_name, messages=messages, temperature=temperature,
-            max_tokens=max_new_tokens, seed=seed))
+        r = self._call(lambda: self.client.chat.completions.create(**self.body(
+            messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)))
         text, finish_reason, usage = llm.completion_parts(r)
         return {"output": text, "finish_reason": finish_reason, "prompt_tokens": usage["prompt"],
                 "completion_tokens": usage["completion"], "pieces": None}
@@ -417,9 +432,67 @@ def summarize(records: Iterable[dict]) -> dict:
             "mean_target_tokens": mean("target"), "mean_completion_tokens": mean("completion")}
 
 
+def answer_messages(rec: dict, system: str | None, prompted: PromptedPlug | None = None) -> list[dict]:
+    """The chat messages that ask for one answer: the system prompt (if any) and the instruction;
+    for prompted PLUG, the worked examples between them."""
+    if prompted is not None:
+        return prompted.messages(str(rec["instruction"]), system)
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": str(rec["instruction"])}]
+
+
+def answer_spec(fmt: str, target: str, pivot: str = "en", system: str | None = None, think: bool = False,
+                translate_test: bool = False, prompted: PromptedPlug | None = None) -> tuple[PlugSpec, str | None]:
+    """(the spec of the answers, the system prompt they are asked with): ``system`` when given,
+    else the format's own; the translate-test baseline answers as a mono model of the pivot;
+    prompted PLUG answers as a PLUG model, asked with the prompted instruction."""
+    if prompted is not None:
+        return prompted.spec, system if system is not None else prompted.system_prompt()
+    if translate_test:
+        spec = PlugSpec("mono", target, pivot)
+        # the model answers in the pivot: the mono prompt of the pivot language
+        return spec, system if system is not None else PlugSpec("mono", spec.pivot_language).system_prompt()
+    spec = PlugSpec(fmt, target, pivot, think and fmt == "plug")
+    return spec, system if system is not None else spec.system_prompt()
+
+
+class BatchAnswers:
+    """The endpoint backend's answers as a batch engine gave them: :meth:`generate` reads the
+    call cache (keyed by :meth:`key` of the request body) instead of calling; an answer not there
+    is a :class:`plug_lite.llm.CallError` with the batch's reason (``failed``)."""
+
+    name = "openai"
+    give_up_after = None  # a missing answer says nothing about the next one
+
+    def __init__(self, model_name: str, cache: llm.CallCache) -> None:
+        self.model_name = self.default_name = model_name
+        self.cache = cache
+        self.failed: dict[str, str] = {}
+
+    def body(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        return llm.chat_body(self.model_name, messages, temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+
+    @staticmethod
+    def key(body: dict) -> str:
+        return llm.cache_key(task="generate", body=body)
+
+    def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        k = self.key(self.body(messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+        rec = self.cache.get(k)
+        if rec is None:
+            raise llm.CallError(self.failed.get(k, "no answer from the batch"))
+        usage = rec.get("usage") or {}
+        return {"output": rec.get("text") or "", "finish_reason": rec.get("finish_reason") or "stop",
+                "prompt_tokens": usage.get("prompt"), "completion_tokens": usage.get("completion"), "pieces": None}
+
+    def close(self) -> None:
+        self.cache.close()
+
+
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
-             generator: str | None = None, progress: bool = True, think: bool = False, translator=None) -> dict:
+             generator: str | None = None, progress: bool = True, think: bool = False, translator=None,
+             prompted: PromptedPlug | None = None) -> dict:
     """Answer ``records`` into ``out`` (appending; ids already there are skipped). Returns the
     summary of the whole file, with this run's ``made`` and ``failed`` answers and the
     ``first_error``. An answer whose call fails (an endpoint's error after its retries, an
@@ -428,19 +501,23 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
 
     ``translator`` (``text, source=, target= -> text``) makes it the translate-test baseline:
     format ``translate_test``, the model answers the translated instruction in the pivot language
-    (system prompt: answer in the pivot) and its answer is translated back."""
+    (system prompt: answer in the pivot) and its answer is translated back.
+
+    ``prompted`` makes it prompted PLUG (:mod:`plug_lite.prompted`): the model is asked with the
+    PLUG instruction and worked examples, its output parsed as a PLUG model's, format
+    ``plug_prompted``."""
+    spec, system = answer_spec(fmt, target, pivot, system, think, translator is not None, prompted)
     if translator is not None:
-        fmt, spec = TRANSLATE_TEST, PlugSpec("mono", target, pivot)
-    else:
-        spec = PlugSpec(fmt, target, pivot, think and fmt == "plug")
+        fmt = TRANSLATE_TEST
+    if prompted is not None:
+        fmt = PROMPTED
     generator = generator or backend.default_name
     decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
                 "greedy": temperature <= 0, "seed": seed}
     if translator is not None:
         decoding["translator"] = translator.public()
-        # the model answers in the pivot: the mono prompt of the pivot language
-        system = system if system is not None else PlugSpec("mono", spec.pivot_language).system_prompt()
-    system = system if system is not None else spec.system_prompt()
+    if prompted is not None:
+        decoding["prompted"] = prompted.public()
     done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
     for d in done[:1]:
         for key, want in (("format", fmt), ("target", spec.target), ("generator", generator)):
@@ -461,16 +538,17 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
                                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                                                 generator=generator, decoding=decoding)
                 else:
-                    msgs = ([{"role": "system", "content": system}] if system else []) + [
-                        {"role": "user", "content": str(rec["instruction"])}]
                     t0 = time.perf_counter()
-                    gen = backend.generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+                    gen = backend.generate(answer_messages(rec, system, prompted), max_new_tokens=max_new_tokens,
+                                           temperature=temperature, seed=seed)
                     row = answer_record(rec, gen, spec=spec, seconds=time.perf_counter() - t0,
                                         generator=generator, decoding=decoding)
+                    if prompted is not None:  # parsed as a PLUG model's answer, recorded as prompted
+                        row["format"] = PROMPTED
             except llm.CallError as e:
                 failed.append(f"id {rec['id']}: {e}")
                 in_a_row += 1
-                if in_a_row >= GIVE_UP_AFTER:
+                if in_a_row >= (getattr(backend, "give_up_after", GIVE_UP_AFTER) or len(todo) + 1):
                     break
                 continue
             in_a_row = 0
@@ -520,6 +598,10 @@ def main(
     progress: bool = True,
     translate_test: str | None = None,
     translator: llm.LLMSettings = llm.LLMSettings(),
+    prompted: bool = False,
+    shots: int = 2,
+    examples: str | None = None,
+    batch_opts: llm_batch.BatchOptions = llm_batch.BatchOptions(),
 ) -> dict:
     """Answer every instruction of ``eval_set`` with ``model`` into ``out``; returns the summary
     (see :func:`generate`).
@@ -554,13 +636,43 @@ def main(
         translator.model: translator model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
         translator.base_url: translator endpoint (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
         translator.api_key: translator key (prefer env OPENAI_API_KEY); never printed
+        prompted: prompted PLUG: ask an instruct model (never trained on PLUG) for the PLUG format with an
+            instruction and worked examples; answers parsed as a PLUG model's, format plug_prompted
+        shots: prompted PLUG: worked examples in the prompt
+        examples: prompted PLUG: file of worked examples (instruction, response, pivot_instruction,
+            pivot_response; default: the shipped sample's); never the evaluation set
+        batch_opts: endpoint answers through a batch engine (the flags --write-requests,
+            --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`); the model's name
+            there is --model-name (else MODEL)
     """
-    refuse_overwrite({"--out": out}, {"--eval-set": eval_set, "MODEL": model, "--lora": options.lora, "--base": base})
+    refuse_overwrite({"--out": out, **batch_opts.outputs()},
+                     {"--eval-set": eval_set, "MODEL": model, "--lora": options.lora, "--base": base,
+                      **batch_opts.inputs()})
     recorded = recorded_spec(model)
     target = target or recorded.get("target")
     if not target:
         raise UserError("no target language: pass --target CODE (the model records none)")
     records = load_instructions(eval_set, target, limit)
+    plug_prompt = None
+    if prompted:
+        if translate_test is not None or fmt not in (None, "plug"):
+            raise UserError("--prompted asks for the PLUG format itself: drop --translate-test / --format")
+        plug_prompt = PromptedPlug.build(target, pivot or recorded.get("pivot") or "en", shots=shots,
+                                         examples=examples, exclude=[str(r["instruction"]) for r in records])
+    elif examples is not None:
+        raise UserError("--examples are the worked examples of --prompted")
+    if batch_opts.check().mode != "live":
+        if translate_test is not None:
+            raise UserError("--translate-test makes three calls in a row per answer: it runs live only (drop "
+                            "--write-requests / --read-results / --batch)")
+        if backend not in (None, "openai"):
+            raise UserError(f"--backend {backend} answers locally: --write-requests / --read-results / --batch are "
+                            "for an endpoint's model (--backend openai)")
+        return _via_batch(records, out, batch_opts, replace(endpoint, model=endpoint.model or model),
+                          fmt=fmt or recorded.get("format") or "plug",
+                          target=target, pivot=pivot or recorded.get("pivot") or "en", system=system,
+                          think=bool(recorded.get("think")), max_new_tokens=max_new_tokens, temperature=temperature,
+                          seed=seed, generator=generator, progress=progress, prompted=plug_prompt)
     tt_cfg = None
     if translate_test is not None:
         if translate_test not in ("llm", "self"):
@@ -584,7 +696,7 @@ def main(
         summary = generate(be, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            generator=generator, progress=progress, think=bool(recorded.get("think")),
-                           translator=to_pivot_and_back)
+                           translator=to_pivot_and_back, prompted=plug_prompt)
     finally:
         if to_pivot_and_back is not None:
             to_pivot_and_back.close()
@@ -592,8 +704,53 @@ def main(
     return summary
 
 
+def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endpoint: llm.LLMSettings, *,
+               fmt: str, target: str, pivot: str, system: str | None, think: bool, max_new_tokens: int,
+               temperature: float, seed: int, generator: str | None, progress: bool,
+               prompted: PromptedPlug | None = None) -> dict:
+    """:func:`generate` with the endpoint's answers from a batch engine: the requests of the
+    answers not yet in ``out`` are written, read or submitted (``opts``; with ``--batch`` to
+    ``endpoint``), then the records are written from the call cache ``OUT.calls.jsonl``."""
+    model_name = endpoint.model
+    if not model_name:
+        raise UserError("a batch engine needs the model's name: pass --model-name NAME (what the engine serves, "
+                        "e.g. the --model of vllm run-batch)")
+    cache_p = Path(out).with_name(Path(out).stem + ".calls.jsonl")
+    answers = BatchAnswers(model_name, llm.CallCache(cache_p))
+    try:
+        _, system = answer_spec(fmt, target, pivot, system, think, prompted=prompted)
+        done = {str(d.get("id")) for d in read_jsonl_resumable(out)}
+        calls = []
+        for rec in records:
+            if str(rec["id"]) not in done:
+                body = answers.body(answer_messages(rec, system, prompted), max_new_tokens=max_new_tokens,
+                                    temperature=temperature, seed=seed)
+                calls.append(llm_batch.Call(answers.key(body), body,
+                                            {"job": "generate", "id": str(rec["id"]), "target": target,
+                                             "format": PROMPTED if prompted else fmt}))
+        cached = sum(1 for c in calls if c.key in answers.cache)
+        cfg = None
+        if opts.mode == "batch":
+            cfg = replace(endpoint, api_key=endpoint.api_key or os.environ.get("OPENAI_API_KEY") or "no-key")
+        sent = llm_batch.dispatch(calls, answers.cache, opts, cfg=cfg, ledger=llm_batch.ledger_path(cache_p),
+                                  job="generate")
+        if not sent.finished:
+            return {"unfinished": sent.message(), "batch": sent.public()}
+        answers.failed = sent.failed
+        summary = generate(answers, records, out, fmt=fmt, target=target, pivot=pivot, system=system,
+                           max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                           generator=generator, progress=progress, think=think, prompted=prompted)
+    finally:
+        answers.close()
+    summary["calls"] = {"cached": cached, "by_batch": sent.by_batch, "failed": len(sent.failed), "batch": sent.public()}
+    return summary
+
+
 def _finish(s: dict, args: dict) -> int:
     """What ``plug-lite generate`` prints, and its exit status."""
+    if "unfinished" in s:
+        print(s["unfinished"], file=sys.stderr)
+        return 0
     rc, line = llm.run_outcome(made=s["made"], failed=s["failed"], what="answers", first_error=s["first_error"])
     if line and s["stopped"]:
         line += f"; stopped after {GIVE_UP_AFTER} failures in a row, {s['not_tried']} not tried"
@@ -603,6 +760,9 @@ def _finish(s: dict, args: dict) -> int:
     st = ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items()))
     print(f"{args['out']}: {s['records']} answers ({st}); mean tokens: pivot {s['mean_pivot_tokens']}, "
           f"target {s['mean_target_tokens']}", file=sys.stderr)
+    if "calls" in s:
+        c = s["calls"]
+        print(llm.calls_summary(made=0, cached=c["cached"], by_batch=c["by_batch"], failed=c["failed"]), file=sys.stderr)
     if line:
         print(f"warning: {redact(line)}", file=sys.stderr)
     return rc

@@ -352,9 +352,13 @@ class JsonlAppender:
         self._lock = threading.Lock()
 
     def write(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        self.write_many([record])
+
+    def write_many(self, records: Iterable[dict]) -> None:
+        """Append several records with one flush and fsync."""
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         with self._lock:
-            self._f.write(line)
+            self._f.write(text)
             self._f.flush()
             os.fsync(self._f.fileno())
 

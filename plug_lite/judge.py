@@ -18,6 +18,19 @@ Modes
 * ``svamp`` (X-SVAMP): the final number is taken by rules (:func:`plug_lite.metrics.extract_number`);
   ``--llm-extract`` asks the judge model only for answers where the rules find no number.
 
+Ensembles (pairwise): ``--model A --model B [...]`` (or ``--judges FILE``) judges every pair with
+each judge, each with its own settings and call cache (``judge_cache.NAME.jsonl``) and the same
+both-orders protocol. judge.json then holds the ensemble's rows and aggregate (one outcome per pair
+by :func:`ensemble_outcome`; bootstrap interval as for one judge), each judge's own aggregate and
+rows, and the judges' agreement (:mod:`plug_lite.agreement`: percent agreement, Cohen's kappa for
+two judges, Fleiss' for more; overall, per language, per category) with the judge that differed
+most from the ensemble. Judges on other endpoints: ``--judge-url NAME=URL`` and
+``--judge-key-env NAME=VAR`` (the key read from that environment variable), e.g. an API judge and a
+local llama-server one::
+
+    plug-lite judge a.jsonl b.jsonl --out j --model gpt-4o-mini --model qwen2.5-7b \
+        --judge-url qwen2.5-7b=http://127.0.0.1:8080/v1 --judge-key-env qwen2.5-7b=LOCAL_KEY
+
 The judge sees the extracted answer (the ``answer`` field), never raw output. Answers whose
 extraction failed are judged as written and counted in their own rows (by status). Text under
 test is neutralised before it reaches the judge (verdict brackets and the prompt's own delimiter
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import statistics
@@ -40,14 +54,14 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from . import llm
-from .cli import run
+from . import llm, llm_batch
+from .cli import parse, parser_for
 from .formats import upgrade_answer
-from .io import UserError, read_records, redact, write_json
+from .io import UserError, read_json, read_records, redact, refuse_overwrite, run_cli, write_json
 from .reporting import write_report
 
 __all__ = [
@@ -698,6 +712,85 @@ def _pairing(a: str, b: str | None, intersect: bool) -> tuple[dict, dict | None,
     return A, B, ids, files, pairing
 
 
+@dataclass
+class _Work:
+    """What every judge of a run shares: the mode, the prompt, the answers to judge and how."""
+
+    mode: str
+    prompt: JudgePrompt
+    ids: list[str]
+    A: dict[str, dict]
+    B: dict[str, dict] | None
+    refs: dict[str, dict]
+    eval_set: str | None
+    target: str | None
+    llm_extract: bool
+    parallel: int
+    dry_run: bool
+    batch_opts: llm_batch.BatchOptions
+    prices: tuple[float | None, float | None, str | None]
+
+
+def _judge_once(cfg: llm.LLMSettings, cache_path: Path, w: _Work) -> dict:
+    """One judge over the run's answers: ``{"rows", "calls"}`` (rows read), or ``{"plan"}`` on a
+    dry run, or ``{"unfinished", "batch"}`` while the calls are with a batch engine."""
+    cc = llm.CallCache(cache_path)
+    runner = _Runner(cfg, cc, w.prompt, w.dry_run)
+    jobs: dict[str, list[dict]] = {}  # key -> messages
+    meta: dict[str, dict] = {}  # key -> the call's bookkeeping (a batch request file's manifest)
+    item: list[str] = [""]  # the id whose row is being built
+
+    def want(messages: list[dict], **parts: Any) -> str:
+        k = runner.key(messages=messages, **parts)
+        if k not in cc and k not in jobs:
+            jobs[k] = messages
+            meta[k] = {"job": "judge", "mode": w.mode, "id": item[0], **parts, "target": w.target}
+        return k
+
+    ask = _Ask(w.prompt, want, w.refs, w.eval_set, w.target, w.llm_extract)
+    m = _MODES[w.mode]
+    rows = []
+    for i in w.ids:
+        item[0] = i
+        ra, ref = w.A[i], w.refs.get(i, {})
+        row = {"id": i, "instruction": str(ra.get("instruction") or ref.get("instruction") or ""),
+               "category": ra.get("category") or ref.get("category"), "dataset": ra.get("dataset") or ref.get("dataset")}
+        rows.append(m.row(ask, row, ra, w.B[i] if w.B is not None else None))
+
+    n_calls = len(jobs)
+    cached = sum(1 for r in rows for k in r["_keys"] if k in cc)
+    if w.dry_run:
+        tok_in = sum(llm.estimate_tokens("".join(msg["content"] for msg in msgs)) for msgs in jobs.values())
+        tok_out = n_calls * m.reply_tokens
+        price_in, price_out, prices = w.prices
+        price = llm_batch.price(llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices),
+                                w.batch_opts)
+        cc.close()
+        return {"plan": {"mode": w.mode, "judge_model": cfg.model, "calls": n_calls, "cached": cached,
+                         "batch": w.batch_opts.batch, "est_input_tokens": tok_in, "est_output_tokens": tok_out,
+                         "est_cost_usd": (tok_in * price[0] + tok_out * price[1]) / 1e6 if price else None}}
+    try:
+        calls = [llm_batch.Call(k, cfg.body(msgs), meta[k]) for k, msgs in jobs.items()]
+        sent = llm_batch.dispatch(calls, cc, w.batch_opts, cfg=cfg, ledger=llm_batch.ledger_path(cache_path),
+                                  job=f"judge-{w.mode}")
+        if sent is None:
+            llm.run_jobs(list(jobs.items()), runner.call, parallel=w.parallel, desc=f"judge ({w.mode}, {cfg.model})")
+    finally:
+        cc.close()
+    if sent is not None and not sent.finished:
+        return {"unfinished": sent.message(), "batch": sent.public()}
+    if sent is not None:
+        runner.errors.update(sent.failed)
+        runner.stats.update(failed=len(sent.failed), by_batch=sent.by_batch)
+        runner.usage.update(sent.usage)
+    for row in rows:
+        m.read(row, runner)
+    return {"rows": rows,
+            "calls": {"made": runner.stats["made"], "cached": cached, "by_batch": runner.stats["by_batch"],
+                      "failed": runner.stats["failed"], "first_error": next(iter(runner.errors.values()), None),
+                      "usage": dict(runner.usage), **({"batch": sent.public()} if sent is not None else {})}}
+
+
 def main(
     a: str,
     b: str | None = None,
@@ -707,6 +800,10 @@ def main(
     eval_set: str | None = None,
     target: str | None = None,
     judge: llm.LLMSettings = llm.LLMSettings(),
+    ensemble: tuple[llm.LLMSettings, ...] = (),
+    judges: str | None = None,
+    judge_url: list[str] = (),
+    judge_key_env: list[str] = (),
     judge_prompts: str | None = None,
     prompt_name: str | None = None,
     cache: str | None = None,
@@ -721,9 +818,11 @@ def main(
     bootstrap: int = 1000,
     seed: int = 0,
     report: bool = True,
+    batch_opts: llm_batch.BatchOptions = llm_batch.BatchOptions(),
 ) -> dict:
     """Judge answer file ``a`` (against ``b`` in pairwise mode); write ``out``/judge.json (and the
-    report unless ``report=False``). Returns the results dict, or the plan when ``dry_run``.
+    report unless ``report=False``). Returns the results dict, or the plan when ``dry_run``, or
+    what to do next when the calls went to a request file or to batches still running.
 
     Args:
         a: answer file A (JSONL from plug-lite generate)
@@ -734,15 +833,22 @@ def main(
         eval_set: evaluation set (name or file) for references (truthful, svamp)
         target: target language code (default: the answer file's)
         judge: the judge's endpoint (its fields are the flags below)
-        judge.model: judge model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini)
+        judge.model: judge model (env PLUG_LITE_JUDGE_MODEL; default gpt-4o-mini); repeat the flag for an
+            ensemble of judges (pairwise mode)
         judge.base_url: OpenAI-compatible base URL (env PLUG_LITE_JUDGE_BASE_URL / OPENAI_BASE_URL)
         judge.api_key: API key (prefer env OPENAI_API_KEY / PLUG_LITE_JUDGE_API_KEY)
         judge.timeout: seconds per request
         judge.max_retries: client retries on 408/409/429/5xx/timeouts (exponential backoff)
         judge.max_tokens: judge tokens per reply
+        ensemble: the judges of an ensemble, each with its own settings (the command line's repeated
+            --model); with two or more judges every pair is judged by each, see :func:`ensemble_outcome`
+        judges: JSON file listing an ensemble's judges: [{"model", "name"?, "base_url"?, "api_key_env"?,
+            "timeout"?, "max_retries"?, "max_tokens"?}]; unset fields are the flags' values
+        judge_url: NAME=URL: the base URL of the ensemble's judge NAME (repeatable)
+        judge_key_env: NAME=VAR: the judge NAME reads its API key from environment variable VAR (repeatable)
         judge_prompts: MT-bench-style prompt file (JSONL: name, system_prompt, prompt_template, output_format)
         prompt_name: which prompt of --judge-prompts
-        cache: call cache (default OUT/judge_cache.jsonl)
+        cache: call cache (default OUT/judge_cache.jsonl; an ensemble's judge NAME: judge_cache.NAME.jsonl)
         parallel: judge calls in flight
         limit: judge only the first N
         intersect: judge only the ids both files hold
@@ -754,12 +860,25 @@ def main(
         bootstrap: bootstrap resamples of the 95% interval
         seed: seed of the bootstrap
         report: write the report (report.md/.json/.png) into the output folder too
+        batch_opts: how the calls are made: live (default), or through a batch engine (the flags
+            --write-requests, --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`)
     """
     _check_mode(mode, b, eval_set)
-    cfg = judge.resolved(need_key=not dry_run and not (mode == "svamp" and not llm_extract))
+    sends = batch_opts.check().mode in ("live", "batch")
+    need_key = not dry_run and sends and not (mode == "svamp" and not llm_extract)
+    panel = _panel(judge, ensemble, judges, judge_url, judge_key_env)
+    if len(panel) > 1:
+        if mode != "pairwise":
+            raise UserError(f"an ensemble of judges works in pairwise mode (got --mode {mode})")
+        if batch_opts.mode != "live":
+            raise UserError("an ensemble of judges is judged live: --write-requests, --read-results and --batch "
+                            "take one judge")
+    cfgs = [(name, s.resolved(need_key=need_key)) for name, s in panel]
     prompt = load_prompt_file(judge_prompts, mode, prompt_name) if judge_prompts else default_prompt(mode)
     out_dir = Path(out)
-    cache_path = Path(cache) if cache else out_dir / "judge_cache.jsonl"
+    base_cache = Path(cache) if cache else out_dir / "judge_cache.jsonl"
+    refuse_overwrite(batch_opts.outputs(), {"A": a, "B": b, "--eval-set": eval_set, "--judge-prompts": judge_prompts,
+                                            "--judges": judges, **batch_opts.inputs()})
     A, B, ids, files, pairing = _pairing(a, b, intersect)
     if limit:
         ids = ids[:limit]
@@ -770,61 +889,209 @@ def main(
         if missing and mode in ("truthful", "svamp"):
             raise UserError(f"{eval_set}: no reference for {len(missing)} ids of {a} (e.g. {missing[0]!r})")
 
-    cc = llm.CallCache(cache_path)
-    runner = _Runner(cfg, cc, prompt, dry_run)
-    jobs: dict[str, list[dict]] = {}  # key -> messages
-
-    def want(messages: list[dict], **parts: Any) -> str:
-        k = runner.key(messages=messages, **parts)
-        if k not in cc and k not in jobs:
-            jobs[k] = messages
-        return k
-
-    ask = _Ask(prompt, want, refs, eval_set, target, llm_extract)
-    m = _MODES[mode]
-    rows = []
-    for i in ids:
-        ra, ref = A[i], refs.get(i, {})
-        row = {"id": i, "instruction": str(ra.get("instruction") or ref.get("instruction") or ""),
-               "category": ra.get("category") or ref.get("category"), "dataset": ra.get("dataset") or ref.get("dataset")}
-        rows.append(m.row(ask, row, ra, B[i] if B is not None else None))
-
-    n_calls = len(jobs)
-    cached = sum(1 for r in rows for k in r["_keys"] if k in cc)
+    w = _Work(mode, prompt, ids, A, B, refs, eval_set, target, llm_extract, parallel, dry_run, batch_opts,
+              (price_in, price_out, prices))
+    runs = {name: _judge_once(cfg, _cache_for(base_cache, name, len(cfgs)), w) for name, cfg in cfgs}
     if dry_run:
-        tok_in = sum(llm.estimate_tokens("".join(msg["content"] for msg in msgs)) for msgs in jobs.values())
-        tok_out = n_calls * m.reply_tokens
-        price = llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices)
-        plan = {"mode": mode, "judge_model": cfg.model, "calls": n_calls, "cached": cached,
-                "est_input_tokens": tok_in, "est_output_tokens": tok_out,
-                "est_cost_usd": (tok_in * price[0] + tok_out * price[1]) / 1e6 if price else None}
-        cc.close()
-        return {"dry_run": plan}
-
-    try:
-        llm.run_jobs(list(jobs.items()), runner.call, parallel=parallel, desc=f"judge ({mode})")
-    finally:
-        cc.close()
-
-    for row in rows:
-        m.read(row, runner)
-    results = m.aggregate(rows, bootstrap=bootstrap, seed=seed)
-    results.update({
+        plans = [r["plan"] for r in runs.values()]
+        if len(plans) == 1:
+            return {"dry_run": plans[0]}
+        costs = [p["est_cost_usd"] for p in plans]
+        return {"dry_run": {**{k: sum(p[k] for p in plans) for k in ("calls", "cached", "est_input_tokens",
+                                                                       "est_output_tokens")},
+                            "mode": mode, "judge_model": " + ".join(runs), "batch": batch_opts.batch,
+                            "est_cost_usd": None if None in costs else sum(costs), "judges": plans}}
+    first = next(iter(runs.values()))
+    if "unfinished" in first:
+        return first
+    common = {
         "mode": mode,
-        "judge": cfg.public(),
         "prompt": {"name": prompt.name, "hash": prompt.hash, "source": judge_prompts or "built-in"},
         "settings": {"parallel": parallel, "limit": limit, "intersect": intersect, "bootstrap": bootstrap,
-                     "seed": seed, "llm_extract": llm_extract, "eval_set": eval_set, "cache": str(cache_path)},
+                     "seed": seed, "llm_extract": llm_extract, "eval_set": eval_set, "cache": str(base_cache)},
         "target": target,
         "files": files,
         **({"pairing": pairing} if pairing else {}),
-        "calls": {"made": runner.stats["made"], "cached": cached, "failed": runner.stats["failed"],
-                  "first_error": next(iter(runner.errors.values()), None), "usage": dict(runner.usage)},
-    })
+    }
+    if len(cfgs) == 1:
+        results = _MODES[mode].aggregate(first["rows"], bootstrap=bootstrap, seed=seed)
+        results.update({**common, "judge": cfgs[0][1].public(), "calls": first["calls"]})
+    else:
+        targets = {i: A[i].get("target") or target for i in ids}
+        results = _ensemble_results({name: r["rows"] for name, r in runs.items()}, targets, bootstrap=bootstrap,
+                                    seed=seed)
+        results["ensemble"]["judges"] = {name: {**cfg.public(), "calls": runs[name]["calls"]} for name, cfg in cfgs}
+        results["ensemble"]["caches"] = {name: str(_cache_for(base_cache, name, len(cfgs))) for name, _ in cfgs}
+        results.update({**common, "judge": {"model": "ensemble of " + ", ".join(runs)},
+                        "calls": _sum_calls([r["calls"] for r in runs.values()])})
     write_json(out_dir / "judge.json", results)
     if report:
         write_report(results=[str(out_dir / "judge.json")], out=str(out_dir))
     return results
+
+
+# --- ensembles -------------------------------------------------------------------------------------
+
+_SIDE = {"a_win": "a", "a_slight": "a", "tie": "tie", "b_slight": "b", "b_win": "b"}
+#: :func:`ensemble_outcome` in one sentence, for the report
+ENSEMBLE_RULE = ("each judge votes for the side its both-orders outcome favours (A, tie, B); a side with more than "
+                 "half the votes wins (a full win when at least half of its judges gave one), no majority is a tie; "
+                 "a pair any judge failed is an error.")
+#: the labels agreement is measured on: which answer a judge's combined outcome favours
+SIDES = ("a", "tie", "b")
+
+
+def ensemble_outcome(outcomes: list[str]) -> tuple[str, bool]:
+    """The ensemble's outcome of one pair from each judge's combined (both-orders) outcome, and
+    whether it had no majority. Any judge's error makes the pair an error (a rerun retries just
+    those calls). Otherwise each judge votes for the side its outcome favours (A, tie, B; a slight
+    win counts for its side); a side with more than half of the votes wins, and the outcome is a
+    full win when at least half of the judges on that side gave a full win, else a slight win. No
+    side with more than half the votes: a tie, counted as ``no_majority``."""
+    if not outcomes or "error" in outcomes:
+        return "error", False
+    votes = Counter(_SIDE[o] for o in outcomes)
+    side, n = votes.most_common(1)[0]
+    if 2 * n <= len(outcomes):
+        return "tie", True
+    if side == "tie":
+        return "tie", False
+    full = sum(o == f"{side}_win" for o in outcomes)
+    return (f"{side}_win" if 2 * full >= n else f"{side}_slight"), False
+
+
+def _ensemble_results(per_judge: dict[str, list[dict]], targets: dict[str, str | None], *, bootstrap: int,
+                      seed: int) -> dict:
+    """judge.json's body for an ensemble: ensemble rows and aggregate (the same shape as one
+    judge's), and under ``ensemble`` each judge's aggregate and rows, the agreement figures and
+    the judge that disagreed most."""
+    names = list(per_judge)
+    rows = []
+    for k, base in enumerate(per_judge[names[0]]):
+        mine = {name: per_judge[name][k] for name in names}
+        outcome, no_majority = ensemble_outcome([r["outcome"] for r in mine.values()])
+        rows.append({key: base[key] for key in ("id", "instruction", "category", "dataset", "status_a", "status_b",
+                                                "len_a", "len_b")}
+                    | {"target": targets.get(base["id"]), "outcome": outcome, "no_majority": no_majority,
+                       "inconsistent": any(r["inconsistent"] for r in mine.values()),
+                       "consistent": outcome != "error" and all(r["consistent"] for r in mine.values()),
+                       "judges": {name: r["outcome"] for name, r in mine.items()}})
+        if outcome == "error":  # which judge failed, and why
+            name, r = next((n, r) for n, r in mine.items() if r["outcome"] == "error")
+            rows[-1]["error"] = f"judge {name}: {r['order_ab']['error'] or r['order_ba']['error']}"
+    agg = aggregate(rows, bootstrap=bootstrap, seed=seed)
+    agg["overall"]["no_majority"] = sum(r["no_majority"] for r in rows)
+    return {"pairs": rows, "aggregate": agg,
+            "ensemble": {"rule": ENSEMBLE_RULE,
+                         "labels": list(SIDES),
+                         "per_judge": {name: {"aggregate": aggregate(per_judge[name], bootstrap=bootstrap, seed=seed),
+                                              "pairs": per_judge[name]} for name in names},
+                         "agreement": ensemble_agreement(rows, names)}}
+
+
+def ensemble_agreement(rows: list[dict], names: list[str]) -> dict:
+    """Agreement of the judges over the pairs none of them failed (labels :data:`SIDES`): overall,
+    per target language and per category, and each judge's disagreement with the ensemble (the
+    share of pairs where the side it favours is not the ensemble's); ``most_disagreeing`` names
+    the judge with the highest share, or is None when several share it."""
+    from .agreement import agreement
+
+    valid = [r for r in rows if r["outcome"] != "error"]
+
+    def labels(rs: list[dict]) -> dict[str, list[str]]:
+        return {name: [_SIDE[r["judges"][name]] for r in rs] for name in names}
+
+    def groups(key: str) -> dict[str, dict]:
+        by: dict[str, list[dict]] = defaultdict(list)
+        for r in valid:
+            by[str(r.get(key) or "-")].append(r)
+        return {g: {k: v for k, v in agreement(labels(rs)).items() if k != "pairs"} for g, rs in sorted(by.items())}
+
+    off = {name: (sum(_SIDE[r["judges"][name]] != _SIDE[r["outcome"]] for r in valid) / len(valid) if valid else None)
+           for name in names}
+    top = max((v for v in off.values() if v is not None), default=None)
+    return {**agreement(labels(valid)), "errors": len(rows) - len(valid),
+            "by_target": groups("target"), "by_category": groups("category"),
+            "disagreement_with_ensemble": off, "most_disagreeing": [n for n, v in off.items() if top and v == top]}
+
+
+def _sum_calls(calls: list[dict]) -> dict:
+    usage: Counter = Counter()
+    for c in calls:
+        usage.update(c["usage"])
+    return {"made": sum(c["made"] for c in calls), "cached": sum(c["cached"] for c in calls),
+            "by_batch": sum(c["by_batch"] for c in calls), "failed": sum(c["failed"] for c in calls),
+            "first_error": next((c["first_error"] for c in calls if c["first_error"]), None), "usage": dict(usage)}
+
+
+def _cache_for(base: Path, name: str, n_judges: int) -> Path:
+    """The call cache of judge ``name``: ``base`` itself for a lone judge, else ``base``'s name
+    with the judge's name before the suffix (judge_cache.NAME.jsonl)."""
+    if n_judges == 1:
+        return base
+    return base.with_name(f"{base.stem}.{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}{base.suffix or '.jsonl'}")
+
+
+def _pairs_of(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for it in items:
+        name, eq, value = str(it).partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise UserError(f"{flag} takes NAME=VALUE (got {it!r})")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _panel(judge: llm.LLMSettings, ensemble: tuple[llm.LLMSettings, ...], judges_file: str | None,
+           judge_url: list[str], judge_key_env: list[str]) -> list[tuple[str, llm.LLMSettings]]:
+    """The judges of a run, named (a judge's name is its model unless a judges file names it):
+    ``judge`` alone, or ``ensemble`` and the judges file's entries (their unset fields are
+    ``judge``'s), then ``--judge-url`` / ``--judge-key-env`` applied by name."""
+    panel = [(s.model or "", s) for s in ensemble]
+    if judges_file:
+        data = read_json(judges_file)
+        if not isinstance(data, list) or not data:
+            raise UserError(f"{judges_file}: expected a JSON list of judges ({{\"model\": ...}} each)")
+        known = {f.name for f in fields(llm.LLMSettings)} - {"api_key", "temperature"}
+        for k, entry in enumerate(data):
+            where = f"{judges_file}: judge {k + 1}"
+            if not isinstance(entry, dict) or not entry.get("model"):
+                raise UserError(f"{where}: missing field 'model'")
+            if "api_key" in entry:
+                raise UserError(f"{where}: field 'api_key': keys do not go in files; name an environment "
+                                "variable in 'api_key_env'")
+            bad = set(entry) - known - {"name", "api_key_env"}
+            if bad:
+                raise UserError(f"{where}: unknown field {sorted(bad)[0]!r} (known: {', '.join(sorted(known))}, "
+                                "name, api_key_env)")
+            s = replace(judge, **{f: entry[f] for f in known if f in entry})
+            if entry.get("api_key_env"):
+                judge_key_env = [*judge_key_env, f"{entry.get('name') or entry['model']}={entry['api_key_env']}"]
+            panel.append((str(entry.get("name") or entry["model"]), s))
+    if not panel:
+        panel = [("", judge)]
+    # a judge without a name is named by its model (PLUG_LITE_JUDGE_MODEL or the default when unset)
+    panel = [(n or s.resolved(need_key=False).model, s) for n, s in panel]
+    names = [n for n, _ in panel]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise UserError(f"two judges are named {dup!r}: give them names in a --judges file")
+    urls, envs = _pairs_of(judge_url, "--judge-url"), _pairs_of(judge_key_env, "--judge-key-env")
+    for flag, given in (("--judge-url", urls), ("--judge-key-env", envs)):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise UserError(f"{flag}: no judge named {unknown[0]!r} (judges: {', '.join(names)})")
+    out = []
+    for name, s in panel:
+        if name in urls:
+            s = replace(s, base_url=urls[name])
+        if name in envs:
+            if not os.environ.get(envs[name]):
+                raise UserError(f"--judge-key-env: environment variable {envs[name]} (the key of judge {name!r}) "
+                                "is not set")
+            s = replace(s, api_key=os.environ[envs[name]])
+        out.append((name, s))
+    return out
 
 
 def _file_info(path: str, recs: dict[str, dict]) -> dict:
@@ -840,30 +1107,50 @@ def _finish(res: dict, args: dict) -> int:
         cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (no price for this model; pass --price-in/--price-out)"
         print(f"dry run ({d['mode']}, judge {d['judge_model']}): {d['calls']} calls to make "
               f"({d['cached']} cached), about {d['est_input_tokens']} input + {d['est_output_tokens']} "
-              f"output tokens, estimated cost {cost}")
+              f"output tokens, estimated cost {cost}" + (" at the Batch API's price" if d["batch"] else ""))
+        return 0
+    if "unfinished" in res:
+        print(res["unfinished"], file=sys.stderr)
         return 0
     calls = res["calls"]
-    rc, line = llm.run_outcome(made=calls["made"], failed=calls["failed"], what="judge calls",
+    rc, line = llm.run_outcome(made=calls["made"] + calls["by_batch"], failed=calls["failed"], what="judge calls",
                                first_error=calls["first_error"])
     if rc == llm.EXIT_ALL_FAILED:
         print(f"error: {redact(line)}", file=sys.stderr)
         return rc
     agg = res["aggregate"]["overall"]
     print(redact(json.dumps({k: v for k, v in agg.items()}, ensure_ascii=False)))
+    if "ensemble" in res:
+        ag = res["ensemble"]["agreement"]
+        kappa = "undefined" if ag["kappa"] is None else f"{ag['kappa']:.3f}"
+        pct = "-" if ag["percent_agreement"] is None else f"{100 * ag['percent_agreement']:.1f}%"
+        print(f"ensemble of {len(res['ensemble']['judges'])} judges: they agree on {pct} of "
+              f"{ag['n']} pairs, {ag['kappa_kind']}'s kappa {kappa}; disagreed most with the ensemble: "
+              f"{', '.join(ag['most_disagreeing']) or 'none'}", file=sys.stderr)
     pairing = res.get("pairing")
     if pairing and (pairing["only_a"] or pairing["only_b"]):
         print(f"paired {pairing['paired']} answers on the {pairing['by']}; not judged: {pairing['only_a']} "
               f"only in {args['a']}, {pairing['only_b']} only in {args['b']}", file=sys.stderr)
-    print(f"calls: {calls['made']} made, {calls['cached']} cached, {calls['failed']} failed; "
-          f"results in {Path(args['out']) / 'judge.json'}", file=sys.stderr)
+    print(llm.calls_summary(made=calls["made"], cached=calls["cached"], by_batch=calls["by_batch"],
+                            failed=calls["failed"]) + f"; results in {Path(args['out']) / 'judge.json'}", file=sys.stderr)
     if line:
         print(f"warning: {redact(line)}", file=sys.stderr)
     return rc
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run(main, argv, prog="plug-lite judge", finish=_finish, positional=("a", "b"),
-               names={"target": ("--target", "--lang")}, choices={"mode": MODES}, exclude=("judge.temperature",))
+    """``plug-lite judge``: main's flags, except that ``--model`` may be repeated: two or more
+    models are an ensemble, each judge the shared flags' settings with its own model."""
+    ap = parser_for(main, prog="plug-lite judge", positional=("a", "b"), names={"target": ("--target", "--lang")},
+                    choices={"mode": MODES}, exclude=("judge.temperature", "ensemble"),
+                    extra={"judge.model": {"action": "append"}, "judges": {"metavar": "FILE"},
+                           "judge_url": {"metavar": "NAME=URL"}, "judge_key_env": {"metavar": "NAME=VAR"}})
+    args = parse(ap, main, argv)
+    models = args["judge"].model or []
+    args["judge"] = replace(args["judge"], model=models[-1] if models else None)
+    if len(models) > 1:
+        args["ensemble"] = tuple(replace(args["judge"], model=m) for m in models)
+    return run_cli(lambda: _finish(main(**args), args))
 
 
 if __name__ == "__main__":

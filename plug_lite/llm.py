@@ -4,6 +4,8 @@
 * :class:`LLMSettings` is an endpoint and how to call it, passed whole; :meth:`LLMSettings.resolved`
   fills model, base URL and key from ``PLUG_LITE_JUDGE_*``, then ``OPENAI_*`` environment
   variables. The key is kept out of every repr, message and file.
+* :func:`chat_body` is the one owner of what a chat-completions request holds, live or written
+  to a batch file (:mod:`plug_lite.llm_batch`).
 * :class:`Client` wraps the official ``openai`` client. Retries with exponential backoff on 408,
   409, 429, 5xx, timeouts and dropped connections are the client's own (``max_retries``,
   ``timeout``); other statuses (400, 422...) are not retried, and error texts say how many
@@ -11,7 +13,8 @@
 * :func:`run_outcome` turns a run's counts into its exit status: 0 all good, 1 no call
   succeeded, 3 some calls failed (2 stays bad input).
 * :class:`CallCache` is an append-only JSONL file keyed by a hash of everything that determines an
-  answer; each call is fsynced as soon as it returns, so a killed run repeats no call.
+  answer; each call is fsynced as soon as it returns, so a killed run repeats no call (a batch's
+  results, which can be downloaded again, are fsynced a block at a time).
 * :func:`run_jobs` runs uncached calls on a thread pool; the first one runs alone, so a bad key or
   model name stops the run after one request whatever ``--parallel`` is.
 
@@ -34,6 +37,7 @@ from .io import JsonlAppender, UserError, read_json, read_jsonl_resumable, redac
 
 __all__ = [
     "LLMSettings",
+    "chat_body",
     "Client",
     "FatalLLMError",
     "CallCache",
@@ -41,6 +45,7 @@ __all__ = [
     "run_jobs",
     "retries_done",
     "run_outcome",
+    "calls_summary",
     "estimate_tokens",
     "PRICES",
     "price_for",
@@ -84,6 +89,10 @@ class LLMSettings:
             key = "no-key"  # local servers ignore it; the client insists on a value
         return replace(self, model=model, base_url=base_url, api_key=key)
 
+    def body(self, messages: list[dict], *, max_tokens: int | None = None) -> dict:
+        """The request body of one call with these settings (:func:`chat_body`)."""
+        return chat_body(self.model, messages, temperature=self.temperature, max_tokens=max_tokens or self.max_tokens)
+
     def public(self) -> dict:
         """Settings safe to write into a results file (no key)."""
         return {
@@ -94,6 +103,17 @@ class LLMSettings:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
+
+
+def chat_body(model: str, messages: list[dict], *, temperature: float, max_tokens: int,
+              seed: int | None = None) -> dict:
+    """The body of one chat-completions request as plug_lite sends it, live or as a batch request
+    line: only fields every OpenAI-compatible server reads (model, messages, temperature,
+    max_tokens, and seed where the caller sets one)."""
+    body = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+    if seed is not None:
+        body["seed"] = seed
+    return body
 
 
 class Client:
@@ -113,12 +133,7 @@ class Client:
     def chat(self, messages: list[dict], *, max_tokens: int | None = None) -> tuple[str, dict]:
         oa = self._openai
         try:
-            resp = self._client.chat.completions.create(
-                model=self.cfg.model,
-                messages=messages,
-                temperature=self.cfg.temperature,
-                max_tokens=max_tokens or self.cfg.max_tokens,
-            )
+            resp = self._client.chat.completions.create(**self.cfg.body(messages, max_tokens=max_tokens))
         except (oa.AuthenticationError, oa.PermissionDeniedError) as e:
             raise FatalLLMError(
                 f"the judge server refused the API key (HTTP {e.status_code}) at "
@@ -145,22 +160,31 @@ class Client:
 
 def completion_parts(resp: Any) -> tuple[str, str, dict]:
     """(text, finish reason, usage) of a chat-completion reply: the one guard every endpoint reply
-    passes. A reply that is not a chat completion with text (no ``choices``, an empty list, a
+    passes, live (the client's reply object) or from a batch result file (the same as JSON). A
+    reply that is not a chat completion with text (no ``choices``, an empty list, a
     ``message.content`` that is null or not a string) raises :class:`CallError`: the call counts as
     failed, is never cached or written, and the next run makes it again. An empty string is text
     (the model wrote nothing); what it is worth is the caller's to judge. ``usage``:
     ``{"prompt", "completion"}`` token counts (None when not reported) and ``known``."""
     try:
-        choice = resp.choices[0]
-        text = choice.message.content
+        choice = _part(resp, "choices")[0]
+        message = _part(choice, "message")
+        if message is None:
+            raise TypeError
+        text = _part(message, "content")
     except (AttributeError, IndexError, KeyError, TypeError):
         raise CallError("the reply is not a chat completion (it has no choices[0].message)") from None
     if not isinstance(text, str):
         raise CallError(f"the reply has no text (choices[0].message.content is {'null' if text is None else type(text).__name__})")
-    usage = getattr(resp, "usage", None)
-    counts = {"prompt": getattr(usage, "prompt_tokens", None), "completion": getattr(usage, "completion_tokens", None),
+    usage = _part(resp, "usage")
+    counts = {"prompt": _part(usage, "prompt_tokens"), "completion": _part(usage, "completion_tokens"),
               "known": usage is not None}
-    return text, getattr(choice, "finish_reason", None) or "stop", counts
+    return text, _part(choice, "finish_reason") or "stop", counts
+
+
+def _part(obj: Any, name: str) -> Any:
+    """A field of a reply object or of its JSON; None when absent."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 class CallError(Exception):
@@ -197,6 +221,12 @@ def run_outcome(*, made: int, failed: int, what: str, first_error: str | None = 
         return EXIT_ALL_FAILED, f"all {failed} {what} failed{why}; rerun to try them again"
     return EXIT_PARTIAL, (f"{failed} of {made + failed} {what} failed{why}; the {made} that succeeded are "
                           "kept, rerun to try the failed ones again")
+
+
+def calls_summary(*, made: int, cached: int, by_batch: int, failed: int) -> str:
+    """How a run's calls went, in one line: made live now, answered from the call cache, answered
+    by a batch (:mod:`plug_lite.llm_batch`) and failed."""
+    return f"calls: {made} made, {cached} cached, {by_batch} by batch, {failed} failed"
 
 
 def _short(e: Exception, key: str | None = None) -> str:
@@ -238,6 +268,17 @@ class CallCache:
             self._out.write(rec)
             self._data[key] = rec
         return rec
+
+    def put_many(self, records: Iterable[tuple[str, dict]]) -> None:
+        """:meth:`put` for several calls with one fsync (ingesting a batch's results)."""
+        recs = [{"key": key, **record} for key, record in records]
+        if not recs:
+            return
+        with self._lock:
+            if self._out is None:
+                self._out = JsonlAppender(self.path)
+            self._out.write_many(recs)
+            self._data.update((r["key"], r) for r in recs)
 
     def close(self) -> None:
         if self._out is not None:

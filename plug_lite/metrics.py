@@ -8,7 +8,11 @@ used for X-SVAMP.
 * target-language fidelity: the share of non-empty answers that py3langid (it ships its model)
   identifies as the target language;
 * answer length in characters (mean, median) and in target tokens when recorded;
-* the pivot's token overhead: pivot tokens as a share of all completion tokens, and per answer.
+* the pivot's token overhead: pivot tokens as a share of all completion tokens, and per answer;
+* language confusion inside answers (:mod:`plug_lite.confusion`): ``line_clean_rate`` (answers
+  whose every line is in the target language), ``word_clean_rate`` (non-Latin targets: answers
+  without a stray Latin word) and ``pivot_line_clean_rate`` (pivot sections whose every line is in
+  the pivot language), with the counts and examples under ``confusion``.
 
 Standard library only at import time; py3langid is imported by :func:`detect_language`.
 """
@@ -71,6 +75,9 @@ def offline_metrics(records: Iterable[dict], target: str | None = None) -> dict:
     target_tokens = [int(t.get("target") or 0) for t in tok]
     completion = [int(t.get("completion") or 0) for t in tok]
     total_completion = sum(completion)
+    from .confusion import records_confusion
+
+    confusion = records_confusion(records, target)
     # why each answer ended (generate records finish_reason): "stop" = the model ended its turn
     reasons = Counter(str(r.get("finish_reason")) for r in records if r.get("finish_reason"))
     return {
@@ -91,6 +98,10 @@ def offline_metrics(records: Iterable[dict], target: str | None = None) -> dict:
         "seconds_mean": statistics.fmean([float(r.get("seconds") or 0) for r in records]) if records else 0.0,
         "finish_reasons": dict(reasons),
         "stopped": (reasons.get("stop", 0) / sum(reasons.values())) if reasons else None,
+        "line_clean_rate": confusion["target"]["line_clean_rate"],
+        "word_clean_rate": confusion["target"]["word_clean_rate"],
+        "pivot_line_clean_rate": confusion["pivot"]["line_clean_rate"] if confusion["pivot"] else None,
+        "confusion": confusion,
     }
 
 

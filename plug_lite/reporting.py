@@ -6,6 +6,9 @@ done) both write it with :func:`write_report`.
   stacked bar chart (matplotlib, Agg backend, PNG), the position-consistency rate (how often the
   two orders agree), and win rates by answer-length ratio, category, source dataset and status;
 * single / truthful / svamp results: their rates per target language and category;
+* an ensemble of judges (``judge --model A --model B``): each judge's table next to the
+  ensemble's, and the judges' agreement (percent agreement, Cohen's kappa for two judges and
+  Fleiss' for more) overall, per language and per category, with the judge that disagreed most;
 * offline metrics (:func:`plug_lite.metrics.offline_metrics`) of every answer file named by the
   results or given as ``offline``, including the share of answers that ended by themselves
   (``finish_reason`` "stop") rather than at the token limit.
@@ -59,6 +62,43 @@ def _pair_table(title: str, groups: dict[str, dict], key: str) -> list[str]:
     return lines + [""]
 
 
+def _kappa(x: Any) -> str:
+    return "undefined" if x is None else f"{x:.3f}"
+
+
+def _ensemble_section(r: dict) -> list[str]:
+    """An ensemble's per-judge table, agreement figures (overall, per language, per category)
+    and the judge that disagreed most."""
+    ens = r["ensemble"]
+    ag = ens["agreement"]
+    kind = {"cohen": "Cohen's", "fleiss": "Fleiss'"}[ag["kappa_kind"]]
+    no_majority = r["aggregate"]["overall"].get("no_majority", 0)
+    md = [f"#### {_label(r)}: {r['judge']['model']}", "",
+          f"Ensemble outcome: {ens['rule']} Pairs without a majority: {no_majority}.", "",
+          "| judge | n | A win | A slight | tie | B slight | B win | error | adjusted win rate [95% CI] | "
+          "position consistency | differs from ensemble |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, one in ens["per_judge"].items():
+        s = one["aggregate"]["overall"]
+        ci = s.get("adjusted_win_rate_ci95")
+        md.append(f"| {name} | {s['n']} | {s['a_win']} | {s['a_slight']} | {s['tie']} | {s['b_slight']} | {s['b_win']} | "
+                  f"{s['error']} | {_pct(s['adjusted_win_rate'])}{f' [{_pct(ci[0])}, {_pct(ci[1])}]' if ci else ''} | "
+                  f"{_pct(s['position_consistency'])} | {_pct(ag['disagreement_with_ensemble'].get(name))} |")
+    most = ag["most_disagreeing"]
+    md += ["", f"Agreement over {ag['n']} pairs no judge failed (labels: A better / tie / B better): all judges "
+               f"alike on {_pct(ag['percent_agreement'])}, {kind} kappa {_kappa(ag['kappa'])}; "
+               f"disagreed most with the ensemble: {', '.join(most) if most else 'none'}"
+               + (" (tied)" if len(most) > 1 else "") + ".", ""]
+    if len(ag["pairs"]) > 1:
+        md += ["| judges | agreement | Cohen's kappa |", "|---|---|---|"]
+        md += [f"| {' / '.join(p['judges'])} | {_pct(p['percent_agreement'])} | {_kappa(p['cohen_kappa'])} |"
+               for p in ag["pairs"]] + [""]
+    for key, title in (("by_target", "language"), ("by_category", "category")):
+        md += [f"| {title} | n | agreement | {kind} kappa |", "|---|---|---|---|"]
+        md += [f"| {g} | {v['n']} | {_pct(v['percent_agreement'])} | {_kappa(v['kappa'])} |"
+               for g, v in ag[key].items()] + [""]
+    return md
+
+
 def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | None) -> str:
     md = ["# plug-lite evaluation report", ""]
     pairwise = [r for r in results if r["mode"] == "pairwise"]
@@ -86,6 +126,8 @@ def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | 
                     f"{r['judge']['model']} (prompt {r['prompt']['hash']}) |")
             md.append("")
             for r in rs:
+                if r.get("ensemble"):
+                    md += _ensemble_section(r)
                 agg = r["aggregate"]
                 md += [f"#### {_label(r)}: breakdowns", ""]
                 md += _pair_table("By answer-length ratio (len A / len B)", agg["by_length"], "length")
@@ -96,7 +138,7 @@ def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | 
                 if errs:
                     md += ["Error rows (first 10):", ""]
                     for p in errs[:10]:
-                        why = p["order_ab"]["error"] or p["order_ba"]["error"]
+                        why = p.get("error") or p["order_ab"]["error"] or p["order_ba"]["error"]
                         md.append(f"- `{p['id']}`: {why}")
                     md.append("")
         if chart:
@@ -123,15 +165,25 @@ def render_markdown(results: list[dict], offline: dict[str, dict], chart: str | 
     if offline:
         md += ["## Offline metrics of answer files", "",
                "| file | target | n | ended by itself | format ok | truncated | monolingual | not found | "
-               "target-language fidelity | answer chars (mean) | pivot tokens (mean) | pivot share of completion tokens |",
-               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+               "target-language fidelity | lines all in target | no stray Latin words | pivot lines all in pivot | "
+               "answer chars (mean) | pivot tokens (mean) | pivot share of completion tokens |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in offline.items():
             sh = m["status_share"]
             md.append(f"| {name} | {m['target'] or '-'} | {m['n']} | {_pct(m.get('stopped'))} | {_pct(sh.get('ok'))} | "
                       f"{_pct(sh.get('truncated'))} | "
                       f"{_pct(sh.get('monolingual'))} | {_pct(sh.get('not_found'))} | {_pct(m['language_fidelity'])} | "
+                      f"{_pct(m.get('line_clean_rate'))} | {_pct(m.get('word_clean_rate'))} | "
+                      f"{_pct(m.get('pivot_line_clean_rate'))} | "
                       f"{m['answer_chars_mean']:.0f} | {m['pivot_tokens_mean']:.1f} | {_pct(m['pivot_overhead'])} |")
-        md.append("")
+        md += ["Language confusion (plug_lite.confusion): the share of answers whose every line is in the target "
+               "language, of non-Latin-script answers without a stray lowercase Latin word (code, names, numbers and "
+               "units not counted), and of pivot sections whose every line is in the pivot language.", ""]
+        examples = {name: m["confusion"]["target"]["examples"] for name, m in offline.items()
+                    if m.get("confusion") and m["confusion"]["target"]["examples"]}
+        for name, ex in examples.items():
+            md.append(f"- {name}, first wrong-language lines / stray words: " + "; ".join(f"`{e.replace('`', chr(39))}`" for e in ex))
+        md += [""] if examples else []
     if len(md) == 2:
         md.append("Nothing to report: pass judge results and/or --offline answer files.")
     return "\n".join(md) + "\n"

@@ -45,7 +45,7 @@ from .spec import FORMATS, PlugSpec
 __all__ = ["RUN_FILE", "EXPORT_REPORT", "IMATRIX_FILE", "run_name", "is_finished", "FourBit", "RunMetrics", "RunRecord",
            "ExportedFile", "GreedyScore", "StopCount", "ImatrixRecord", "DriftStats", "FileDrift",
            "DriftReport", "ParityReport", "ExportRecord", "resolve_base", "gguf_name",
-           "read_export_report", "export_report", "exported_gguf", "WorkFolder", "load_run", "run_spec"]
+           "read_export_report", "export_report", "exported_gguf", "WorkFolder"]
 
 RUN_FILE = "plug_run.json"
 EXPORT_REPORT = "export_report.json"
@@ -250,33 +250,9 @@ class RunRecord:
         return str(self.folder / RUN_FILE) if self.folder is not None else RUN_FILE
 
 
-# Until plug_lite.export reads a RunRecord (the export/ package), it takes plug_run.json as the
-# dict of 0.1 with "_dir" set: these two and the dict branch of _record keep it working.
-
-
-def load_run(run_dir: str | os.PathLike) -> dict:
-    """``plug_run.json`` of a run that can be exported, as the dict of 0.1 with ``_dir`` set
-    (:meth:`RunRecord.load` with ``adapter=True`` checks it). For ``plug_lite.export``."""
-    rec = RunRecord.load(run_dir, adapter=True)
-    return {**_read_json(Path(run_dir) / RUN_FILE, "not found"), "_dir": str(rec.folder)}
-
-
-def run_spec(meta: "RunRecord | dict") -> PlugSpec:
-    """The :class:`~plug_lite.spec.PlugSpec` of a run (a record, or :func:`load_run`'s dict)."""
-    return _record(meta).spec
-
-
-def _record(meta: "RunRecord | dict") -> RunRecord:
-    if isinstance(meta, RunRecord):
-        return meta
-    where = str(Path(meta["_dir"]) / RUN_FILE) if meta.get("_dir") else RUN_FILE
-    return RunRecord.from_dict(meta, where, folder=meta.get("_dir"))
-
-
-def resolve_base(run: "RunRecord | dict") -> Path:
+def resolve_base(rec: RunRecord) -> Path:
     """The local folder of the run's base model: ``base_model_path``, ``base_model`` as a path,
     or the Hugging Face cache (offline lookup only)."""
-    rec = _record(run)
     for cand in (rec.base_model_path, rec.base_model):
         if cand and (Path(cand) / "config.json").is_file():
             return Path(cand)
@@ -294,10 +270,9 @@ def resolve_base(run: "RunRecord | dict") -> Path:
     )
 
 
-def gguf_name(run: "RunRecord | dict", quant: str, *, kind: str = "model") -> str:
+def gguf_name(rec: RunRecord, quant: str, *, kind: str = "model") -> str:
     """``<Base>-<Size>-PLUG-<target>-<QUANT>.gguf`` for a run (``kind="adapter"``:
     ``...-LoRA-<QUANT>``, ``kind="base"``: the untuned base, ``<Base>-<Size>-<QUANT>.gguf``)."""
-    rec = _record(run)
     base = rec.base_name or Path(str(rec.base_model).rstrip("/")).name
     parts = [base.replace(" ", "-")]
     if rec.size_label:

@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import llm
+from . import llm, llm_batch
 from .cli import run
 from .io import UserError, read_records, redact, refuse_overwrite, write_jsonl
 from .languages import get as get_language
@@ -103,9 +103,11 @@ def main(
     price_in: float | None = None,
     price_out: float | None = None,
     prices: str | None = None,
+    batch_opts: llm_batch.BatchOptions = llm_batch.BatchOptions(),
 ) -> dict:
     """Translate ``input`` into ``target``; write ``out`` (JSONL) and the rejects file.
-    Returns counts (or the plan when ``dry_run``).
+    Returns counts (or the plan when ``dry_run``, or what to do next when the calls went to a
+    request file or to batches still running).
 
     Args:
         input: English dataset (JSON/JSONL/CSV with id?, instruction, response|output)
@@ -127,9 +129,12 @@ def main(
         price_in: USD per 1M input tokens
         price_out: USD per 1M output tokens
         prices: JSON file {"model": [usd_in, usd_out]} per 1M tokens
+        batch_opts: how the calls are made: live (default), or through a batch engine (the flags
+            --write-requests, --read-results, --batch, --batch-wait; :mod:`plug_lite.llm_batch`)
     """
     get_language(target)
-    cfg = translator.resolved(need_key=not dry_run)
+    mode = batch_opts.check().mode
+    cfg = translator.resolved(need_key=not dry_run and mode in ("live", "batch"))
     recs = read_records(input, required=("instruction",))
     seen: dict[str, str] = {}
     items = []
@@ -150,28 +155,43 @@ def main(
     out_p = Path(out)
     rej_p = Path(rejects) if rejects else out_p.with_name(out_p.stem + ".rejects.jsonl")
     cache_p = Path(cache) if cache else out_p.with_name(out_p.stem + ".cache.jsonl")
-    refuse_overwrite({"--out": out_p, "--rejects": rej_p, "--cache": cache_p}, {"INPUT": input, "--prices": prices})
+    refuse_overwrite({"--out": out_p, "--rejects": rej_p, "--cache": cache_p, **batch_opts.outputs()},
+                     {"INPUT": input, "--prices": prices, **batch_opts.inputs()})
     cc = llm.CallCache(cache_p)
-    keys, jobs = [], {}
+    keys, jobs, calls = [], {}, []
     for rid, ins, resp in items:
         msgs = build_messages(ins, resp, target, source)
         k = llm.cache_key(task="translate", model=cfg.model, prompt=prompt_hash(), target=target, source=source,
                           instruction=ins, response=resp, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
         keys.append(k)
-        if k not in cc:
+        if k not in cc and k not in jobs:
             jobs[k] = msgs
+            calls.append(llm_batch.Call(k, cfg.body(msgs), {"job": "translate", "id": rid, "target": target}))
     cached = sum(1 for k in keys if k in cc)
     if dry_run:
         tok_in = sum(llm.estimate_tokens(m[1]["content"]) + 150 for m in jobs.values())
         tok_out = sum(llm.estimate_tokens(ins + resp) * 2 for (rid, ins, resp), k in zip(items, keys) if k in jobs)
-        price = llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices)
+        price = llm_batch.price(llm.price_for(cfg.model, price_in=price_in, price_out=price_out, prices_file=prices),
+                                batch_opts)
         cc.close()
         return {"dry_run": {"calls": len(jobs), "cached": cached, "est_input_tokens": tok_in,
-                            "est_output_tokens": tok_out, "judge_model": cfg.model,
+                            "est_output_tokens": tok_out, "judge_model": cfg.model, "batch": batch_opts.batch,
                             "est_cost_usd": (tok_in * price[0] + tok_out * price[1]) / 1e6 if price else None}}
-    client = llm.Client(cfg)
     errors: dict[str, str] = {}
     made = []  # list.append is atomic across threads
+    try:
+        sent = llm_batch.dispatch(calls, cc, batch_opts, cfg=cfg, ledger=llm_batch.ledger_path(cache_p),
+                                  job="translate")
+    except BaseException:
+        cc.close()
+        raise
+    if sent is not None and not sent.finished:
+        cc.close()
+        return {"unfinished": sent.message(), "batch": sent.public()}
+    if sent is not None:
+        jobs = {}  # nothing more is sent live
+        errors.update(sent.failed)
+    client = llm.Client(cfg) if jobs else None
 
     def call(job):
         k, msgs = job
@@ -200,9 +220,10 @@ def main(
         good.append({"id": rid, "instruction": parts[0], "response": parts[1]})
     write_jsonl(out_p, good)
     write_jsonl(rej_p, bad)
-    return {"translated": len(good), "rejected": len(bad), "calls_made": len(made), "cached": cached,
-            "calls_failed": len(errors), "first_error": next(iter(errors.values()), None),
-            "out": str(out_p), "rejects": str(rej_p)}
+    by_batch = sent.by_batch if sent is not None else 0
+    return {"translated": len(good), "rejected": len(bad), "calls_made": len(made), "calls_by_batch": by_batch,
+            "cached": cached, "calls_failed": len(errors), "first_error": next(iter(errors.values()), None),
+            "out": str(out_p), "rejects": str(rej_p), **({"batch": sent.public()} if sent is not None else {})}
 
 
 def _finish(res: dict, args: dict) -> int:
@@ -211,14 +232,20 @@ def _finish(res: dict, args: dict) -> int:
         d = res["dry_run"]
         cost = f"${d['est_cost_usd']:.4f}" if d["est_cost_usd"] is not None else "unknown (pass --price-in/--price-out)"
         print(f"dry run: {d['calls']} calls to make ({d['cached']} cached), about {d['est_input_tokens']} input + "
-              f"{d['est_output_tokens']} output tokens, estimated cost {cost}")
+              f"{d['est_output_tokens']} output tokens, estimated cost {cost}"
+              + (" at the Batch API's price" if d["batch"] else ""))
         return 0
-    rc, line = llm.run_outcome(made=res["calls_made"], failed=res["calls_failed"], what="translate calls",
-                               first_error=res["first_error"])
+    if "unfinished" in res:
+        print(res["unfinished"], file=sys.stderr)
+        return 0
+    rc, line = llm.run_outcome(made=res["calls_made"] + res["calls_by_batch"], failed=res["calls_failed"],
+                               what="translate calls", first_error=res["first_error"])
     if rc == llm.EXIT_ALL_FAILED:
         print(f"error: {redact(line)}", file=sys.stderr)
         return rc
     print(json.dumps(res, ensure_ascii=False))
+    print(llm.calls_summary(made=res["calls_made"], cached=res["cached"], by_batch=res["calls_by_batch"],
+                            failed=res["calls_failed"]), file=sys.stderr)
     if res["rejected"]:
         print(f"{res['rejected']} records rejected: see {res['rejects']}", file=sys.stderr)
     if line:

@@ -97,6 +97,9 @@ def test_cli_one_shot_text_stdin_and_json(plug_model):
     d = json.loads(r.stdout)
     assert d["status"] == "ok" and d["target_response"] == Q[2][3] and d["pivot_instruction"] == Q[2][1]
     assert d["stats"]["pivot_tokens"] > 0 and d["stats"]["decode_tokens_per_s"] > 0
+    # language confusion of the turn: the one Chinese line is Chinese, both pivot lines English
+    assert d["confusion"]["target"]["line_clean_rate"] == 1.0 and d["confusion"]["target"]["word_clean_rate"] == 1.0
+    assert (d["confusion"]["pivot"]["lines"], d["confusion"]["pivot"]["wrong_lines"]) == (2, 0)
     r = run_chat(plug_model["plug"], "--show-pivot", "--prompt", Q[0][0])
     assert Q[0][1] in r.stdout and Q[0][2] in r.stdout and r.stdout.rstrip().endswith(Q[0][3])
 

@@ -119,8 +119,14 @@ FLAGS_BEFORE = {
              "--no-show-pivot", "--no-think", "--pivot", "--prompt", "--show-pivot", "--system", "--target",
              "--temperature", "--think", "--threads"],
 }
-#: ... and the one pair added since: llama.cpp's own log on request.
-ADDED = {"generate": ["--verbose", "--no-verbose"], "chat": ["--verbose", "--no-verbose"]}
+#: ... and those added since: llama.cpp's own log on request, and the batch engines
+#: (:class:`plug_lite.llm_batch.BatchOptions`, itself a dataclass parameter).
+BATCH_FLAGS = ["--write-requests", "--read-results", "--batch", "--no-batch", "--batch-wait", "--no-batch-wait",
+               "--batch-poll", "--batch-url"]
+PROMPTED_FLAGS = ["--prompted", "--no-prompted", "--shots", "--examples"]  # prompted PLUG (plug_lite.prompted)
+ADDED = {"generate": ["--verbose", "--no-verbose", *BATCH_FLAGS, *PROMPTED_FLAGS],
+         "chat": ["--verbose", "--no-verbose", *PROMPTED_FLAGS],
+         "judge": [*BATCH_FLAGS, "--judges", "--judge-url", "--judge-key-env"], "translate": BATCH_FLAGS}
 
 
 def _parser(module, monkeypatch) -> argparse.ArgumentParser:

@@ -46,6 +46,11 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     assert summary["judge"]["a_win"] == summary["judge"]["b_win"] == 0
     report = Path(summary["report"]).read_text(encoding="utf-8")
     assert "sample.plug.jsonl" in report and "sample.mono.jsonl" in report
+    # the line-level language confusion of both models, in the report and the printed table
+    assert "lines all in target" in report
+    for fmt in ("plug", "mono"):
+        rate = summary["offline"][fmt]["line_clean_rate"]
+        assert rate is None or 0 <= rate <= 1
     # The report a person reads: base / PLUG / mono side by side, stop rates, time per step, loss plot.
     base = [json.loads(l) for l in (root / "eval" / "ko" / "sample.base.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in base] == ["xa-01", "xa-02"] and {r["format"] for r in base} == {"mono"}
@@ -67,6 +72,7 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
         assert f"{d['files']['Q8_0']['languages']['ko']['kl_mean']:.3f} / " in report
     out = capsys.readouterr()
     assert "PLUG demo (ko) finished" in out.out and "test-demo-SECRET" not in out.out + out.err
+    assert "lines ok" in out.out
     assert "[1] " + first["instruction"] in out.out and "base (untuned" in out.out and "time per step:" in out.out
     assert out.out.count("drift against F16 on ") >= 2  # export's table and the demo's, per model
     # Second run: nothing retrained, re-exported, re-answered or re-judged.

@@ -250,7 +250,7 @@ def test_endpoint_401_stops_with_one_line(tmp_path):
 
 # --- the translate-test baseline and exit statuses (issue 12) ---------------------------------------
 
-from scripted_openai import ScriptedOpenAI, user_text  # noqa: E402
+from scripted_openai import ScriptedOpenAI, completion, user_text  # noqa: E402
 
 from plug_lite import judge  # noqa: E402
 from plug_lite.llm import LLMSettings  # noqa: E402
@@ -364,3 +364,67 @@ def test_translate_test_with_the_model_itself(plug_model, tmp_path):
         assert r["tokens"]["pivot"] == r["tokens"]["completion"] <= 12
     with pytest.raises(UserError, match="drop --format"):
         G.main(model=str(plug_model["plug"]), eval_set=str(ev), target="zh", out=str(out), translate_test="self", fmt="mono")
+
+
+# --- endpoint answers through batch engines (issue 20) ----------------------------------------------
+
+
+def test_endpoint_answers_by_request_file_vllm_results_and_batch_api(tmp_path, capsys):
+    """The request lines carry exactly the bodies a live run sends; answers from a vLLM-shaped
+    result file and from the Batch API make the same records as the live run."""
+    ev = tmp_path / "eval.jsonl"
+    recs = write_eval(ev)
+
+    def reply(body):
+        return "答案：" + user_text(body)
+
+    base = ["--model-name", "served-plug", "--eval-set", str(ev), "--lang", "zh", "--no-progress", "--format", "mono",
+            "--max-new-tokens", "64"]
+    live, via = tmp_path / "live.jsonl", tmp_path / "via.jsonl"
+    with ScriptedOpenAI(reply) as srv:
+        assert G.cli(base + ["--base-url", srv.url, "--out", str(live)]) == 0
+        sent = list(srv.bodies)
+    req = tmp_path / "req.jsonl"
+    assert G.cli(base + ["--backend", "openai", "--out", str(via), "--write-requests", str(req)]) == 0
+    assert "3 requests written to" in capsys.readouterr().err and not via.exists()
+    lines = [json.loads(x) for x in req.read_text(encoding="utf-8").splitlines()]
+    assert [x["body"] for x in lines] == sent and all(x["url"] == "/v1/chat/completions" for x in lines)
+    manifest = [json.loads(x) for x in (tmp_path / "req.manifest.jsonl").read_text().splitlines()]
+    assert [m["id"] for m in manifest] == ["k0", "k1", "k2"]
+    # what vllm run-batch writes (BatchRequestOutput), with one request it could not run
+    res = tmp_path / "vllm_out.jsonl"
+    with open(res, "w", encoding="utf-8") as f:
+        for n, x in enumerate(lines):
+            if n == 1:
+                resp, err = {"status_code": 400, "request_id": "vllm-batch-1", "body": None}, "prompt too long"
+            else:
+                body = completion(x["body"], reply(x["body"]), str(n))  # the usage the live server reported
+                body["choices"][0].update(logprobs=None, stop_reason=None)  # and what vLLM adds
+                body["prompt_logprobs"] = None
+                resp, err = {"status_code": 200, "request_id": f"vllm-batch-{n}", "body": body}, None
+            f.write(json.dumps({"id": f"vllm-{n}", "custom_id": x["custom_id"], "response": resp, "error": err},
+                               ensure_ascii=False) + "\n")
+    assert G.cli(base + ["--backend", "openai", "--out", str(via), "--read-results", str(res)]) == 3
+    err = capsys.readouterr().err
+    assert "1 of 3 answers failed (first error: id k1: prompt too long)" in err
+    assert "calls: 0 made, 0 cached, 2 by batch, 1 failed" in err
+    # the next request file holds only that one; the Batch API answers it
+    assert G.cli(base + ["--backend", "openai", "--out", str(via), "--write-requests", str(tmp_path / "r2.jsonl")]) == 0
+    assert [json.loads(x)["custom_id"] for x in (tmp_path / "r2.jsonl").read_text().splitlines()] == [lines[1]["custom_id"]]
+    with ScriptedOpenAI(reply) as srv:
+        assert G.cli(base + ["--base-url", srv.url, "--out", str(via), "--batch", "--batch-wait",
+                             "--batch-poll", "0.001"]) == 0
+        assert srv.calls == 0 and list(srv.batch_lines) == [lines[1]["custom_id"]]
+
+    def rows(p):
+        return {r["id"]: {k: v for k, v in r.items() if k != "seconds"}
+                for r in map(json.loads, p.read_text(encoding="utf-8").splitlines())}
+
+    got, want = rows(via), rows(live)
+    assert got == want and set(got) == {r["id"] for r in recs} and want["k0"]["answer"].startswith("答案：")
+    with pytest.raises(UserError, match="runs live only"):
+        G.main(eval_set=str(ev), out=str(tmp_path / "x.jsonl"), target="zh", endpoint=LLMSettings(model="m"),
+               translate_test="llm", batch_opts=G.llm_batch.BatchOptions(batch=True))
+    with pytest.raises(UserError, match="needs the model's name"):
+        G.main(eval_set=str(ev), out=str(tmp_path / "x.jsonl"), target="zh",
+               batch_opts=G.llm_batch.BatchOptions(write_requests=str(tmp_path / "y.jsonl")))

@@ -475,7 +475,7 @@ def test_some_calls_failing_exits_3_with_counts(tmp_path, capsys):
                         "--max-retries", "0", "--bootstrap", "50"])
     out, err = capsys.readouterr()
     assert rc == 3 and json.loads(out)["a_win"] == 2 and json.loads(out)["error"] == 1
-    assert "calls: 4 made, 0 cached, 2 failed" in err
+    assert "calls: 4 made, 0 cached, 0 by batch, 2 failed" in err
     assert "warning: 2 of 6 judge calls failed (first error: HTTP 503 (not retried)" in err
     res = json.loads((tmp_path / "o" / "judge.json").read_text())
     assert res["calls"]["failed"] == 2 and res["calls"]["first_error"].startswith("HTTP 503")
@@ -546,3 +546,78 @@ def test_pairing_on_instructions_when_neither_file_has_ids_and_its_errors(tmp_pa
                                                    {"instruction": "r", "answer": "b"}])
     with pytest.raises(UserError, match=r"mixed.jsonl:2: missing field 'id'"):
         judge.main(a=str(mixed), b=str(b), out=str(tmp_path / "o4"), judge=LLMSettings(base_url="http://127.0.0.1:9/v1", api_key=KEY))
+
+
+# --- batch engines --------------------------------------------------------------------------------
+
+
+def test_write_requests_then_read_results_gives_the_live_judge_json(tmp_path, capsys):
+    """judge --write-requests, a result file answered line by line by the same judge (as vllm
+    run-batch or the Batch API would), judge --read-results: the same judge.json as the live run
+    (but for how the calls were made and where the cache is); a call without a result line is an
+    error row that the next --write-requests holds alone."""
+    ids = [f"q{i}" for i in range(5)]
+    a = write_answers(tmp_path / "plug.jsonl", {i: ("GOOD 答案" if n % 2 else "答案") for n, i in enumerate(ids)})
+    b = write_answers(tmp_path / "mono.jsonl", {i: ("答案" if n % 2 else "GOOD 答案") for n, i in enumerate(ids)},
+                      generator="mono")
+    with ScriptedOpenAI(good_judge) as srv:
+        url = srv.url
+        common = [str(a), str(b), "--base-url", url, "--api-key", KEY, "--model", "judge-x", "--bootstrap", "200"]
+        assert judge.cli(common + ["--out", str(tmp_path / "live")]) == 0
+    capsys.readouterr()
+    req = tmp_path / "requests.jsonl"
+    assert judge.cli(common + ["--out", str(tmp_path / "batch"), "--write-requests", str(req)]) == 0
+    assert "10 requests written to" in capsys.readouterr().err and not (tmp_path / "batch" / "judge.json").exists()
+    lines = [json.loads(x) for x in req.read_text().splitlines()]
+    manifest = {m["custom_id"]: m for m in map(json.loads, (tmp_path / "requests.manifest.jsonl").read_text().splitlines())}
+    assert {(m["id"], m["order"]) for m in manifest.values()} == {(i, o) for i in ids for o in ("AB", "BA")}
+    results = [{"id": f"batch_req_{n}", "custom_id": x["custom_id"], "error": None, "response": {
+        "status_code": 200, "request_id": f"r{n}", "body": {
+            "id": f"c{n}", "object": "chat.completion", "created": 0, "model": "judge-x",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": good_judge(x["body"])}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}}}
+        for n, x in enumerate(lines)]
+    out_file = tmp_path / "results.jsonl"
+    out_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in reversed(results[1:])))
+    rc = judge.cli(common + ["--out", str(tmp_path / "batch"), "--read-results", str(out_file)])
+    err = capsys.readouterr().err
+    assert rc == 3 and "calls: 0 made, 0 cached, 9 by batch, 1 failed" in err
+    missing = manifest[lines[0]["custom_id"]]
+    part = json.loads((tmp_path / "batch" / "judge.json").read_text())
+    row = next(p for p in part["pairs"] if p["id"] == missing["id"])
+    assert row["outcome"] == "error" and "no result line in" in row["order_ab"]["error"]
+    # the missing line alone goes into the next request file; its result completes the run
+    assert judge.cli(common + ["--out", str(tmp_path / "batch"), "--write-requests", str(tmp_path / "again.jsonl")]) == 0
+    assert [json.loads(x)["custom_id"] for x in (tmp_path / "again.jsonl").read_text().splitlines()] == [lines[0]["custom_id"]]
+    (tmp_path / "last.jsonl").write_text(json.dumps(results[0], ensure_ascii=False) + "\n")
+    assert judge.cli(common + ["--out", str(tmp_path / "batch"), "--read-results", str(tmp_path / "last.jsonl")]) == 0
+    live = json.loads((tmp_path / "live" / "judge.json").read_text())
+    batch = json.loads((tmp_path / "batch" / "judge.json").read_text())
+    assert batch["calls"]["by_batch"] == 1 and batch["calls"]["cached"] == 9 and live["calls"]["made"] == 10
+    for res in (live, batch):
+        del res["calls"]
+        del res["settings"]["cache"]
+    assert batch == live
+    assert live["aggregate"]["overall"]["a_win"] == 2 and live["aggregate"]["overall"]["b_win"] == 3
+
+
+def test_batch_without_wait_returns_and_a_rerun_collects(tmp_path, capsys):
+    ids = [f"q{i}" for i in range(4)]
+    a = write_answers(tmp_path / "plug.jsonl", {i: "GOOD 答案" for i in ids})
+    b = write_answers(tmp_path / "mono.jsonl", {i: "答案" for i in ids}, generator="mono")
+    out = tmp_path / "out"
+    with ScriptedOpenAI(good_judge) as srv:
+        args = [str(a), str(b), "--out", str(out), "--base-url", srv.url, "--api-key", KEY, "--batch"]
+        states = []
+        for _ in range(5):
+            rc = judge.cli(args)
+            states.append((rc, (out / "judge.json").exists()))
+            if states[-1][1]:
+                break
+            assert "1 batch still running (batch_2); rerun the same command to collect" in capsys.readouterr().err
+        assert states[-1] == (0, True) and all(s == (0, False) for s in states[:-1])
+        assert len(srv.batches) == 1 and srv.uploads == 1 and srv.calls == 0 and len(srv.batch_lines) == 8
+    res = json.loads((out / "judge.json").read_text())
+    assert res["aggregate"]["overall"]["a_win"] == 4 and res["calls"]["by_batch"] == 8
+    assert "calls: 0 made, 0 cached, 8 by batch, 0 failed" in capsys.readouterr().err

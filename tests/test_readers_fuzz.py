@@ -11,14 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plug_lite import data, evalsets, formats, gguf_meta, io, judge, languages, llm, metrics, reporting
+from plug_lite import data, evalsets, formats, gguf_meta, io, judge, languages, llm, llm_batch, metrics, reporting
 
 #: Field names the readers look for, so random records hit the code paths that read them.
 FIELDS = ["id", "instruction", "response", "answer", "output", "input", "target", "lang", "format", "pivot",
           "pivot_instruction", "pivot_response", "target_response", "status", "finish_reason", "key", "mode",
           "aggregate", "files", "question", "correct_answers", "incorrect_answers", "best_answer", "Question",
           "Body", "Answer", "answer_number", "category", "name", "system_prompt", "prompt_template",
-          "output_format", "code", "instruction_header", "response_header", "Best Answer", "Correct Answers"]
+          "output_format", "code", "instruction_header", "response_header", "Best Answer", "Correct Answers",
+          "custom_id", "response", "error", "status_code", "body", "choices", "message", "content", "usage"]
 
 scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=12)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
@@ -53,7 +54,24 @@ def _readers(path: Path) -> dict:
                                                            target),
         "languages_file": lambda: languages.load_file(path),
         "gguf": lambda: gguf_meta.check(path),
+        "batch_results": lambda: _batch_results(path),
     }
+
+
+class _AnyCall(dict):
+    """Every custom_id is a call the job needs (so random result lines reach the cache)."""
+
+    def get(self, key, default=None):
+        return llm_batch.Call(key, {"model": "m"})
+
+
+def _batch_results(path: Path) -> None:
+    cache = llm.CallCache(path.with_name("ingested.cache.jsonl"))
+    try:
+        llm_batch.ingest_files([str(path)], cache, _AnyCall())
+    finally:
+        cache.close()
+    llm.CallCache(path.with_name("ingested.cache.jsonl")).close()  # and what it wrote reads back
 
 
 READERS = list(_readers(Path("x")))

@@ -119,11 +119,6 @@ def test_loading_for_export_checks_base_and_adapter(tmp_path):
         RunRecord.load(run, adapter=True)
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"x")
     assert RunRecord.load(run, adapter=True).folder == run
-    # export (until it reads a RunRecord) gets the 0.1 dict with _dir, and the helpers take both
-    meta = runs.load_run(run)
-    assert meta == {**_raw(runs.RUN_FILE), "_dir": str(run)}
-    rec = RunRecord.load(run)
-    assert runs.run_spec(meta) == runs.run_spec(rec) == rec.spec
 
 
 def test_gguf_names_and_the_base_folder_come_from_the_record(tmp_path):
@@ -133,7 +128,6 @@ def test_gguf_names_and_the_base_folder_come_from_the_record(tmp_path):
     assert runs.gguf_name(rec, "F16", kind="base") == "Qwen2-Tiny-9.8M-F16.gguf"
     mono = RunRecord(PlugSpec("mono", "ko"), base_model="/x/Qwen2.5 0.5B/")
     assert runs.gguf_name(mono, "Q4_K_M") == "Qwen2.5-0.5B-Mono-ko-Q4_K_M.gguf"
-    assert runs.gguf_name(_raw(runs.RUN_FILE), "Q8_0") == runs.gguf_name(rec, "Q8_0")  # export's dict
     with pytest.raises(UserError, match=r"plug_run.json: base model '/models/qwen2-tiny' not found"):
         runs.resolve_base(rec)
     base = tmp_path / "base"

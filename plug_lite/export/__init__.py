@@ -29,7 +29,7 @@ The runbook of an export: ``plug-lite export RUN_DIR`` (also ``python -m plug_li
    The held-out prompts and the end-of-turn token the checks share are :mod:`.prompts`'.
 4. **Keep or drop** (:mod:`.staging`): the staged files move under their final names only when the
    check passed; a failed export keeps no file.
-5. **Report** (:mod:`.record`): ``RUN_DIR/export_report.json`` and the printed summary.
+5. **Record** (:mod:`.record`): ``RUN_DIR/export_report.json`` (a :class:`plug_lite.runs.ExportRecord`) and the printed summary.
 
 Where a new step goes: an importance matrix is collected from the F16 file and passed to the
 quantizer (:mod:`.converting`; today it is not computed: llama-cpp-python can *pass* an imatrix but

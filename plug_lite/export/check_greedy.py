@@ -13,10 +13,12 @@ float32 on the CPU and in the checkpoint's own dtype on a GPU; llama.cpp with a 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import Greedy, LlamaEngine
+from ..runs import GreedyScore
 from .prompts import HeldOut, Reference
 
 __all__ = ["gguf_answers", "hf_answers", "merged_and_base_answers", "agree", "Parity", "section"]
@@ -84,29 +86,28 @@ def agree(a: list[int], b: list[int]) -> float:
 class Parity:
     """The report's ``greedy`` section and what it found."""
 
-    greedy: dict
+    greedy: dict[str, GreedyScore]
     fine_tune_visible_on: str
     erased: list[str]  # warnings: a quantized file answers like the untuned base
     reference: list[str]  # warning: the reference file differs from the merged model
 
 
-def _score(outs: list[list[int]], merged: list[list[int]], base: list[list[int]], tok) -> dict:
+def _score(outs: list[list[int]], merged: list[list[int]], base: list[list[int]], tok) -> GreedyScore:
     vs_m = [agree(a, b) for a, b in zip(outs, merged)]
     vs_b = [agree(a, b) for a, b in zip(outs, base)]
-    return {"identical_to_merged": sum(a == b for a, b in zip(outs, merged)), "prompts": len(outs),
-            "agreement_with_merged": round(sum(vs_m) / len(vs_m), 3),
-            "agreement_with_base": round(sum(vs_b) / len(vs_b), 3),
-            "text": tok.decode(outs[0], skip_special_tokens=False)}
+    return GreedyScore(identical_to_merged=sum(a == b for a, b in zip(outs, merged)), prompts=len(outs),
+                       agreement_with_merged=round(sum(vs_m) / len(vs_m), 3),
+                       agreement_with_base=round(sum(vs_b) / len(vs_b), 3),
+                       text=tok.decode(outs[0], skip_special_tokens=False))
 
 
-def _erased(name: str, outs: list[list[int]], merged: list[list[int]], base: list[list[int]], differs: list[int],
-            score: dict) -> list[str]:
-    """Count (into ``score``) the prompts where ``name`` answers more like the base than the merged model."""
+def _erased(name: str, outs: list[list[int]], merged: list[list[int]], base: list[list[int]],
+            differs: list[int]) -> tuple[int, list[str]]:
+    """The prompts where ``name`` answers more like the base than the merged model, and the warning."""
     like_base = sum(agree(outs[i], base[i]) > agree(outs[i], merged[i]) for i in differs)
-    score["closer_to_base_on"] = like_base
     if like_base * 2 <= len(differs):
-        return []
-    return [f"{name} answers more like the untuned base than the merged model on {like_base}/{len(differs)} prompts: "
+        return like_base, []
+    return like_base, [f"{name} answers more like the untuned base than the merged model on {like_base}/{len(differs)} prompts: "
             "quantization erased the fine-tune; ship "
             + ("F16" if name.upper() == "Q8_0" else "Q8_0 (or F16)")
             + " or the adapter GGUF on a base GGUF instead"]
@@ -121,13 +122,15 @@ def section(answers: dict[str, list[Greedy]], merged_full: list[Greedy], base: l
     greedy, erased = {}, []
     for name, full in answers.items():
         outs = [o[:max_new_tokens] for o in full]
-        s = greedy[name] = _score(outs, merged, base, tok)
+        greedy[name] = _score(outs, merged, base, tok)
         if name in quantized and differs:
-            erased += _erased(name, outs, merged, base, differs, s)
+            like_base, warning = _erased(name, outs, merged, base, differs)
+            greedy[name] = dataclasses.replace(greedy[name], closer_to_base_on=like_base)
+            erased += warning
     ref = greedy[ref_name]
     reference = []
-    if ref["identical_to_merged"] < ref["prompts"]:
+    if ref.identical_to_merged < ref.prompts:
         reference.append(f"{ref_name}: greedy text differs from the merged transformers model on "
-                         f"{ref['prompts'] - ref['identical_to_merged']}/{ref['prompts']} prompts")
+                         f"{ref.prompts - ref.identical_to_merged}/{ref.prompts} prompts")
     return Parity(greedy, f"{len(differs)}/{len(merged)} prompts (merged greedy text differs from the base's)",
                   erased, reference)

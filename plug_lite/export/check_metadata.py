@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import gguf_meta
 from ..io import UserError
-from ..runs import run_spec
+from ..runs import RunRecord
 from .prompts import Reference
 
 __all__ = ["check_files", "check_llama_eos"]
@@ -34,9 +34,9 @@ def _check_file(path: Path, want: dict, ref: Reference) -> None:
         raise UserError(f"{path.name}: llama.cpp would add a BOS token the model was not trained with")
 
 
-def check_files(meta: dict, files: dict[str, Path], ref: Reference) -> dict:
+def check_files(run: RunRecord, files: dict[str, Path], ref: Reference) -> dict:
     """Check every file; returns the report's ``checks`` entries."""
-    want = run_spec(meta).gguf_fields()
+    want = run.spec.gguf_fields()
     for path in files.values():
         _check_file(path, want, ref)
     return dict(template="ok", eos="ok", bos="ok", plug_metadata="ok", eos_id=ref.eot_id, eos_token=ref.eot_text)

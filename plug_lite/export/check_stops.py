@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..engine import Greedy
 from ..io import UserError
+from ..runs import StopCount
 from .prompts import Reference
 
 __all__ = ["check_stops_at_eos", "summary", "section"]
@@ -28,18 +29,18 @@ def check_stops_at_eos(eng, path: Path, ref: Reference) -> str:
     return "ok"
 
 
-def summary(outs: list[Greedy], budget: int) -> dict:
+def summary(outs: list[Greedy], budget: int) -> StopCount:
     """How many of one model's answers ended their turn, and their lengths."""
-    return {"stopped": sum(o.stopped for o in outs), "prompts": len(outs), "budget": budget,
-            "tokens": [len(o) for o in outs]}
+    return StopCount(stopped=sum(o.stopped for o in outs), prompts=len(outs), budget=budget,
+                     tokens=[len(o) for o in outs])
 
 
-def section(answers: dict[str, list[Greedy]], budget: int) -> tuple[dict, list[str]]:
+def section(answers: dict[str, list[Greedy]], budget: int) -> tuple[dict[str, StopCount], list[str]]:
     """The report's ``stops`` (model -> :func:`summary`) and a warning per model that did not stop."""
     stops = {name: summary(outs, budget) for name, outs in answers.items()}
     warnings = [
-        f"{name} did not end its turn within {budget} tokens on {st['prompts'] - st['stopped']}/{st['prompts']} "
+        f"{name} did not end its turn within {budget} tokens on {st.prompts - st.stopped}/{st.prompts} "
         f"held-out prompts: its answers will run to the token limit (train longer or with more rows; "
         f"see 'turn_tokens' in plug_run.json)"
-        for name, st in stops.items() if st["stopped"] < st["prompts"]]
+        for name, st in stops.items() if st.stopped < st.prompts]
     return stops, warnings

@@ -20,7 +20,7 @@ __all__ = ["check_prompt_tokens"]
 def check_prompt_tokens(eng, path: Path, held: HeldOut) -> str:
     """Check the held-out prompts on ``path`` (open in ``eng``); returns the report's entry."""
     for p, t, ids in zip(held.prompts, held.texts, held.ids):
-        rendered, _ = eng.format(messages(held.meta, p))  # llama.cpp's Jinja formatter on the GGUF's template
+        rendered, _ = eng.format(messages(held.run, p))  # llama.cpp's Jinja formatter on the GGUF's template
         if rendered != t:
             raise UserError(f"{path.name}: llama.cpp renders the chat template differently from transformers (prompt {p!r})")
         if eng.llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) != ids:

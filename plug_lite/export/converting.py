@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import convert, gguf_meta, imatrix, toolchain
-from ..io import UserError
-from ..runs import ImatrixRecord, RunRecord, gguf_name, run_spec
+from ..io import UserError, keep_umask
+from ..runs import ImatrixRecord, RunRecord, gguf_name
 from ..spec import PLUG_KEYS
 
 __all__ = ["OUTTYPES", "Written", "check_types", "check_imatrix", "inference_template", "adapter_refusal", "write_ggufs"]
@@ -135,11 +135,10 @@ def check_imatrix(quants: list[str], choice: str) -> None:
                         f"(llama-cpp-python cannot collect one): {toolchain.tools_status()['hint']}")
 
 
-def _imatrix(meta, ref: Path, quants: list[str], choice: str, timings: dict) -> ImatrixRecord:
+def _imatrix(rec: RunRecord, ref: Path, quants: list[str], choice: str, timings: dict) -> ImatrixRecord:
     """The matrix for the quant types that use one (:func:`plug_lite.imatrix.for_run`)."""
     if not any(convert.uses_imatrix(q) for q in quants):
         return ImatrixRecord(note=f"not needed ({', '.join(quants) or 'no quantized file'}: no quant type that uses one)")
-    rec = meta if isinstance(meta, RunRecord) else RunRecord.from_dict(meta, folder=meta["_dir"])
     t0 = time.time()
     made = imatrix.for_run(rec, ref, choice)
     if made.used:
@@ -160,40 +159,40 @@ def _quantize(ref: Path, dst: Path, q: str, plug: dict, timings: dict, matrix: P
     return dst
 
 
-def write_ggufs(meta: dict, merged: Path, base_dir: Path, stage: Path, *, quants: list[str], outtype: str,
+def write_ggufs(rec: RunRecord, merged: Path, base_dir: Path, stage: Path, *, quants: list[str], outtype: str,
                 template: str, adapter: bool, with_base: bool, imatrix_choice: str = "auto") -> Written:
     """Steps 1-5 above, into ``stage``; the files are made readable by all (they are meant to be shared)."""
-    run = Path(meta["_dir"])
-    plug = dict(spec=run_spec(meta), chat_template=template)
+    run = rec.folder
+    plug = dict(spec=rec.spec, chat_template=template)
     w = Written()
     ref_key = outtype.upper()
-    ref = stage / gguf_name(meta, ref_key)
+    ref = stage / gguf_name(rec, ref_key)
     t0 = time.time()
     print(f"convert: {merged} -> {ref} ({ref_key})", file=sys.stderr)
     w.files[ref_key] = _with_plug_metadata(
         ref, plug, lambda raw: convert.hf_to_gguf(merged, raw, outtype=outtype, model_name=ref.stem))
     w.timings["convert_s"] = round(time.time() - t0, 1)
     quantized = [q for q in quants if q != ref_key]
-    w.imatrix = _imatrix(meta, ref, quantized, imatrix_choice, w.timings)
+    w.imatrix = _imatrix(rec, ref, quantized, imatrix_choice, w.timings)
     for q in quantized:
-        w.files[q] = _quantize(ref, stage / gguf_name(meta, q), q, plug, w.timings, w.imatrix.file)
+        w.files[q] = _quantize(ref, stage / gguf_name(rec, q), q, plug, w.timings, w.imatrix.file)
     w.adapter_refused = adapter_refusal(run / "adapter") if adapter else None
     if w.adapter_refused:
         print(f"adapter: not written: {w.adapter_refused}", file=sys.stderr)
     elif adapter:
-        w.adapter = stage / gguf_name(meta, "F16", kind="adapter")
+        w.adapter = stage / gguf_name(rec, "F16", kind="adapter")
         print(f"adapter: {run / 'adapter'} -> {w.adapter}", file=sys.stderr)
         t0 = time.time()
         _with_plug_metadata(w.adapter, plug, lambda raw: convert.lora_to_gguf(run / "adapter", base_dir, raw))
         w.timings["adapter_s"] = round(time.time() - t0, 1)
     if with_base:
-        w.base = stage / gguf_name(meta, "F16", kind="base")
+        w.base = stage / gguf_name(rec, "F16", kind="base")
         print(f"base: {base_dir} -> {w.base}", file=sys.stderr)
         t0 = time.time()
         convert.hf_to_gguf(base_dir, w.base, outtype="f16")
         w.timings["base_convert_s"] = round(time.time() - t0, 1)
-    for p in w.paths():  # mkstemp made them 0600; these files are meant to be shared
-        os.chmod(p, 0o644 & ~_umask())
+    for p in w.paths():  # files made through temporary names: give them the user's umask
+        keep_umask(p)
     return w
 
 
@@ -216,8 +215,3 @@ def _quiet_stderr(what: str):
             os.dup2(saved, 2)
             os.close(saved)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

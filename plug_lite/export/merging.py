@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .. import convert
 from ..io import check_disk_space, write_json
-from ..runs import resolve_base
+from ..runs import FourBit, RunRecord, resolve_base
 
 __all__ = ["merge", "nf4_round_trip", "merge_mode", "MERGE_FILE"]
 
@@ -40,15 +40,13 @@ def _torch_dtype_of(base: Path):
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
 
 
-def nf4_round_trip(model, bnb_4bit: dict | None) -> int:
+def nf4_round_trip(model, bnb_4bit: FourBit) -> int:
     """Replace every Linear weight that bitsandbytes quantizes (all but the output head) with its
     NF4 quantize -> dequantize round trip, as the QLoRA adapter saw it. Returns the count."""
     import torch
     from bitsandbytes import functional as bnbf
 
-    cfg = bnb_4bit or {}
-    quant_type = cfg.get("quant_type", "nf4")
-    double = bool(cfg.get("double_quant", True))
+    quant_type, double = bnb_4bit.quant_type, bnb_4bit.double_quant
     head = model.get_output_embeddings()
     n = 0
     with torch.no_grad():
@@ -97,12 +95,12 @@ def _save(model, tok, out: Path, record: dict) -> None:
         raise
 
 
-def merge(meta: dict, *, out_dir: str | os.PathLike | None = None, plain: bool = False) -> Path:
+def merge(rec: RunRecord, *, out_dir: str | os.PathLike | None = None, plain: bool = False) -> Path:
     """Merge the run's adapter into a 16-bit (or fp32) copy of its base; returns the folder.
     Reuses an existing merge made the same way from the same adapter."""
-    run = Path(meta["_dir"])
+    run = rec.folder
     out = Path(out_dir) if out_dir else run / "merged"
-    qlora = bool(meta.get("load_in_4bit"))
+    qlora = bool(rec.load_in_4bit)
     mode = "nf4" if qlora and not plain else "plain"
     adapter_file = run / "adapter" / "adapter_model.safetensors"
     stamp = {"mode": mode, "adapter_mtime": adapter_file.stat().st_mtime, "adapter_size": adapter_file.stat().st_size}
@@ -110,7 +108,7 @@ def merge(meta: dict, *, out_dir: str | os.PathLike | None = None, plain: bool =
     if marker.is_file() and json.loads(marker.read_text()).get("stamp") == stamp:
         print(f"merge: reusing {out}", file=sys.stderr)
         return out
-    base = resolve_base(meta)
+    base = resolve_base(rec)
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,7 +125,7 @@ def merge(meta: dict, *, out_dir: str | os.PathLike | None = None, plain: bool =
           f"{' and NF4-rounding its Linear weights' if mode == 'nf4' else ''}", file=sys.stderr)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=work_dtype, device_map="cpu")
     if mode == "nf4":
-        nf4_round_trip(model, meta.get("bnb_4bit"))
+        nf4_round_trip(model, rec.bnb_4bit or FourBit())
     model = PeftModel.from_pretrained(model, str(run / "adapter"))
     model = model.merge_and_unload()
     model = model.to(save_dtype)

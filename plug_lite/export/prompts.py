@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import templates
-from ..runs import run_spec
+from ..runs import RunRecord
 
 __all__ = ["Reference", "HeldOut", "messages"]
 
@@ -23,9 +23,9 @@ _PROMPTS = {
 _PROMPTS_EN = ["Describe the sea in three sentences.", "How can I sleep better?", "Write a short poem about autumn."]
 
 
-def messages(meta: dict, text: str) -> list[dict]:
+def messages(run: RunRecord, text: str) -> list[dict]:
     """The chat of one held-out prompt: the run's system prompt and the instruction."""
-    return [{"role": "system", "content": run_spec(meta).system_prompt()}, {"role": "user", "content": text}]
+    return [{"role": "system", "content": run.spec.system_prompt()}, {"role": "user", "content": text}]
 
 
 @dataclass
@@ -38,11 +38,11 @@ class Reference:
     eot_id: int
 
     @classmethod
-    def load(cls, meta: dict, merged_dir: Path) -> "Reference":
+    def load(cls, run: RunRecord, merged_dir: Path) -> "Reference":
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(merged_dir))
-        eot_text = meta.get("eos_token") or templates.STOP.get(meta.get("chat_template_name") or "", None) or tok.eos_token
+        eot_text = run.eos_token or templates.STOP.get(run.chat_template_name or "", None) or tok.eos_token
         return cls(tok, eot_text, tok.convert_tokens_to_ids(eot_text))
 
     @property
@@ -55,13 +55,13 @@ class HeldOut:
     """``n`` held-out instructions, their chats rendered by transformers, and those texts' token ids
     (no special tokens added: the same leading BOS llama.cpp adds, so both engines see identical ids)."""
 
-    meta: dict
+    run: RunRecord
     prompts: list[str]
     texts: list[str]
     ids: list[list[int]]
 
     @classmethod
-    def render(cls, meta: dict, tok, n: int) -> "HeldOut":
-        prompts = (_PROMPTS.get(meta["target"]) or _PROMPTS_EN)[:n]
-        texts = [tok.apply_chat_template(messages(meta, p), tokenize=False, add_generation_prompt=True) for p in prompts]
-        return cls(meta, prompts, texts, [tok(t, add_special_tokens=False)["input_ids"] for t in texts])
+    def render(cls, run: RunRecord, tok, n: int) -> "HeldOut":
+        prompts = (_PROMPTS.get(run.spec.target) or _PROMPTS_EN)[:n]
+        texts = [tok.apply_chat_template(messages(run, p), tokenize=False, add_generation_prompt=True) for p in prompts]
+        return cls(run, prompts, texts, [tok(t, add_special_tokens=False)["input_ids"] for t in texts])

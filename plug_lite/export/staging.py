@@ -9,6 +9,7 @@ error when it failed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -19,9 +20,9 @@ from pathlib import Path
 from .. import convert, toolchain
 from ..cli import description, run
 from ..io import UserError
-from ..runs import load_run, resolve_base
-from . import converting, record
+from ..runs import ExportRecord, ParityReport, RunRecord, resolve_base
 from ..drift import DEFAULT_ROWS
+from . import converting, record
 from .check_drift import DEFAULT_MAX_DRIFT, DriftError
 from .merging import merge
 from .verifying import verify
@@ -34,17 +35,18 @@ __all__ = ["DEFAULT_QUANTS", "main", "cli"]
 DEFAULT_QUANTS = ("Q8_0", "Q5_K_M")
 
 
-def _verify(report: dict, meta: dict, merged: Path, written: converting.Written, **how) -> None:
-    """Step 3 into ``report``; on failure the report (with the error) is saved and nothing is kept."""
+def _verify(report: ExportRecord, rec: RunRecord, merged: Path, written: converting.Written, **how) -> ExportRecord:
+    """Step 3: ``report`` with its ``verify`` section; on failure the report (with the error) is
+    saved and nothing is kept."""
     t0 = time.time()
     try:
-        report["verify"] = verify(meta, merged, written.files, adapter_gguf=written.adapter, base_gguf=written.base, **how)
+        parity = verify(rec, merged, written.files, adapter_gguf=written.adapter, base_gguf=written.base, **how)
     except UserError as e:
-        report["verify"] = {"error": str(e)}
-        record.save_report(Path(meta["_dir"]), report)
+        dataclasses.replace(report, verify=ParityReport(error=str(e))).save()
         what = "drift" if isinstance(e, DriftError) else "parity"
         raise UserError(f"{what} check failed (no file kept): {e}") from None
-    report["timings"]["verify_s"] = round(time.time() - t0, 1)
+    report.timings["verify_s"] = round(time.time() - t0, 1)
+    return dataclasses.replace(report, verify=parity)
 
 
 def main(
@@ -64,8 +66,8 @@ def main(
     max_drift: float = DEFAULT_MAX_DRIFT,
     strict_drift: bool = False,
     drift_rows: int = DEFAULT_ROWS,
-) -> dict:
-    """Export a run; returns the report (also saved as ``RUN_DIR/export_report.json``).
+) -> ExportRecord:
+    """Export a run; returns its record (also saved as ``RUN_DIR/export_report.json``).
 
     Args:
         run_dir: a plug-lite train run directory (plug_run.json, adapter/, tokenizer/)
@@ -87,31 +89,32 @@ def main(
         strict_drift: fail the export (keep no file) instead of warning
         drift_rows: held-out rows the drift check scores (0: skip it)
     """
-    meta = load_run(run_dir)
-    run = Path(meta["_dir"])
+    rec = RunRecord.load(run_dir, adapter=True)
+    run = rec.folder
     quants, outtype = converting.check_types(quants, outtype)
     converting.check_imatrix(quants, imatrix)
     out = Path(out_dir).resolve()
-    base_dir = resolve_base(meta)
+    base_dir = resolve_base(rec)
     toolchain.script("convert_hf_to_gguf.py")  # fail early (offline, no sdist) before the slow merge
     import llama_cpp  # noqa: F401  (fail early when llama-cpp-python is missing)
 
-    merged = merge(meta, plain=plain_merge)  # step 1
+    merged = merge(rec, plain=plain_merge)  # step 1
     template = converting.inference_template(merged, run)
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
     try:
-        written = converting.write_ggufs(meta, merged, base_dir, stage, quants=quants, outtype=outtype,  # step 2
+        written = converting.write_ggufs(rec, merged, base_dir, stage, quants=quants, outtype=outtype,  # step 2
                                          template=template, adapter=adapter, with_base=with_base,
                                          imatrix_choice=imatrix)
-        report = record.build_report(run, merged, out, written)
+        report = record.build_record(run, merged, out, written)
         if verify_parity:  # step 3
-            _verify(report, meta, merged, written, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
-                    stop_budget=stop_budget, drift_rows=drift_rows, max_drift=max_drift, strict_drift=strict_drift)
+            report = _verify(report, rec, merged, written, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
+                             stop_budget=stop_budget, drift_rows=drift_rows, max_drift=max_drift,
+                             strict_drift=strict_drift)
         for p in written.paths():  # step 4
             os.replace(p, out / p.name)
-        record.save_report(run, report)  # step 5
-        record.print_report(report)
+        report.save()  # step 5
+        record.print_record(report)
         return report
     finally:
         shutil.rmtree(stage, ignore_errors=True)

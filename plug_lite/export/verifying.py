@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
 
 from ..drift import DEFAULT_ROWS
 from ..engine import LlamaEngine
-from ..runs import RunRecord, resolve_base
+from ..runs import ParityReport, RunRecord, resolve_base
 from . import check_drift, check_greedy, check_metadata, check_stops, check_tokens
 from .prompts import HeldOut, Reference
 
@@ -41,23 +40,22 @@ def _checks_on_reference(path: Path, ref: Reference, held: HeldOut, budget: int,
         return [eng.greedy(ids, budget, {ref.eot_id}) for ids in held.ids]
 
 
-def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf: Path | None = None,
+def verify(run: RunRecord, merged_dir: Path, files: dict[str, Path], *, adapter_gguf: Path | None = None,
            base_gguf: Path | None = None, n_prompts: int = 3, max_new_tokens: int = 32,
            stop_budget: int = 256, drift_rows: int = DEFAULT_ROWS,
-           max_drift: float = check_drift.DEFAULT_MAX_DRIFT, strict_drift: bool = False) -> dict:
+           max_drift: float = check_drift.DEFAULT_MAX_DRIFT, strict_drift: bool = False) -> ParityReport:
     """Parity of the exported files with the merged transformers model, and whether each ends its
     turn (see the module doc). Greedy answers to ``n_prompts`` held-out instructions run until the
     end-of-turn token or ``stop_budget`` tokens; parity compares their first ``max_new_tokens``.
     Raises :class:`UserError` on a template, EOS or metadata mismatch, and with ``strict_drift``
     when a quantized file drifts more than ``max_drift`` on ``drift_rows`` held-out rows."""
-    report: dict[str, Any] = {"checks": {}, "greedy": {}, "stops": {}, "warnings": []}
     budget = max(stop_budget, max_new_tokens)
-    ref = Reference.load(meta, merged_dir)
-    report["checks"].update(check_metadata.check_files(meta, files, ref))
-    held = HeldOut.render(meta, ref.tok, n_prompts)
+    ref = Reference.load(run, merged_dir)
+    checks = check_metadata.check_files(run, files, ref)
+    held = HeldOut.render(run, ref.tok, n_prompts)
     ref_name = next(iter(files))
-    answers = {ref_name: _checks_on_reference(files[ref_name], ref, held, budget, report["checks"])}
-    merged, base = check_greedy.merged_and_base_answers(merged_dir, resolve_base(meta), held, ref, budget, max_new_tokens)
+    answers = {ref_name: _checks_on_reference(files[ref_name], ref, held, budget, checks)}
+    merged, base = check_greedy.merged_and_base_answers(merged_dir, resolve_base(run), held, ref, budget, max_new_tokens)
     quantized = [name for name in files if name != ref_name]
     for name in quantized:
         answers[name] = check_greedy.gguf_answers(files[name], held.ids, budget, {ref.eot_id})
@@ -66,16 +64,13 @@ def verify(meta: dict, merged_dir: Path, files: dict[str, Path], *, adapter_gguf
 
     parity = check_greedy.section(answers, merged, base, ref_name=ref_name, quantized=quantized,
                                   max_new_tokens=max_new_tokens, tok=ref.tok)
-    report["stops"], stop_warnings = check_stops.section({"merged": merged, **answers}, budget)
-    report["greedy"] = parity.greedy
-    report["fine_tune_visible_on"] = parity.fine_tune_visible_on
-    if "adapter_on_base" in answers and meta.get("load_in_4bit"):
-        report["adapter_note"] = _QLORA_ADAPTER_NOTE
-    report["warnings"] = [*parity.erased, *stop_warnings, *parity.reference]
-    report["merged_text"] = ref.tok.decode(merged[0], skip_special_tokens=False)
-    rec = meta if isinstance(meta, RunRecord) else RunRecord.from_dict(meta, folder=meta["_dir"])
-    drifted = check_drift.check_drift(rec, files, rows=drift_rows, max_drift=max_drift, strict=strict_drift)
-    if drifted is not None:
-        report["drift"] = drifted.to_dict()
-        report["warnings"] += drifted.warnings
-    return report
+    stops, stop_warnings = check_stops.section({"merged": merged, **answers}, budget)
+    drifted = check_drift.check_drift(run, files, rows=drift_rows, max_drift=max_drift, strict=strict_drift)
+    return ParityReport(
+        checks=checks, greedy=parity.greedy, stops=stops,
+        warnings=[*parity.erased, *stop_warnings, *parity.reference, *(drifted.warnings if drifted else [])],
+        fine_tune_visible_on=parity.fine_tune_visible_on,
+        adapter_note=_QLORA_ADAPTER_NOTE if "adapter_on_base" in answers and run.load_in_4bit else None,
+        merged_text=ref.tok.decode(merged[0], skip_special_tokens=False),
+        drift=drifted,
+    )

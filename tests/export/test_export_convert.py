@@ -87,7 +87,8 @@ def test_write_plug_metadata_copies_everything(chain, tmp_path):
 
 def test_gguf_name():
     meta = {"base_name": "Gemma-3", "size_label": "270M", "format": "plug", "target": "zh", "base_model": "x"}
-    assert runs.gguf_name(meta, "q8_0") == "Gemma-3-270M-PLUG-zh-Q8_0.gguf"
-    assert runs.gguf_name(meta, "F16", kind="adapter") == "Gemma-3-270M-PLUG-zh-LoRA-F16.gguf"
-    assert runs.gguf_name({**meta, "format": "mono"}, "Q4_K_M") == "Gemma-3-270M-Mono-zh-Q4_K_M.gguf"
-    assert runs.gguf_name(meta, "F16", kind="base") == "Gemma-3-270M-F16.gguf"
+    rec = runs.RunRecord.from_dict(meta)
+    assert runs.gguf_name(rec, "q8_0") == "Gemma-3-270M-PLUG-zh-Q8_0.gguf"
+    assert runs.gguf_name(rec, "F16", kind="adapter") == "Gemma-3-270M-PLUG-zh-LoRA-F16.gguf"
+    assert runs.gguf_name(runs.RunRecord.from_dict({**meta, "format": "mono"}), "Q4_K_M") == "Gemma-3-270M-Mono-zh-Q4_K_M.gguf"
+    assert runs.gguf_name(rec, "F16", kind="base") == "Gemma-3-270M-F16.gguf"

@@ -16,9 +16,9 @@ def test_qlora_merge_into_nf4_rounded_base_is_closer_to_the_4bit_model(tmp_path,
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     run = make_run(tmp_path / "run", tiny_model_256, qlora=True)
-    meta = runs.load_run(run)
-    nf4_dir = export.merge(meta, out_dir=tmp_path / "nf4")
-    plain_dir = export.merge(meta, out_dir=tmp_path / "plain", plain=True)
+    rec = runs.RunRecord.load(run, adapter=True)
+    nf4_dir = export.merge(rec, out_dir=tmp_path / "nf4")
+    plain_dir = export.merge(rec, out_dir=tmp_path / "plain", plain=True)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=torch.float32)
     q_model = AutoModelForCausalLM.from_pretrained(str(tiny_model_256), quantization_config=bnb, device_map="cpu", dtype=torch.float32)

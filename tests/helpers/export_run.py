@@ -47,6 +47,6 @@ def exported_chain(root: Path, base: Path) -> tuple[Path, Path, dict]:
     if done.is_file():
         return run, out, json.loads(done.read_text())
     make_run(run, base)
-    report = export.main(run, out_dir=out, quants=["Q8_0", "Q4_K_M"], with_base=True, n_prompts=2, max_new_tokens=16)
+    report = export.main(run, out_dir=out, quants=["Q8_0", "Q4_K_M"], with_base=True, n_prompts=2, max_new_tokens=16).to_dict()
     done.write_text(json.dumps(report))
     return run, out, report

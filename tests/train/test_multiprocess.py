@@ -51,7 +51,7 @@ def test_torchrun_two_processes_then_export(tiny_model, eight_rows_file, tmp_pat
     rec = _check_run(p, run)
     assert rec["metrics"]["tokens"] > rec["metrics"]["trained_tokens"] > 0
     report = export.main(run, out_dir=tmp_path / "gguf", quants=["F16"], n_prompts=1, max_new_tokens=8, stop_budget=8)
-    assert Path(report["files"]["F16"]["path"]).is_file() and report["verify"]["checks"]["prompt_tokens"] == "ok"
+    assert report.files["F16"].path.is_file() and report.verify.checks["prompt_tokens"] == "ok"
 
 
 def test_accelerate_launch_two_processes(tiny_model, eight_rows_file, tmp_path):

@@ -168,13 +168,13 @@ def test_training_updates_the_untrained_row_and_export_carries_it(rows_run, plan
     merged_row = merged.get_input_embeddings().weight[eot].detach()
     assert torch.allclose(merged_row, trained, atol=1e-6)
     assert torch.allclose(merged.get_output_embeddings().weight[eot].detach(), trained, atol=1e-6)  # still tied
-    f16 = Path(report["files"]["F16"]["path"])
+    f16 = report.files["F16"].path
     (gguf_row,) = gguf_meta.read_rows(f16, "token_embd.weight", [eot])
     assert torch.allclose(torch.tensor(gguf_row), trained, atol=2e-3, rtol=1e-3)
     (other,) = gguf_meta.read_rows(f16, "token_embd.weight", [eot - 1])  # an untouched row stays the base's
     assert torch.allclose(torch.tensor(other), base_model.get_input_embeddings().weight[eot - 1].detach(), atol=2e-3, rtol=1e-3)
     # the adapter GGUF would lose the row: refused, with the reason, and no file written
-    assert report["adapter_gguf"] is None and "cannot carry" in report["adapter_not_written"]
+    assert report.adapter_gguf is None and "cannot carry" in report.adapter_not_written
     assert not list((tmp_path / "gguf").glob("*LoRA*"))
 
 
