@@ -224,7 +224,7 @@ def _drift_section(info: Shared) -> list[str]:
     im = info.export.imatrix if info.export else None
     if rep is None and (im is None or not im.used):
         return []
-    out = ["## How far each file drifts from the F16", ""]
+    out = [f"## How far each file drifts from the {rep.reference if rep is not None else 'F16'}", ""]
     if rep is not None:
         out += drift.markdown(rep) + [""]
         out.append(f"Recommended: `{_main_file(info)}`, the smallest file within the threshold." if rep.recommended
