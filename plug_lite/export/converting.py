@@ -148,10 +148,11 @@ def _imatrix(rec: RunRecord, ref: Path, quants: list[str], choice: str, timings:
 
 
 def _quantize(ref: Path, dst: Path, q: str, plug: dict, timings: dict, matrix: Path | None = None) -> Path:
+    matrix = matrix if convert.uses_imatrix(q) else None
     print(f"quantize: {q} -> {dst}  ({convert.QUANT_TYPES[q]}{', importance matrix' if matrix else ''})", file=sys.stderr)
     t0 = time.time()
     with _quiet_stderr(f"quantizing to {q}"):
-        convert.quantize(ref, dst, q, imatrix=matrix if convert.uses_imatrix(q) else None)
+        convert.quantize(ref, dst, q, imatrix=matrix)
     timings[f"quantize_{q}_s"] = round(time.time() - t0, 1)
     md = gguf_meta.read_metadata(dst)
     if any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != plug["chat_template"]:
