@@ -22,8 +22,8 @@ def test_drift_report_of_every_quantized_file(chain):
     run, _, report = chain
     d = report["verify"]["drift"]
     assert d["reference"] == "F16" and set(d["files"]) == {"Q8_0", "Q4_K_M"}
-    # no data file recorded: the shipped sample's last rows, and the report says so
-    assert d["rows"] == 20 and "shipped sample" in d["text"] and "not recorded" in d["text"]
+    # the 8 rows of the run's data file after the 16 it trained on
+    assert d["rows"] == 8 and d["text"].endswith("rows.jsonl rows 16-23 (not trained on)")
     rec = runs.ExportRecord.load(run)
     drift = rec.verify.drift
     q8, q4 = drift.files["Q8_0"], drift.files["Q4_K_M"]
@@ -44,7 +44,7 @@ def test_imatrix_made_from_the_runs_rows_and_recorded(chain, llama_tools):
     rec = runs.ExportRecord.load(run)
     im = rec.imatrix
     assert im.used and im.file == run / runs.IMATRIX_FILE and im.file.is_file()
-    assert "shipped sample" in im.source and im.tokens == im.chunks * im.ctx > 0
+    assert im.source.endswith("rows.jsonl rows 0-15 (trained on)") and im.tokens == im.chunks * im.ctx > 0
     from plug_lite import gguf_meta
 
     md = gguf_meta.read_metadata(rec.files["Q4_K_M"].path)
