@@ -11,8 +11,15 @@ LLAMA_VER   := 0.3.36
 # -DGGML_NATIVE=OFF: the native build enables AMX here and quantized models segfault.
 LLAMA_CMAKE := -DGGML_NATIVE=OFF
 # Our own wheel cache, keyed on the version *and* the cmake flags (pip's cache ignores CMAKE_ARGS).
-LLAMA_WHEELS := $(CACHE)/wheels/llama-$(LLAMA_VER)-nonative
+LLAMA_KEY   := $(LLAMA_VER)-nonative
+LLAMA_WHEELS := $(CACHE)/wheels/llama-$(LLAMA_KEY)
+# llama.cpp's programs (llama-quantize, -imatrix, -perplexity, -server) from the same sources and
+# flags, beside the wheel. The wheel's CMake build tree is kept until they are built from it, so a
+# fresh machine compiles ggml and libllama once (plug_lite/toolchain.py: build_tools).
+LLAMA_TOOLS := $(CACHE)/tools/llama-$(LLAMA_KEY)
+LLAMA_TREE  := $(CACHE)/build/llama-$(LLAMA_KEY)
 SDIST       := $(CACHE)/sdist/llama_cpp_python-$(LLAMA_VER).tar.gz
+TOOLCHAIN   := PLUG_LITE_CACHE=$(CACHE) PLUG_LITE_SDIST=$(SDIST) $(PY) -m plug_lite.toolchain
 PIP_C       := $(PIP) install --disable-pip-version-check -c constraints.txt
 # `make demo LANG=ko` picks the target language (zh, ko, it, es); a locale such as en_US.UTF-8 is ignored.
 DEMO_LANG   := $(if $(filter zh ko it es,$(LANG)),$(LANG),zh)
@@ -25,11 +32,12 @@ PIP5        := $(VENV5)/bin/python -m pip install --disable-pip-version-check -c
 TF5_TESTS   := tests/train \
                tests/export tests/test_generate.py::test_transformers_backend_and_adapter_run
 
-.PHONY: help venv install install-demo install-tf5 test demo clean
+.PHONY: help venv install install-demo install-tf5 tools test demo clean
 
 help:
 	@echo "make test   - install into .venv and run the test suite"
 	@echo "make demo   - install into .venv and run the whole PLUG loop on Gemma-3-270M (LANG=zh|ko|it|es)"
+	@echo "make tools  - build llama.cpp's llama-quantize, -imatrix, -perplexity and -server (once, cached)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +55,10 @@ $(VENV)/.torch: | $(PY)
 $(VENV)/.llama: $(SDIST) | $(VENV)/.torch
 	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
 	    echo "Building llama-cpp-python $(LLAMA_VER) (portable CPU build, about 5 minutes, once)"; \
+	    src=$$($(TOOLCHAIN) source --version $(LLAMA_VER)) || exit 1; \
 	    mkdir -p $(LLAMA_WHEELS); \
-	    CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) wheel --disable-pip-version-check --no-cache-dir \
-	        --no-deps -w $(LLAMA_WHEELS) $(SDIST) || exit 1; \
+	    CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_GENERATOR="Unix Makefiles" $(PIP) wheel --disable-pip-version-check \
+	        --no-cache-dir --no-deps -C build-dir=$(LLAMA_TREE) -w $(LLAMA_WHEELS) $$src || exit 1; \
 	fi
 	$(PIP_C) --no-cache-dir $$(ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl)'[server]'
 	touch $@
@@ -78,14 +87,20 @@ $(VENV5)/.installed: pyproject.toml $(VENV5)/constraints.txt | $(VENV)/.llama
 	$(PIP5) -e '.[train,gguf,dev]'
 	touch $@
 
+# Built from the wheel's tree when it is still there (a fresh machine), else compiled on their own.
+$(LLAMA_TOOLS)/build.json: | $(VENV)/.llama
+	$(TOOLCHAIN) build-tools --version $(LLAMA_VER) --cmake-args="$(LLAMA_CMAKE)" --tree $(LLAMA_TREE) --out $(LLAMA_TOOLS)
+
+tools: $(LLAMA_TOOLS)/build.json
+
 install: $(VENV)/.installed
 
 install-demo: $(VENV)/.installed-demo
 
 install-tf5: $(VENV5)/.installed
 
-test: install install-tf5
-	PLUG_LITE_SDIST=$(SDIST) $(PY) -m pytest -q tests
+test: install install-tf5 tools
+	PLUG_LITE_SDIST=$(SDIST) PLUG_LITE_LLAMA_TOOLS=$(LLAMA_TOOLS) $(PY) -m pytest -q tests
 	@echo "== the training, batching, multi-process and export tests again under transformers $(TF5)"
 	PLUG_LITE_SDIST=$(SDIST) $(VENV5)/bin/python -m pytest -q $(TF5_TESTS)
 

@@ -35,14 +35,20 @@
 # ## Install
 # On Colab this installs plug-lite and pinned versions of its dependencies, keeping Colab's own
 # torch. Where plug_lite and its dependencies are importable already it does nothing.
+# `LLAMA_TOOLS = True` also compiles llama.cpp's `llama-quantize` and `llama-imatrix` (and
+# `llama-perplexity`, `llama-server`) from the installed llama-cpp-python's sources, once per
+# runtime: 405-671 s measured on 2-core machines (not timed on Colab). Export then makes an
+# importance matrix from the run's own rows, which keeps 4-bit and smaller files closer to F16 in the target language,
+# and can write IQ4_XS.
 
 # %%
 PLUG_LITE_PIP = "plug-lite @ git+https://github.com/plug-lite/plug_lite@main"  # placeholder owner
+LLAMA_TOOLS = False  # True: build llama.cpp's programs for importance matrices (7-11 minutes on 2 cores)
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("plug_lite") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", PLUG_LITE_PIP], check=True)
 from plug_lite import notebook as nb
-nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"))
+nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"), llama_tools=LLAMA_TOOLS)
 
 # %% [markdown]
 # ## Parameters
@@ -51,7 +57,7 @@ nb.ensure_installed(PLUG_LITE_PIP, extras=("train", "gguf", "eval"))
 TARGET = "zh"
 PIVOT = "en"
 FORMATS = ["plug", "mono"]  # the runs of 02_train_qlora to export
-QUANTS = ["Q4_K_M", "Q8_0"]  # Q4_K_M can erase a small fine-tune of an already-quantized base: Q8_0 keeps it
+QUANTS = ["Q8_0", "Q5_K_M"]  # export's default; the drift table says how far each is from the F16 (Q4_K_M: smaller, drifts more)
 ADAPTER_GGUF = True  # also write the LoRA adapter as a GGUF (a few MB, applied on top of a base GGUF)
 PARITY_PROMPTS = 3  # prompts for the greedy parity check
 WORK_DIR = "plug_work"  # shared by the five notebooks

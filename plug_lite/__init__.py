@@ -35,7 +35,9 @@ Libraries any verb may use: ``data`` (training rows; also the ``data`` command),
 ``prompted`` (the prompted-PLUG instruction and worked examples for untrained instruct models),
 ``reporting`` (the evaluation report), ``llm`` (endpoint client and call cache), ``llm_batch`` (the
 same calls through batch engines: request files, result files, the Batch API), ``translation``
-(one text at a time, by an LLM), ``convert``, ``toolchain``, ``models``, ``gemma``,
+(one text at a time, by an LLM), ``convert``, ``toolchain`` (llama.cpp's scripts and programs from the
+llama-cpp-python sdist), ``imatrix`` (importance matrices from a run's rows), ``drift`` (a quantized
+file against its F16, by language), ``models``, ``gemma``,
 ``conversation`` (what a model is shown of a conversation: system prompt, a client's system
 message, history; ``chat`` and ``serve``), ``openai_api`` (OpenAI's chat completion requests,
 responses, stream chunks and errors; where a PLUG answer's pivot goes).

@@ -134,13 +134,13 @@ CHECKS: dict[str, Range | PathKind] = {
                      "max_length", "lora_r", "lora_alpha", "save_steps", "logging_steps", "max_samples",
                      "max_train_samples", "train_rows", "steps", "n_prompts", "stop_budget", "threads"), _COUNT),
     # counts that may be 0 (no retry, no bootstrap, no preview)
-    **dict.fromkeys(("max_retries", "bootstrap", "preview_rows", "shots"), _COUNT0),
+    **dict.fromkeys(("max_retries", "bootstrap", "preview_rows", "shots", "drift_rows"), _COUNT0),  # drift_rows 0: no drift check
     "max_steps": Range(1, also=(-1,)),  # -1: run --epochs epochs
     "gpu_layers": Range(-1),  # -1: every layer
     "seed": Range(0, 2**32 - 1),  # what numpy, torch and llama.cpp all take
     "port": Range(0, 65535),  # 0: any free port
     # rates, prices and times: finite numbers
-    **dict.fromkeys(("temperature", "price_in", "price_out"), Range(0)),
+    **dict.fromkeys(("temperature", "price_in", "price_out", "max_drift"), Range(0)),
     **dict.fromkeys(("timeout", "lr", "epochs", "batch_poll"), Range(0, low_open=True)),
     "lora_dropout": Range(0, 1, high_open=True),
     # output paths: most verbs write one file; a verb whose --out is a folder says so in its signature

@@ -46,12 +46,17 @@ from __future__ import annotations
 import argparse
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import formats, languages
 from .cli import description, parse, parser_for
 from .io import UserError, read_records, refuse_overwrite, run_cli, write_json, write_jsonl
 from .spec import FORMATS, PlugSpec
+
+if TYPE_CHECKING:
+    from .runs import RunRecord
 
 __all__ = [
     "SAMPLE_DIR",
@@ -62,6 +67,9 @@ __all__ = [
     "load_source",
     "build_rows",
     "token_stats",
+    "HELD_OUT_ROWS",
+    "RunRows",
+    "run_rows",
     "build",
     "main",
     "cli",
@@ -343,6 +351,55 @@ def build_rows(
         "chars": {k: _stats(v) for k, v in chars.items()},
     }
     return rows, summary
+
+
+#: Held-out rows a quantized file is scored on by default (:mod:`plug_lite.drift`); when a run's
+#: data file is unknown, they are the last rows of the shipped sample and calibration leaves them out.
+HELD_OUT_ROWS = 20
+
+
+@dataclass(frozen=True)
+class RunRows:
+    """The rows of a finished run's data file: those it trained on and those it left out."""
+
+    trained: list[dict]
+    held_out: list[dict]
+    source: str  # the data file (or "sample") the rows come from
+
+
+def _data_file(name: str, run_dir: Path) -> Path | None:
+    """A run's ``config.data`` as written at training time: absolute, relative to the current
+    folder, or relative to a folder above the run (where training was started)."""
+    p = Path(name)
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for base in (Path.cwd(), *run_dir.resolve().parents):
+        if (base / p).is_file():
+            return base / p
+    return None
+
+
+def run_rows(rec: "RunRecord") -> RunRows | None:
+    """The rows a run trained on (the first ``max_train_samples`` of its data, as ``train`` takes
+    them) and the rest, from its record (:class:`plug_lite.runs.RunRecord`, loaded from its
+    folder). None when the run does not say where its data was or the file is gone."""
+    cfg = rec.config or {}
+    name = cfg.get("data")
+    if not name:
+        return None
+    if name == "sample":
+        spec = rec.spec
+        rows, _ = sample_rows(spec)
+        source = f"the shipped sample ({spec.format}, {spec.target})"
+    else:
+        path = _data_file(str(name), Path(rec.folder or "."))
+        if path is None:
+            return None
+        rows = read_records(path, required=("prompt", "completion"))
+        source = str(path)
+    n = cfg.get("max_train_samples")
+    n = len(rows) if n is None else max(1, int(n))
+    return RunRows(trained=rows[:n], held_out=rows[n:], source=source)
 
 
 def token_stats(rows: list[dict], tokenizer_dir: str | os.PathLike, max_length: int | None = None) -> dict:

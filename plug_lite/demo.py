@@ -6,7 +6,8 @@ On a machine with no GPU and no hub, in about a quarter of an hour on 2 cores:
 2. PLUG and mono training rows for one target language from the shipped sample;
 3. a LoRA fine-tune of each format (preset ``cpu-demo``);
 4. export of each to GGUF (Q8_0 by default: re-quantizing to Q4_K_M erases a fine-tune of this
-   base, which was itself dequantized from Q4_K_M), with the parity check;
+   base, which was itself dequantized from Q4_K_M), with the parity check and the drift of each
+   shipped file from the F16 by language (on ``--drift-rows`` held-out rows);
 5. a one-shot chat with the PLUG model, pivot shown;
 6. answers of both models to the shipped evaluation set (llama.cpp, greedy; the first 20 of 40 by
    default, so that the run stays within 15 minutes on 2 cores);
@@ -31,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import runs
+from . import drift, runs
 from .cli import run as run_command
 from .io import UserError, read_jsonl_resumable, write_json
 
@@ -74,14 +75,14 @@ def _train(data_path: Path, out: Path, fmt: str, target: str, steps: int | None,
     return Path(train_mod.train(cfg))
 
 
-def _export(run: Path, quant: str, out_dir: Path) -> runs.ExportRecord:
+def _export(run: Path, quant: str, out_dir: Path, drift_rows: int) -> runs.ExportRecord:
     from . import export
 
     report = runs.export_report(run, quant)
     if report is not None:
         print(f"reusing {', '.join(f.path.name for f in report.files.values())}", file=sys.stderr)
         return report
-    export.main(run, out_dir=out_dir, quants=[quant], adapter=True)
+    export.main(run, out_dir=out_dir, quants=[quant], adapter=True, drift_rows=drift_rows)
     return runs.read_export_report(run)
 
 
@@ -137,6 +138,7 @@ def main(
     judge_model: str | None = None,
     model: str = "default",
     preset: str = "cpu-demo",
+    drift_rows: int = 10,
 ) -> dict:
     """Run the demo for one target language; returns the summary it prints.
 
@@ -153,6 +155,8 @@ def main(
         judge_model: judge model name (default: $PLUG_LITE_JUDGE_MODEL or the built-in default)
         model: base model (default: "default", the embedded Gemma-3-270M)
         preset: training preset
+        drift_rows: held-out rows export's drift check scores per model (default 10, about a
+            minute per model on 2 cores; export's own default is 20)
     """
     from . import chat, data, gemma, languages, metrics
 
@@ -190,7 +194,7 @@ def main(
     step(5, f"export both runs to GGUF ({quant}) with the parity and stops checks", "export")
     exports, ggufs = {}, {}
     for fmt in FORMATS:
-        exports[fmt] = _export(run_dirs[fmt], quant, out_gguf)
+        exports[fmt] = _export(run_dirs[fmt], quant, out_gguf, drift_rows)
         ggufs[fmt] = exports[fmt].files[quant].path
         for w in (exports[fmt].verify.warnings if exports[fmt].verify else []):
             print(f"parity warning ({fmt}): {w}", file=sys.stderr)
@@ -261,6 +265,7 @@ def main(
         "answers": {fmt: str(p) for fmt, p in answers.items()},
         "offline": offline,
         "parity": {fmt: _each_dict(r.verify.greedy) if r.verify else None for fmt, r in exports.items()},
+        "drift": {fmt: r.verify.drift.to_dict() if r.verify and r.verify.drift else None for fmt, r in exports.items()},
         "judge": judge_result["aggregate"]["overall"] if judge_result else None,
         "report": str(report_dir / "report.md"),
     }
@@ -348,6 +353,7 @@ def _append_report(path: Path, s: dict) -> None:
         chk = ", ".join(f"{k} {v['stopped']}/{v['prompts']}" for k, v in st.items()) or "-"
         md.append(f"| {fmt} | {_pct(s['stopped'].get(fmt))} | {chk} |")
     md.append("")
+    md += _drift_md(s)
     if s.get("loss_plot"):
         md += ["## Training loss", "", "![training loss of both runs](loss.png)", ""]
     md += [f"## The first {len(s['examples'])} evaluation instructions, answered three ways", "",
@@ -361,6 +367,16 @@ def _append_report(path: Path, s: dict) -> None:
                f"| *{_finish(e['base_finish'])}* | | *{_finish(e['plug_finish'])}, {e['plug_status']}* | *{_finish(e['mono_finish'])}* |",
                ""]
     atomic_write_text(path, "\n".join(md) + "\n")
+
+
+def _drift_md(s: dict) -> list[str]:
+    """The report's section on the shipped files' drift from the F16, one table per model."""
+    md = ["## How far the shipped files drift from the F16", ""]
+    for fmt in ("plug", "mono"):
+        d = (s.get("drift") or {}).get(fmt)
+        md += [f"**{fmt}**: " + ("\n".join(drift.markdown(runs.DriftReport.from_dict(d, "demo_summary.json")))
+                                 if d else "not measured (an export made before the drift check, or --drift-rows 0)"), ""]
+    return md
 
 
 def _pct(x) -> str:
@@ -400,6 +416,9 @@ def _render(s: dict) -> str:
     lines.append("   in the target language (plug_lite.confusion); pivot tok: share of generated tokens")
     lines.append("   spent on the English pivot)")
     lines.append("")
+    for fmt, d in (s.get("drift") or {}).items():
+        if d:
+            lines += [f"{fmt}: " + drift.table(runs.DriftReport.from_dict(d, "demo_summary.json")), ""]
     lines.append("time per step: " + ", ".join(f"{k} {v:.0f} s" for k, v in s.get("step_seconds", {}).items()))
     if s.get("loss_plot"):
         lines.append(f"loss curves of both runs: {s['loss_plot']}")
@@ -407,7 +426,7 @@ def _render(s: dict) -> str:
         lines += ["", f"[{i}] {e['instruction']}"]
         lines.append(f"  base (untuned, {_finish(e['base_finish'])}):")
         lines += _indent(e["base"])
-        lines.append(f"  PLUG, English pivot:")
+        lines.append("  PLUG, English pivot:")
         lines += _indent(e["plug_pivot_instruction"])
         lines += _indent(e["plug_pivot_response"])
         lines.append(f"  PLUG, answer ({_finish(e['plug_finish'])}):")

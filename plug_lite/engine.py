@@ -192,9 +192,13 @@ class Greedy(list):
 class LlamaEngine:
     """A GGUF loaded with llama-cpp-python, and what its metadata says about PLUG."""
 
-    def __init__(self, model_path: str | os.PathLike, options: EngineOptions | None = None, **fields) -> None:
+    def __init__(self, model_path: str | os.PathLike, options: EngineOptions | None = None, *,
+                 vocab_only: bool = False, batch: int | None = None, **fields) -> None:
         """Load ``model_path`` with ``options`` (``fields`` of :class:`EngineOptions` given by
-        keyword override them: ``LlamaEngine(path, ctx=1024)``)."""
+        keyword override them: ``LlamaEngine(path, ctx=1024)``). ``vocab_only``: the tokenizer and
+        chat template but no weights (formatting and tokenizing only). ``batch``: tokens per
+        llama.cpp batch (llama-cpp-python's default 512); the context keeps room for that many rows
+        of logits, vocabulary-wide."""
         import llama_cpp
 
         self.options = opts = replace(options or EngineOptions(), **fields)
@@ -221,8 +225,21 @@ class LlamaEngine:
         llama_log(opts.verbose)
         kwargs = dict(n_gpu_layers=gpu_layers, seed=opts.seed, verbose=opts.verbose, n_ctx=n_ctx,
                       n_threads=n_threads, n_threads_batch=n_threads_batch)
+        if vocab_only:
+            kwargs["vocab_only"] = True
+        if batch:
+            kwargs["n_batch"] = batch
         try:
-            self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
+            if vocab_only:
+                # llama.cpp warns that a context of any size exceeds the vocabulary-only model's
+                # training context of 0; llama-cpp-python passes that warning to sys.stderr.
+                import contextlib
+                import io
+
+                with contextlib.redirect_stderr(io.StringIO()):
+                    self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
+            else:
+                self.llm = llama_cpp.Llama(model_path=str(self.path), **kwargs)
         except (ValueError, RuntimeError, OSError) as e:
             raise UserError(f"{self.path}: llama.cpp could not load the file (truncated or corrupt GGUF? {e})") from None
         if lora is not None:
@@ -243,6 +260,9 @@ class LlamaEngine:
         piece = lambda i: self.llm._model.token_get_text(i) if i is not None and i >= 0 else ""  # noqa: E731
         self._formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=piece(eos_id), bos_token=piece(bos_id)
+        )
+        self._whole_formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=piece(eos_id), bos_token=piece(bos_id), add_generation_prompt=False
         )
         self._bos = bos_id
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
@@ -279,20 +299,78 @@ class LlamaEngine:
         return PlugSpec.from_gguf(self.metadata, where=self.path.name, **overrides)
 
     # -- prompts
-    def format(self, messages: list[dict]) -> tuple[str, list[str]]:
-        """The rendered prompt and its stop strings."""
-        out = self._formatter(messages=messages)
+    def format(self, messages: list[dict], *, generation_prompt: bool = True) -> tuple[str, list[str]]:
+        """The rendered prompt and its stop strings (``generation_prompt=False``: a whole
+        conversation, ending with its last message)."""
+        out = (self._formatter if generation_prompt else self._whole_formatter)(messages=messages)
         stop = out.stop if isinstance(out.stop, list) else ([out.stop] if out.stop else [])
         return out.prompt, [s for s in stop if s]
 
-    def tokenize(self, messages: list[dict]) -> tuple[list[int], list[str]]:
-        prompt, stop = self.format(messages)
-        # Templates such as Gemma's write BOS themselves: add it only when the model wants one
-        # and the rendered prompt does not start with it (llama.cpp would warn about two).
-        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+    def tokenize(self, messages: list[dict], *, generation_prompt: bool = True) -> tuple[list[int], list[str]]:
+        prompt, stop = self.format(messages, generation_prompt=generation_prompt)
+        return self.tokenize_text(prompt), stop
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """Token ids of rendered text, special tokens parsed; BOS added only when the model wants
+        one and the text does not start with it (templates such as Gemma's write it themselves,
+        and llama.cpp would warn about two)."""
+        toks = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if self._add_bos and self._bos >= 0 and (not toks or toks[0] != self._bos):
             toks = [self._bos, *toks]
-        return toks, stop
+        return toks
+
+    def pieces(self, ids: list[int]) -> list[bytes]:
+        """The bytes each token stands for, special tokens written out (their concatenation is
+        the text a token sequence came from)."""
+        import ctypes
+
+        import llama_cpp
+
+        out, buf = [], ctypes.create_string_buffer(256)
+        for t in ids:
+            n = llama_cpp.llama_token_to_piece(self._vocab, int(t), buf, len(buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, int(t), buf, len(buf), 0, True)
+            out.append(buf.raw[:n])
+        return out
+
+    def logits(self, ids: list[int], positions: list[int] | None = None):
+        """The next-token logits after each position of ``ids``, or only after ``positions``: a
+        float32 array, one row per position, from a fresh context. llama.cpp computes the output
+        layer only at those positions (the batch's output flags)."""
+        import llama_cpp
+        import numpy as np
+
+        if len(ids) > self.n_ctx:
+            raise UserError(f"{self.path}: {len(ids)} tokens do not fit the context of {self.n_ctx}")
+        positions = list(range(len(ids))) if positions is None else [int(p) for p in positions]
+        row_of = {p: i for i, p in enumerate(positions)}
+        ctx, n_vocab, n_batch = self.llm.ctx, self.llm.n_vocab(), self.llm.n_batch
+        self.llm.reset()
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        out = np.empty((len(positions), n_vocab), dtype=np.float32)
+        batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        try:
+            for start in range(0, len(ids), n_batch):
+                chunk = ids[start:start + n_batch]
+                batch.n_tokens = len(chunk)
+                for j, tok in enumerate(chunk):
+                    batch.token[j] = int(tok)
+                    batch.pos[j] = start + j
+                    batch.n_seq_id[j] = 1
+                    batch.seq_id[j][0] = 0
+                    batch.logits[j] = (start + j) in row_of
+                if llama_cpp.llama_decode(ctx, batch) != 0:
+                    raise UserError(f"{self.path}: llama.cpp could not evaluate {len(ids)} tokens")
+                for j in range(len(chunk)):
+                    row = row_of.get(start + j)
+                    if row is not None:
+                        out[row] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, j), shape=(n_vocab,))
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        return out
 
     # -- generation
     def stream(

@@ -51,7 +51,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from . import formats, gguf_meta, languages, llm, llm_batch, runs
 from .cli import parse, parser_for

@@ -25,8 +25,8 @@ from pathlib import Path
 from .io import UserError, atomic_path, check_disk_space, input_file
 from .spec import PlugSpec
 
-__all__ = ["MAGIC", "VALUE_TYPES", "read_metadata", "read_spec", "check", "check_lora", "read_rows", "write_keys",
-           "write_plug_metadata"]
+__all__ = ["MAGIC", "VALUE_TYPES", "read_metadata", "read_tensors", "read_spec", "check", "check_lora", "read_rows",
+           "write_keys", "write_plug_metadata"]
 
 MAGIC = b"GGUF"
 #: gguf-py's GGUFValueType: name -> (number, struct format of a scalar; "" for string and array).
@@ -80,6 +80,12 @@ class _Reader:
             if sub in _SCALAR and not keep:
                 self.f.seek(n * struct.calcsize(_SCALAR[sub]), 1)
                 return None
+            if sub == _STRING and not keep:  # a vocabulary: walk over the strings, decode none
+                end = os.fstat(self.f.fileno()).st_size
+                for _ in range(n):
+                    if self.f.seek(self.num("<Q"), 1) > end:
+                        raise EOFError("file ends early")
+                return None
             items = [self.value(sub, keep) for _ in range(n)]
             return items if keep else None
         raise ValueError(f"unknown GGUF value type {vtype}")
@@ -124,6 +130,11 @@ def _scan_file(path: Path) -> dict:
 def read_metadata(path: str | os.PathLike) -> dict:
     """Every key/value of a GGUF file; arrays of more than 64 items (the vocabulary) are None."""
     return {k: v["value"] for k, v in _scan_file(Path(path))["kv"].items()}
+
+
+def read_tensors(path: str | os.PathLike) -> list[tuple[str, list[int], int]]:
+    """(name, dims with the row width first, ggml type number) of every tensor of a GGUF file."""
+    return [(name, dims, ggml_type) for name, dims, ggml_type, _ in _scan_file(Path(path))["tensors"]]
 
 
 def read_spec(path: str | os.PathLike, **overrides) -> PlugSpec | None:

@@ -287,15 +287,22 @@ def ensure_installed(
     *,
     extras: Sequence[str] = ("train", "gguf", "eval"),
     dry_run: bool = False,
+    llama_tools: bool = False,
 ) -> None:
     """Install what ``extras`` need, unless it is all importable already (then: nothing).
 
     Prints one line per step (what and why), never the environment. See :func:`plan_install`.
+    ``llama_tools``: then compile llama.cpp's programs (``llama-quantize``, ``llama-imatrix``,
+    ``llama-perplexity``, ``llama-server``; an importance matrix for export needs them) from the
+    sources of the installed llama-cpp-python, once per machine: 7-11 minutes on 2 CPU cores
+    (:func:`plug_lite.toolchain.build_tools`).
     """
     env = environment(import_torch=False)
     plan = plan_install(package, extras=extras, env=env)
     if not plan:
         print(f"plug_lite and its {', '.join(extras)} extras are installed ({env.describe()}): nothing to do")
+        if llama_tools and not dry_run:
+            _build_llama_tools()
         return
     print(f"installing for: {env.describe()}")
     for step in plan:
@@ -312,8 +319,20 @@ def ensure_installed(
                 continue
             raise RuntimeError(f"install step failed: {step['why']} (pip exit code {proc.returncode})")
         importlib.invalidate_caches()
+    if llama_tools and not dry_run:
+        _build_llama_tools()
     if env.colab and not dry_run:
         print("done. If a later import fails with a version mismatch: Runtime > Restart session, then run on.")
+
+
+def _build_llama_tools() -> None:
+    from . import toolchain
+
+    if not toolchain.tools_status()["missing"]:
+        print(f"llama.cpp's programs are built ({toolchain.find_tool('llama-quantize').parent})")
+        return
+    print("- llama.cpp's programs from llama-cpp-python's sources (compiles, 7-11 minutes on 2 CPU cores, once)")
+    toolchain.build_tools()
 
 
 # --------------------------------------------------------------------------- secrets

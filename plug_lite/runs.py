@@ -6,7 +6,8 @@ A **run folder** (``plug-lite train`` writes it, ``export`` and ``share`` read i
     plug_run.json        written last: its presence means the run finished (RUN_FILE, RunRecord)
     adapter/ tokenizer/ config.yaml metrics.jsonl checkpoints/
     merged/              the merged model (export)
-    export_report.json   the exported GGUF files and the parity report (EXPORT_REPORT, ExportRecord)
+    export_report.json   the exported GGUF files and the checks (EXPORT_REPORT, ExportRecord)
+    imatrix.gguf         the importance matrix made from the run's rows, imatrix.json its record
     share/               model card and Ollama files (share)
 
 A **work folder** (the demo and the notebooks keep everything of a project in one)::
@@ -41,12 +42,14 @@ from .io import UserError, read_json, write_json
 from .languages import LanguageError
 from .spec import FORMATS, PlugSpec
 
-__all__ = ["RUN_FILE", "EXPORT_REPORT", "run_name", "is_finished", "FourBit", "RunMetrics", "RunRecord",
-           "ExportedFile", "GreedyScore", "StopCount", "ParityReport", "ExportRecord", "resolve_base", "gguf_name",
+__all__ = ["RUN_FILE", "EXPORT_REPORT", "IMATRIX_FILE", "run_name", "is_finished", "FourBit", "RunMetrics", "RunRecord",
+           "ExportedFile", "GreedyScore", "StopCount", "ImatrixRecord", "DriftStats", "FileDrift",
+           "DriftReport", "ParityReport", "ExportRecord", "resolve_base", "gguf_name",
            "read_export_report", "export_report", "exported_gguf", "WorkFolder"]
 
 RUN_FILE = "plug_run.json"
 EXPORT_REPORT = "export_report.json"
+IMATRIX_FILE = "imatrix.gguf"
 _FORMAT_TAG = {"plug": "PLUG", "mono": "Mono", "pivot_only": "PivotOnly"}
 
 
@@ -381,6 +384,136 @@ class StopCount:
 
 
 @dataclass(frozen=True)
+class ImatrixRecord:
+    """The importance matrix the quantized files were made with (``imatrix``), or why none was.
+
+    plug-lite 0.1 wrote one sentence here; it loads as a record with only ``note``."""
+
+    note: str  # what was done, or why no matrix was used
+    file: Path | None = None
+    source: str | None = None  # the calibration text: the run's rows, a text file, or a given matrix
+    tokens: int | None = None  # tokens the matrix was collected over (whole chunks of ``ctx``)
+    chunks: int | None = None
+    ctx: int | None = None
+    seconds: float | None = None  # to make it (None: given, not made)
+    reused: bool = False  # made by an earlier export from the same reference and text
+
+    @property
+    def used(self) -> bool:
+        return self.file is not None
+
+    def to_value(self) -> dict | str:
+        """The ``imatrix`` value: the sentence alone when no matrix was used (as 0.1 wrote it)."""
+        if not self.used:
+            return self.note
+        return {"note": self.note, "file": _text(self.file), "source": self.source, "tokens": self.tokens,
+                "chunks": self.chunks, "ctx": self.ctx, "seconds": self.seconds, "reused": self.reused}
+
+    @classmethod
+    def from_value(cls, value, where: str) -> "ImatrixRecord | None":
+        if value is None:
+            return None
+        if isinstance(value, str):  # plug-lite 0.1
+            return cls(note=value)
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: field 'imatrix' must be an object or a sentence, got {type(value).__name__}")
+        kept = _known(cls, value)
+        return cls(**{**kept, "note": str(kept.get("note") or ""), "file": _path(kept.get("file"))})
+
+
+@dataclass(frozen=True)
+class DriftStats:
+    """The drift of a quantized file from its reference on one group of scored tokens (a section
+    of the PLUG answer, a language, or all of them): mean and 99th-percentile KL(reference || file)
+    per token, how often both put the same token first, exp(mean NLL difference) on the text's own
+    next tokens. Only ``tokens`` when none was scored."""
+
+    tokens: int
+    kl_mean: float | None = None
+    kl_p99: float | None = None
+    top1: float | None = None
+    ppl_ratio: float | None = None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _drift_stats(d) -> DriftStats:
+    return DriftStats(**_known(DriftStats, d if isinstance(d, dict) else {"tokens": 0}))
+
+
+@dataclass(frozen=True)
+class FileDrift:
+    """One quantized file against the reference (``verify.drift.files.<QUANT>``)."""
+
+    languages: dict[str, DriftStats]  # the pivot and the target language
+    sections: dict[str, DriftStats]  # pivot_instruction, pivot_response, target
+    all: DriftStats
+    bytes: int | None = None
+    bits_per_weight: float | None = None
+    fallbacks: int | None = None  # tensors that got another type (rows not a multiple of 256 wide)
+    quantized_tensors: int | None = None
+    seconds: float | None = None
+
+    def kl(self, lang: str) -> float | None:
+        """Mean KL on ``lang`` (on every scored token when that language was not scored)."""
+        return (self.languages.get(lang) or self.all).kl_mean
+
+    def to_dict(self) -> dict:
+        return {"languages": {k: v.to_dict() for k, v in self.languages.items()},
+                "sections": {k: v.to_dict() for k, v in self.sections.items()}, "all": self.all.to_dict(),
+                "bytes": self.bytes, "bits_per_weight": self.bits_per_weight, "fallbacks": self.fallbacks,
+                "quantized_tensors": self.quantized_tensors, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "FileDrift":
+        rest = _known(cls, {k: v for k, v in d.items() if k not in ("languages", "sections", "all")})
+        return cls(languages={k: _drift_stats(v) for k, v in _section(d, "languages", where).items()},
+                   sections={k: _drift_stats(v) for k, v in _section(d, "sections", where).items()},
+                   all=_drift_stats(d.get("all")), **rest)
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """How far each quantized file drifts from the reference file on held-out PLUG text, by
+    language (``verify.drift``; :mod:`plug_lite.export.check_drift`). ``recommended`` is the
+    smallest file, the reference included, whose target-language mean KL is within ``max_drift``;
+    ``warnings`` name the files over it."""
+
+    reference: str  # its quant type, e.g. F16
+    text: str  # where the held-out rows come from
+    rows: int
+    tokens: dict[str, int]  # scored tokens per section
+    target: str
+    pivot: str | None
+    max_drift: float
+    strict: bool = False
+    reference_bytes: int | None = None
+    files: dict[str, FileDrift] = field(default_factory=dict)
+    recommended: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"reference": self.reference, "reference_bytes": self.reference_bytes, "text": self.text,
+                "rows": self.rows, "tokens": dict(self.tokens), "target": self.target, "pivot": self.pivot,
+                "max_drift": self.max_drift, "strict": self.strict,
+                "files": {k: v.to_dict() for k, v in self.files.items()}, "recommended": self.recommended,
+                "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "DriftReport":
+        try:
+            return cls(reference=str(d["reference"]), reference_bytes=d.get("reference_bytes"),
+                       text=str(d.get("text") or ""), rows=int(d.get("rows") or 0),
+                       tokens=dict(_section(d, "tokens", where)), target=str(d["target"]), pivot=d.get("pivot"),
+                       max_drift=float(d["max_drift"]), strict=bool(d.get("strict")),
+                       files={k: FileDrift.from_dict(v, where) for k, v in _section(d, "files", where).items()},
+                       recommended=d.get("recommended"), warnings=list(d.get("warnings") or []))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"{where}: field 'verify.drift' is malformed ({e})") from None
+
+
+@dataclass(frozen=True)
 class ParityReport:
     """The export's checks (``verify``): ``error`` says why they failed (then nothing else is set)."""
 
@@ -391,6 +524,7 @@ class ParityReport:
     fine_tune_visible_on: str | None = None
     adapter_note: str | None = None
     merged_text: str | None = None
+    drift: DriftReport | None = None  # the quantized files against the reference (None: not measured)
     error: str | None = None
 
     @property
@@ -406,6 +540,8 @@ class ParityReport:
         if self.adapter_note is not None:
             d["adapter_note"] = self.adapter_note
         d["merged_text"] = self.merged_text
+        if self.drift is not None:
+            d["drift"] = self.drift.to_dict()
         return d
 
     @classmethod
@@ -421,6 +557,7 @@ class ParityReport:
                 fine_tune_visible_on=d.get("fine_tune_visible_on"),
                 adapter_note=d.get("adapter_note"),
                 merged_text=d.get("merged_text"),
+                drift=DriftReport.from_dict(d["drift"], where) if d.get("drift") is not None else None,
             )
         except (TypeError, AttributeError) as e:
             raise UserError(f"{where}: field 'verify' is malformed ({e})") from None
@@ -441,7 +578,7 @@ class ExportRecord:
     adapter_gguf: Path | None = None
     adapter_not_written: str | None = None  # why no adapter GGUF was written
     base_gguf: Path | None = None
-    imatrix: str | None = None
+    imatrix: ImatrixRecord | None = None
     timings: dict = field(default_factory=dict)  # step -> seconds
     verify: ParityReport | None = None
     folder: Path | None = field(default=None, compare=False)
@@ -452,7 +589,7 @@ class ExportRecord:
             "run_dir": _text(self.run_dir), "merged_dir": _text(self.merged_dir), "merge": self.merge,
             "files": {k: f.to_dict() for k, f in self.files.items()},
             "adapter_gguf": _text(self.adapter_gguf), "adapter_not_written": self.adapter_not_written,
-            "base_gguf": _text(self.base_gguf), "imatrix": self.imatrix, "timings": self.timings,
+            "base_gguf": _text(self.base_gguf), "imatrix": self.imatrix.to_value() if self.imatrix else None, "timings": self.timings,
         }
         if self.verify is not None:
             d["verify"] = self.verify.to_dict()
@@ -474,7 +611,7 @@ class ExportRecord:
             adapter_gguf=_path(d.get("adapter_gguf")),
             adapter_not_written=d.get("adapter_not_written"),
             base_gguf=_path(d.get("base_gguf")),
-            imatrix=d.get("imatrix"),
+            imatrix=ImatrixRecord.from_value(d.get("imatrix"), where),
             timings=_section(d, "timings", where),
             verify=ParityReport.from_dict(_section(d, "verify", where), where) if verify is not None else None,
             folder=Path(folder) if folder is not None else None,

@@ -3,14 +3,16 @@
 Writes, into ``--out-dir`` (a run's ``share/`` folder, or the GGUF folder itself):
 
 * ``README.md`` — a Hub model card: YAML front matter (base model, languages, licence, tags), the
-  files with their quant type and size, how the model was trained (from ``plug_run.json``), the PLUG
+  files with their quant type and size, how far each quantized file drifts from the F16 by language
+  and which one is recommended (export's drift check), how the model was trained (from ``plug_run.json``), the PLUG
   output format with an example rendered by :func:`plug_lite.formats.render`, and evaluation results
   when a report JSON is present.
 * ``Modelfile`` — for ``ollama create``; ``template`` (Go template), ``params`` (JSON: stop
   sequences) and ``system`` — the files Ollama reads from a Hub repository for
   ``ollama run hf.co/<user>/<repo>:<QUANT>``. ``FROM`` and the card's commands name the
   recommended file (:func:`recommended`: the smallest quantized file whose parity check kept the
-  fine-tune; the F16 stays the reference). The Go template is the one of the chat template's
+  fine-tune and whose target-language drift is within export's ``--max-drift``; the F16 stays the
+  reference). The Go template is the one of the chat template's
   family (:func:`plug_lite.templates.family_of`: plug_lite's own templates and the common bases'
   ChatML/Qwen, Llama 3, Gemma, Mistral, Phi-3); the stops are the family's end of turn, the run's
   EOS and every end token the exported models ended their answers with in export's stops check.
@@ -32,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import formats, gguf_meta, runs, templates
+from . import drift, formats, gguf_meta, runs, templates
 from .cli import run
 from .io import UserError, atomic_write_text, redact
 from .languages import LanguageError
@@ -138,17 +140,26 @@ _REFERENCE_TYPES = ("F32", "BF16", "F16")
 
 
 def recommended(info: Shared) -> Path | None:
-    """The file to run: the smallest quantized model file whose greedy answers in export's parity
-    check stayed closer to the merged model than to the untuned base (files without a check
-    count as kept); the reference (F16) when no quantized file qualifies."""
+    """The file to run: the smallest quantized model file that kept the fine-tune (its greedy
+    answers in export's parity check stayed closer to the merged model than to the untuned base;
+    files without a check count as kept) and, when export measured drift, whose target-language
+    drift is within ``--max-drift``; the reference (F16) when no quantized file qualifies."""
     models = [f for f in info.files if "LoRA" not in _quant_of(f) and not info.labels.get(f.name, "").startswith("F16, untuned")]
     greedy = info.export.verify.greedy if info.export and info.export.verify else {}
+    drift = _drift(info)
 
     def kept(f: Path) -> bool:
         score = greedy.get(info.labels.get(f.name, _quant_of(f)))
         return score is None or score.agreement_with_base <= score.agreement_with_merged
 
-    quantized = [f for f in models if _quant_of(f).upper() not in _REFERENCE_TYPES and kept(f)]
+    def within(f: Path) -> bool:
+        if drift is None:
+            return True
+        measured = drift.files.get(_quant_of(f).upper())
+        kl = measured.kl(drift.target) if measured is not None else None
+        return kl is not None and kl <= drift.max_drift
+
+    quantized = [f for f in models if _quant_of(f).upper() not in _REFERENCE_TYPES and kept(f) and within(f)]
     if quantized:
         return min(quantized, key=lambda f: f.stat().st_size)
     return models[0] if models else None
@@ -212,6 +223,31 @@ def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]
     return rows
 
 
+def _drift(info: Shared) -> runs.DriftReport | None:
+    ver = info.export.verify if info.export else None
+    return ver.drift if ver is not None else None
+
+
+def _drift_section(info: Shared) -> list[str]:
+    """The card's drift table and the importance matrix the files were made with."""
+    rep = _drift(info)
+    im = info.export.imatrix if info.export else None
+    if rep is None and (im is None or not im.used):
+        return []
+    out = [f"## How far each file drifts from the {rep.reference if rep is not None else 'F16'}", ""]
+    if rep is not None:
+        out += drift.markdown(rep) + [""]
+        best = recommended(info)
+        out.append(f"Recommended: `{best.name}`, the smallest file within the threshold that kept the fine-tune."
+                   if best is not None and rep.recommended else f"No file is within the threshold of {rep.max_drift:g}.")
+        out += ["", "KL divergence per token of the file's next-token distribution from the reference's, on held-out "
+                "PLUG text; top-1: how often both put the same token first. Low-bit files usually drift more in "
+                "the target language than in the pivot.", ""]
+    if im is not None and im.used:
+        out += [f"Quantized with an importance matrix from {im.source} ({im.tokens} tokens).", ""]
+    return out
+
+
 def _is_repo_id(s: str | None) -> bool:
     return bool(s) and re.fullmatch(r"[\w.-]+/[\w.-]+", s) is not None and not Path(s).exists()
 
@@ -247,6 +283,7 @@ def model_card(info: Shared, *, repo: str | None, license: str, eval_report: dic
         body.append(f"| `{f.name}` | {info.labels[f.name]} | {f.stat().st_size / 2**20:.1f} MiB |")
     body += ["", "Q8_0 keeps a small fine-tune best; Q4_K_M can round a light LoRA back onto the base's weights. "
              "The LoRA GGUF applies on top of a base GGUF with llama.cpp (`--lora`).", ""]
+    body += _drift_section(info)
 
     best = recommended(info)
     quant = best.name if best else "model.gguf"
@@ -376,6 +413,10 @@ def main(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, p
     uploads = {**{f.name: f for f in info.files}, **written}
     for name, p in written.items():
         print(f"wrote {p}")
+    rep = _drift(info)
+    if rep is not None:
+        print(f"recommended: {main_file} (the smallest file that kept the fine-tune and whose {rep.target} mean KL from "
+              f"{rep.reference} is within {rep.max_drift:g})" if rep.recommended else f"recommended: none (no file within --max-drift {rep.max_drift:g})")
     result: dict[str, Any] = {"written": {k: str(v) for k, v in written.items()}, "uploads": {k: str(v) for k, v in uploads.items()}}
     if push and dry_run:
         print(f"dry run: would upload to https://huggingface.co/{push}:")

@@ -71,3 +71,25 @@ def real_templates() -> dict[str, str]:
                 out[m.name[len(prefix):]] = tar.extractfile(m).read().decode("utf-8")
     assert set(out) == set(REAL_TEMPLATES), f"{archive}: templates missing: {set(REAL_TEMPLATES) - set(out)}"
     return out
+
+
+@pytest.fixture(scope="session")
+def llama_tools() -> dict:
+    """llama.cpp's programs built from the sdist (``make tools``). Skipped when they are not built,
+    except under ``make test`` (which sets PLUG_LITE_LLAMA_TOOLS): there a missing program fails."""
+    from plug_lite import toolchain
+
+    status = toolchain.tools_status()
+    if status["missing"]:
+        if os.environ.get(toolchain.TOOLS_ENV):
+            pytest.fail(f"{', '.join(status['missing'])} not in ${toolchain.TOOLS_ENV}: {status['hint']}")
+        pytest.skip(status["hint"])
+    return {k: Path(v) for k, v in status["found"].items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_256_f16(tiny_model_256, tmp_path_factory) -> Path:
+    """The hidden-256 tiny model as an F16 GGUF (its ChatML template embedded)."""
+    from plug_lite.convert import hf_to_gguf
+
+    return hf_to_gguf(tiny_model_256, tmp_path_factory.mktemp("tiny256") / "tiny256-f16.gguf", outtype="f16")

@@ -19,7 +19,7 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     monkeypatch.setenv("PLUG_LITE_JUDGE_API_KEY", "test-demo-SECRET-000111222")
     kwargs = dict(target="ko", work_dir=str(tmp_path / "runs"), gguf_dir=str(tmp_path / "gguf"),
                   model=str(tiny_model), preset="cpu-tiny", steps=2, eval_limit=2, max_new_tokens=12,
-                  judge_model="judge-x")
+                  judge_model="judge-x", drift_rows=4)
     with ScriptedOpenAI("The first is better. [[A]]") as srv:
         monkeypatch.setenv("PLUG_LITE_JUDGE_BASE_URL", srv.url)
         summary = demo.main(**kwargs)
@@ -63,10 +63,18 @@ def test_demo_runs_the_whole_loop_and_reuses_it(tmp_path, tiny_model, monkeypatc
     assert set(summary["step_seconds"]) >= {"train_plug", "train_mono", "export", "answers"}
     assert (root / "eval" / "ko" / "report" / "loss.png").stat().st_size > 1000 and "![training loss" in report
     assert set(summary["export_stops"]["plug"]) >= {"merged", "Q8_0"}
+    # The drift of each shipped file from the F16 on held-out rows, by language, in the report.
+    assert "## How far the shipped files drift from the F16" in report
+    for fmt, langs in (("plug", {"en", "ko"}), ("mono", {"ko"})):
+        d = summary["drift"][fmt]
+        assert d["reference"] == "F16" and set(d["files"]) == {"Q8_0"} and d["rows"] == 4
+        assert "not trained on" in d["text"] and set(d["files"]["Q8_0"]["languages"]) == langs
+        assert f"{d['files']['Q8_0']['languages']['ko']['kl_mean']:.3f} / " in report
     out = capsys.readouterr()
     assert "PLUG demo (ko) finished" in out.out and "test-demo-SECRET" not in out.out + out.err
     assert "lines ok" in out.out
     assert "[1] " + first["instruction"] in out.out and "base (untuned" in out.out and "time per step:" in out.out
+    assert out.out.count("drift against F16 on ") >= 2  # export's table and the demo's, per model
     # Second run: nothing retrained, re-exported, re-answered or re-judged.
     assert second_calls == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())

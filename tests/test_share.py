@@ -67,15 +67,21 @@ def test_dry_run_writes_card_and_ollama_files(chain, tmp_path, capsys):
     assert "base_model" not in fm  # a local path is not a Hub id
     assert "| `Qwen2-Tiny-40M-PLUG-zh-Q4_K_M.gguf` | Q4_K_M |" in card
     assert "LoRA adapter (F16)" in card and "untuned base" in card
+    # the file the card and Ollama point at: the smallest within export's --max-drift that kept the fine-tune
+    drift = report["verify"]["drift"]
     best = share.recommended(share.collect(run))
-    quant = best.stem.rsplit("-", 1)[-1]
-    assert quant in ("Q4_K_M", "Q8_0")  # never the F16 reference
-    assert f"ollama run hf.co/me/plug-zh:{quant}" in card and f"llama-cli -m {best.name}" in card
+    main_q = best.stem.rsplit("-", 1)[-1]
+    assert main_q == drift["recommended"] or main_q in ("Q4_K_M", "Q8_0")  # never the F16 when a quant qualifies
+    main = best.name
+    assert f"ollama run hf.co/me/plug-zh:{main_q}" in card and f"llama-cli -m {main}" in card
+    assert "## How far each file drifts from the F16" in card
+    for q, f in drift["files"].items():
+        assert f"{f['languages']['zh']['kl_mean']:.3f} / " in card  # each file's target-language KL
     assert "中文回复" in card  # the PLUG example rendered by formats.render
     assert "plug_vs_mono | 0.625" in card and "CC BY-NC" in card
     assert "| backend | cpu |" in card
     modelfile = (d / "Modelfile").read_text(encoding="utf-8")
-    assert modelfile.startswith(f"FROM ./{best.name}\n")
+    assert modelfile.startswith(f"FROM ./{main}\n")
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and templates.GO["chatml"] in modelfile
     assert (d / "template").read_text() == templates.GO["chatml"]
     assert json.loads((d / "params").read_text())["stop"] == ["<|im_end|>"]

@@ -6,13 +6,17 @@
    (:func:`inference_template`), and the PLUG keys (``plug.format``,
    ``plug.target``, ``plug.pivot``, ``plug.think``), so ``plug-lite chat`` needs no flags. This
    file is the reference of the checks.
-2. Each quant type is made from that file in-process (:func:`plug_lite.convert.quantize`,
-   llama.cpp's log held back unless it fails). ``llama_model_quantize`` copies every key: checked
-   on the output, and the keys are written again if one is missing.
-3. The adapter GGUF (llama.cpp's ``convert_lora_to_gguf.py``): a few MB, used with
+2. The importance matrix (``--imatrix``, :func:`plug_lite.imatrix.for_run`): with ``auto``, made
+   from the run's training rows rendered with that file's template when a quant type uses one and
+   llama.cpp's programs are built (``make tools``), kept as ``RUN_DIR/imatrix.gguf`` and reused;
+   without the programs none is made, and the record says so.
+3. Each quant type is made from that file (:func:`plug_lite.convert.quantize`: in-process, or
+   ``llama-quantize`` with the matrix; llama.cpp's log held back unless it fails). The quantizer
+   copies every key: checked on the output, and the keys are written again if one is missing.
+4. The adapter GGUF (llama.cpp's ``convert_lora_to_gguf.py``): a few MB, used with
    ``llama_cpp.Llama(base.gguf, lora_path=...)``. A run that trained embedding rows of turn tokens
    (``turn_tokens`` in ``plug_run.json``) gets none (:func:`adapter_refusal`).
-4. ``--with-base``: the base's F16 GGUF, for the adapter GGUF.
+5. ``--with-base``: the base's F16 GGUF, for the adapter GGUF.
 
 :mod:`plug_lite.convert` stays a library outside this package: the demo converts the base model
 with it, and the chat, generate and judge tests and the benchmarks make their GGUFs with it.
@@ -34,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import convert, gguf_meta, templates
+from .. import convert, gguf_meta, imatrix, templates, toolchain
 from ..io import UserError, keep_umask
-from ..runs import RunRecord, gguf_name
+from ..runs import ImatrixRecord, RunRecord, gguf_name
 from ..spec import PLUG_KEYS
 
-__all__ = ["OUTTYPES", "Written", "check_types", "inference_template", "adapter_refusal", "write_ggufs"]
+__all__ = ["OUTTYPES", "Written", "check_types", "check_imatrix", "inference_template", "adapter_refusal", "write_ggufs"]
 
 #: What the converter may write as the reference file.
 OUTTYPES = ("f16", "bf16", "q8_0")
@@ -53,6 +57,7 @@ class Written:
     adapter: Path | None = None
     base: Path | None = None
     adapter_refused: str | None = None  # why no adapter GGUF was written
+    imatrix: ImatrixRecord | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def paths(self) -> list[Path]:
@@ -120,11 +125,38 @@ def _with_plug_metadata(dst: Path, plug: dict, write_raw: Callable[[Path], objec
     return dst
 
 
-def _quantize(ref: Path, dst: Path, q: str, plug: dict, timings: dict) -> Path:
-    print(f"quantize: {q} -> {dst}  ({convert.QUANT_TYPES[q]})", file=sys.stderr)
+def check_imatrix(quants: list[str], choice: str) -> None:
+    """Refuse, before any slow step, quant types that need an importance matrix when none will
+    be there (``--imatrix none``, or ``auto`` without llama.cpp's programs)."""
+    need = [q for q in quants if convert.needs_imatrix(q)]
+    if not need:
+        return
+    if str(choice).lower() == "none":
+        raise UserError(f"{', '.join(need)} need an importance matrix: drop --imatrix none or pick another type")
+    missing = [t for t in ("llama-imatrix", "llama-quantize") if toolchain.find_tool(t) is None]
+    if str(choice).lower() == "auto" and missing:
+        raise UserError(f"{', '.join(need)} need an importance matrix, which needs llama.cpp's {' and '.join(missing)} "
+                        f"(llama-cpp-python cannot collect one): {toolchain.tools_status()['hint']}")
+
+
+def _imatrix(rec: RunRecord, ref: Path, quants: list[str], choice: str, timings: dict) -> ImatrixRecord:
+    """The matrix for the quant types that use one (:func:`plug_lite.imatrix.for_run`)."""
+    if not any(convert.uses_imatrix(q) for q in quants):
+        return ImatrixRecord(note=f"not needed ({', '.join(quants) or 'no quantized file'}: no quant type that uses one)")
+    t0 = time.time()
+    made = imatrix.for_run(rec, ref, choice)
+    if made.used:
+        timings["imatrix_s"] = round(time.time() - t0, 1)
+    print(f"imatrix: {made.note}", file=sys.stderr)
+    return made
+
+
+def _quantize(ref: Path, dst: Path, q: str, plug: dict, timings: dict, matrix: Path | None = None) -> Path:
+    matrix = matrix if convert.uses_imatrix(q) else None
+    print(f"quantize: {q} -> {dst}  ({convert.QUANT_TYPES[q]}{', importance matrix' if matrix else ''})", file=sys.stderr)
     t0 = time.time()
     with _quiet_stderr(f"quantizing to {q}"):
-        convert.quantize(ref, dst, q)
+        convert.quantize(ref, dst, q, imatrix=matrix)
     timings[f"quantize_{q}_s"] = round(time.time() - t0, 1)
     md = gguf_meta.read_metadata(dst)
     if any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != plug["chat_template"]:
@@ -133,8 +165,8 @@ def _quantize(ref: Path, dst: Path, q: str, plug: dict, timings: dict) -> Path:
 
 
 def write_ggufs(rec: RunRecord, merged: Path, base_dir: Path, stage: Path, *, quants: list[str], outtype: str,
-                template: str, adapter: bool, with_base: bool) -> Written:
-    """Steps 1-4 above, into ``stage``; the files are made readable by all (they are meant to be shared)."""
+                template: str, adapter: bool, with_base: bool, imatrix_choice: str = "auto") -> Written:
+    """Steps 1-5 above, into ``stage``; the files are made readable by all (they are meant to be shared)."""
     run = rec.folder
     plug = dict(spec=rec.spec, chat_template=template)
     w = Written()
@@ -145,9 +177,10 @@ def write_ggufs(rec: RunRecord, merged: Path, base_dir: Path, stage: Path, *, qu
     w.files[ref_key] = _with_plug_metadata(
         ref, plug, lambda raw: convert.hf_to_gguf(merged, raw, outtype=outtype, model_name=ref.stem))
     w.timings["convert_s"] = round(time.time() - t0, 1)
-    for q in quants:
-        if q != ref_key:
-            w.files[q] = _quantize(ref, stage / gguf_name(rec, q), q, plug, w.timings)
+    quantized = [q for q in quants if q != ref_key]
+    w.imatrix = _imatrix(rec, ref, quantized, imatrix_choice, w.timings)
+    for q in quantized:
+        w.files[q] = _quantize(ref, stage / gguf_name(rec, q), q, plug, w.timings, w.imatrix.file)
     w.adapter_refused = adapter_refusal(run / "adapter") if adapter else None
     if w.adapter_refused:
         print(f"adapter: not written: {w.adapter_refused}", file=sys.stderr)

@@ -3,8 +3,9 @@ owns its layout) and the summary printed at the end.
 
 The record holds the run and merged folders, how the merge was made, every GGUF file under its
 final name with its size and a note on its type, the adapter and base GGUFs (or why the adapter was
-not written), the timings and, after step 3, the ``verify`` section (or its error). Share, the demo
-and the notebooks read it through :mod:`plug_lite.runs`.
+not written), the importance matrix (or why none was used), the timings and, after step 3, the
+``verify`` section (or its error), with the drift report the summary prints as a table. Share, the
+demo and the notebooks read it through :mod:`plug_lite.runs`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import convert
+from .. import convert, drift
 from ..runs import ExportedFile, ExportRecord
 from .converting import Written
 from .merging import merge_mode
 
-__all__ = ["IMATRIX", "build_record", "print_record"]
-
-#: Importance matrices are not computed: llama-cpp-python can *pass* an imatrix to the quantizer
-#: but has no API to *collect* one; that needs llama.cpp's ``llama-imatrix`` binary.
-IMATRIX = "not computed: needs llama.cpp's llama-imatrix binary (no API in llama-cpp-python)"
+__all__ = ["build_record", "print_record"]
 
 
 def build_record(run: Path, merged: Path, out: Path, written: Written) -> ExportRecord:
@@ -33,7 +30,7 @@ def build_record(run: Path, merged: Path, out: Path, written: Written) -> Export
         adapter_gguf=out / written.adapter.name if written.adapter else None,
         adapter_not_written=written.adapter_refused,
         base_gguf=out / written.base.name if written.base else None,
-        imatrix=IMATRIX,
+        imatrix=written.imatrix,
         timings=written.timings,
         folder=run,
     )
@@ -60,6 +57,11 @@ def print_record(rec: ExportRecord) -> None:
         for name, st in v.stops.items():
             print(f"  {name:<16} ended its turn on {st.stopped}/{st.prompts} held-out prompts "
                   f"within {st.budget} tokens (answer lengths {st.tokens})")
+        if v.drift is not None:
+            print(drift.table(v.drift))
+            print(f"recommended: {v.drift.recommended or 'none of the files'} (the smallest file within --max-drift "
+                  f"{v.drift.max_drift:g})")
         for w in v.warnings:
             print(f"WARNING: {w}", file=sys.stderr)
-    print(f"imatrix: {rec.imatrix}")
+    if rec.imatrix is not None:
+        print(f"imatrix: {rec.imatrix.note}")

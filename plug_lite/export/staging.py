@@ -22,11 +22,18 @@ from .. import convert, toolchain
 from ..cli import description, run
 from ..io import UserError, staging_folder
 from ..runs import ExportRecord, ParityReport, RunRecord, resolve_base
+from ..drift import DEFAULT_ROWS
 from . import converting, record
+from .check_drift import DEFAULT_MAX_DRIFT, DriftError
 from .merging import merge
 from .verifying import verify
 
-__all__ = ["main", "cli"]
+__all__ = ["DEFAULT_QUANTS", "main", "cli"]
+
+#: What export writes besides the F16 by default: a near-lossless file and the smallest K-quant
+#: that stayed within the default --max-drift in the target language with the run's importance
+#: matrix on the demo model (benchmarks/RESULTS.md: Q5_K_M 0.043 zh mean KL, Q4_K_M 0.156).
+DEFAULT_QUANTS = ("Q8_0", "Q5_K_M")
 
 
 def _verify(report: ExportRecord, rec: RunRecord, merged: Path, written: converting.Written, **how) -> ExportRecord:
@@ -37,7 +44,8 @@ def _verify(report: ExportRecord, rec: RunRecord, merged: Path, written: convert
         parity = verify(rec, merged, written.files, adapter_gguf=written.adapter, base_gguf=written.base, **how)
     except UserError as e:
         dataclasses.replace(report, verify=ParityReport(error=str(e))).save()
-        raise UserError(f"parity check failed (no file kept): {e}") from None
+        what = "drift" if isinstance(e, DriftError) else "parity"
+        raise UserError(f"{what} check failed (no file kept): {e}") from None
     report.timings["verify_s"] = round(time.time() - t0, 1)
     return dataclasses.replace(report, verify=parity)
 
@@ -46,7 +54,7 @@ def main(
     run_dir: str | os.PathLike,
     *,
     out_dir: str | os.PathLike = "gguf",
-    quants: list[str] | tuple[str, ...] = ("Q4_K_M",),
+    quants: list[str] | tuple[str, ...] = DEFAULT_QUANTS,
     outtype: str = "f16",
     plain_merge: bool = False,
     adapter: bool = True,
@@ -55,13 +63,17 @@ def main(
     n_prompts: int = 3,
     max_new_tokens: int = 32,
     stop_budget: int = 256,
+    imatrix: str = "auto",
+    max_drift: float = DEFAULT_MAX_DRIFT,
+    strict_drift: bool = False,
+    drift_rows: int = DEFAULT_ROWS,
 ) -> ExportRecord:
     """Export a run; returns its record (also saved as ``RUN_DIR/export_report.json``).
 
     Args:
         run_dir: a plug-lite train run directory (plug_run.json, adapter/, tokenizer/)
         out_dir: where the GGUF files go
-        quants: quant type, repeatable (default Q4_K_M); see convert.QUANT_TYPES
+        quants: quant type, repeatable (default Q8_0 and Q5_K_M); see convert.QUANT_TYPES
         outtype: the converter's output: f16, bf16 or q8_0
         plain_merge: QLoRA runs: merge into the original weights, not the NF4-rounded ones
         adapter: write the adapter GGUF too
@@ -70,10 +82,18 @@ def main(
         n_prompts: parity prompts
         max_new_tokens: tokens compared by the parity check
         stop_budget: the stops check: each held-out answer must end its turn within this many tokens
+        imatrix: importance matrix for the quantized files: auto (made from the run's training rows
+            when llama.cpp's programs are built: make tools), none, a text file to calibrate on, or
+            a .gguf/.dat matrix
+        max_drift: warn about a quantized file whose mean KL divergence from the reference on the
+            target-language answer of held-out rows exceeds this
+        strict_drift: fail the export (keep no file) instead of warning
+        drift_rows: held-out rows the drift check scores (0: skip it)
     """
     rec = RunRecord.load(run_dir, adapter=True)
     run = rec.folder
     quants, outtype = converting.check_types(quants, outtype)
+    converting.check_imatrix(quants, imatrix)
     out = Path(out_dir).resolve()
     base_dir = resolve_base(rec)
     toolchain.script("convert_hf_to_gguf.py")  # fail early (offline, no sdist) before the slow merge
@@ -84,11 +104,13 @@ def main(
     stage = staging_folder(out, "export")  # (after removing what a killed export left there)
     try:
         written = converting.write_ggufs(rec, merged, base_dir, stage, quants=quants, outtype=outtype,  # step 2
-                                         template=template, adapter=adapter, with_base=with_base)
+                                         template=template, adapter=adapter, with_base=with_base,
+                                         imatrix_choice=imatrix)
         report = record.build_record(run, merged, out, written)
         if verify_parity:  # step 3
             report = _verify(report, rec, merged, written, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
-                             stop_budget=stop_budget)
+                             stop_budget=stop_budget, drift_rows=drift_rows, max_drift=max_drift,
+                             strict_drift=strict_drift)
         for p in written.paths():  # step 4
             os.replace(p, out / p.name)
         report.save()  # step 5
@@ -105,4 +127,4 @@ def cli(argv: list[str] | None = None) -> int:
     return run(main, argv, prog="plug-lite export", parser=parser, positional=("run_dir",),
                names={"quants": "--quant", "verify_parity": "--verify", "n_prompts": "--prompts"},
                choices={"outtype": converting.OUTTYPES},
-               extra={"quants": {"metavar": "TYPE", "help": f"quant type, repeatable (default Q4_K_M): {quants}"}})
+               extra={"quants": {"metavar": "TYPE", "help": f"quant type, repeatable (default {' and '.join(DEFAULT_QUANTS)}): {quants}"}})

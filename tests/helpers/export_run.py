@@ -47,6 +47,16 @@ def exported_chain(root: Path, base: Path) -> tuple[Path, Path, dict]:
     if done.is_file():
         return run, out, json.loads(done.read_text())
     make_run(run, base)
-    report = export.main(run, out_dir=out, quants=["Q8_0", "Q4_K_M"], with_base=True, n_prompts=2, max_new_tokens=16).to_dict()
+    # the rows the run "trained" on (the importance matrix) and those it left out (the drift check)
+    from plug_lite import data
+    from plug_lite.spec import PlugSpec
+
+    rows, _ = data.sample_rows(PlugSpec("plug", "zh", "en"))
+    (root / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:24]))
+    meta = json.loads((run / "plug_run.json").read_text())
+    meta["config"].update(data=str(root / "rows.jsonl"), max_train_samples=16)
+    (run / "plug_run.json").write_text(json.dumps(meta, indent=2))
+    report = export.main(run, out_dir=out, quants=["Q8_0", "Q4_K_M"], with_base=True, n_prompts=2, max_new_tokens=16,
+                         drift_rows=8).to_dict()
     done.write_text(json.dumps(report))
     return run, out, report
