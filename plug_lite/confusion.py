@@ -45,6 +45,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .languages import base_code
+
 __all__ = ["SCRIPTS", "UNITS", "MIN_WORDS", "scripts_of", "LineVerdict", "check_text", "stray_words", "Confusion",
            "answer_confusion", "records_confusion"]
 
@@ -93,8 +95,7 @@ def _script(ch: str) -> str | None:
 
 def scripts_of(lang: str | None) -> frozenset[str]:
     """The scripts language ``lang`` is written in (:data:`SCRIPTS`; Latin when not listed)."""
-    base = (lang or "en").lower().replace("_", "-").split("-")[0]
-    return SCRIPTS.get(base, _LATIN)
+    return SCRIPTS.get(base_code(lang or "en"), _LATIN)
 
 
 def _readable(text: str) -> list[str]:
@@ -150,7 +151,7 @@ def _identifier(langs: tuple[str, ...]):
 
 
 def _py3langid_code(lang: str) -> str:
-    return (lang or "en").lower().replace("_", "-").split("-")[0]
+    return base_code(lang or "en")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ __all__ = [
     "Language",
     "LanguageError",
     "get",
+    "base_code",
     "register",
     "codes",
     "load_file",
@@ -107,6 +108,11 @@ def get(code: str | Language) -> Language:
             f"unknown language code {code!r}; known: {', '.join(codes())} "
             "(register more with plug_lite.languages.register or PLUG_LITE_LANGUAGES=file.json)"
         ) from None
+
+
+def base_code(code: str) -> str:
+    """The primary subtag of a language code, lower case: ``"pt-BR"`` and ``"pt_br"`` -> ``"pt"``."""
+    return code.lower().replace("_", "-").split("-")[0]
 
 
 def codes() -> list[str]:

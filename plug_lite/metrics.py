@@ -26,6 +26,7 @@ from collections import Counter
 from typing import Iterable
 
 from .formats import STATUSES, upgrade_answer
+from .languages import base_code
 
 __all__ = ["offline_metrics", "detect_language", "extract_number", "numbers_equal", "svamp_accuracy"]
 
@@ -42,7 +43,7 @@ _ALIASES = {"wuu": "zh", "yue": "zh", "lzh": "zh", "cmn": "zh", "nb": "no", "nn"
 
 
 def _base(code: str) -> str:
-    base = code.lower().replace("_", "-").split("-")[0]
+    base = base_code(code)
     return _ALIASES.get(base, base)
 
 
