@@ -139,13 +139,17 @@ def _first(rec: dict, names: tuple[str, ...]) -> Any:
     return None
 
 
-def _as_list(value: Any) -> list[str]:
+def _as_list(value: Any, where: str, field: str) -> list[str]:
+    """TruthfulQA's answers: a list of strings, or one string joined by ";"."""
     if value is None:
         return []
     if isinstance(value, str):
         # TruthfulQA.csv joins answers with "; " (some rows end with a stray ";"); its own code
         # splits on ";" and strips each part, and so does this.
         return [v.strip() for v in value.split(";") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                                                       for v in value):
+        raise UserError(f"{where}: field {field!r} must be a list of strings or one string joined by ';'")
     return [str(v) for v in value]
 
 
@@ -199,7 +203,7 @@ def normalise(rec: dict, *, lang: str, dataset: str, task: str, where: str, row:
             value = _first(rec, alts)
             if value is None:
                 raise UserError(f"{where}: missing field {key!r}")
-            out[key] = _as_list(value)
+            out[key] = _as_list(value, where, key)
             out.pop(alts[1], None)
         best = _first(rec, ("best_answer", "Best Answer"))
         if best is not None:

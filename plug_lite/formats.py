@@ -41,12 +41,14 @@ into a header, and its per-section output always equals the batch parse of the w
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
 from . import languages
+from .io import UserError
 from .languages import Language
 from .spec import FORMATS, PlugSpec
 
@@ -262,16 +264,51 @@ class AnswerRecord:
                 "extract_preamble": self.preamble, "extract_extra": self.extra}
 
 
+#: Answer-record fields read as text (a language code for ``target`` / ``pivot``): a string or null.
+_TEXT_FIELDS = ("target", "pivot", "answer", "output", "status", "finish_reason", "pivot_instruction",
+                "pivot_response", "target_response")
+
+
 def upgrade_answer(rec: dict) -> dict:
     """An answer record in today's field names. Records written before the language was named
     ``target`` everywhere hold it in ``lang`` and the target-language answer in ``target``;
-    they are returned renamed (a new dict), others unchanged."""
-    if "lang" not in rec or "target_response" in rec:
-        return rec
-    out = {k: v for k, v in rec.items() if k not in ("lang", "target")}
-    out["target_response"] = rec.get("target")
-    out["target"] = rec["lang"]
-    return out
+    they are returned renamed (a new dict), others unchanged. A field of the wrong type (a
+    language that is not a string, ``tokens`` that is not an object of counts, ...) is a
+    :class:`~plug_lite.io.UserError` naming the record (``_where``) and the field."""
+    if "lang" in rec and "target_response" not in rec:
+        out = {k: v for k, v in rec.items() if k not in ("lang", "target")}
+        out["target_response"] = rec.get("target")
+        out["target"] = rec["lang"]
+        rec = out
+    _check_answer_types(rec)
+    return rec
+
+
+def _check_answer_types(rec: dict) -> None:
+    where = rec.get("_where", "answer record")
+
+    def bad(field: str, want: str):
+        raise UserError(f"{where}: field {field!r} must be {want}, not {_json_text(rec[field])}")
+
+    for f in _TEXT_FIELDS:
+        if rec.get(f) is not None and not isinstance(rec[f], str):
+            bad(f, "a string")
+    tokens = rec.get("tokens")
+    if tokens is not None:
+        if not isinstance(tokens, dict):
+            bad("tokens", "an object of token counts")
+        for k, v in tokens.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise UserError(f"{where}: field 'tokens.{k}' must be a number, not {_json_text(v)}")
+    sec = rec.get("seconds")
+    if sec is not None and (isinstance(sec, bool) or not isinstance(sec, (int, float))):
+        bad("seconds", "a number")
+
+
+def _json_text(value) -> str:
+    """A short JSON rendering of a bad value for an error line."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _MARK = r"(?:\*\*|__)"

@@ -59,6 +59,15 @@ def test_task_fields_are_required():
         evalsets.load_eval_set(FIX / "x_alpacaeval.zh.json", "zh", task="svamp")
 
 
+def test_truthfulqa_answers_of_the_wrong_type(tmp_path):
+    """Found by tests/test_readers_fuzz.py: ``"correct_answers": false`` was iterated."""
+    f = tmp_path / "truthful.jsonl"
+    f.write_text('{"id": 1, "instruction": "q?", "correct_answers": ["a"], "incorrect_answers": "b; c"}\n'
+                 '{"id": 2, "instruction": "q?", "correct_answers": false, "incorrect_answers": ["b"]}\n')
+    with pytest.raises(UserError, match=rf"^{f}:2: field 'correct_answers' must be a list of strings"):
+        evalsets.load_eval_set(f, "en", task="truthfulqa")
+
+
 @pytest.mark.parametrize(
     "name, message",
     [

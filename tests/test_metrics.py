@@ -71,3 +71,22 @@ def test_offline_metrics_count_answers_that_ended_by_themselves():
     m = offline_metrics(recs, "zh")
     assert m["finish_reasons"] == {"stop": 3, "length": 1} and m["stopped"] == 0.75
     assert offline_metrics([{"status": "ok", "answer": "x"}], "en")["stopped"] is None  # not recorded
+
+
+@pytest.mark.parametrize("line, field", [
+    ('{"id": 1, "answer": "好", "target": "zh", "pivot": true}', "'pivot' must be a string, not true"),
+    ('{"id": 1, "answer": ["好"], "target": "zh"}', "'answer' must be a string, not [\"好\"]"),
+    ('{"id": 1, "answer": "好", "lang": 7}', "'target' must be a string, not 7"),
+    ('{"id": 1, "answer": "好", "target": "zh", "tokens": [3]}', "'tokens' must be an object of token counts"),
+    ('{"id": 1, "answer": "好", "target": "zh", "tokens": {"pivot": "x"}}', "'tokens.pivot' must be a number"),
+    ('{"id": 1, "answer": "好", "target": "zh", "seconds": "fast"}', "'seconds' must be a number"),
+])
+def test_answer_field_of_the_wrong_type_is_one_line_naming_record_and_field(tmp_path, line, field):
+    """Found by tests/test_readers_fuzz.py in CI: ``"pivot": true`` reached str methods."""
+    from plug_lite import io
+
+    f = tmp_path / "answers.jsonl"
+    f.write_text('{"id": 0, "answer": "你好", "target": "zh"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(io.UserError) as e:
+        offline_metrics(io.read_records(f), "zh")
+    assert str(e.value).startswith(f"{f}:2: field {field}") and "\n" not in str(e.value)
