@@ -99,7 +99,7 @@ install-demo: $(VENV)/.installed-demo
 
 install-tf5: $(VENV5)/.installed
 
-test: install install-tf5 tools
+test: install-demo install-tf5 tools
 	PLUG_LITE_SDIST=$(SDIST) PLUG_LITE_LLAMA_TOOLS=$(LLAMA_TOOLS) $(PY) -m pytest -q tests
 	@echo "== the training, batching, multi-process and export tests again under transformers $(TF5)"
 	PLUG_LITE_SDIST=$(SDIST) $(VENV5)/bin/python -m pytest -q $(TF5_TESTS)
