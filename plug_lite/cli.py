@@ -340,11 +340,19 @@ def add_arguments(ap: argparse.ArgumentParser, params: list[Param], *, positiona
         ap.add_argument(*flags, **kw)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors (a flag's bad value, an unknown or missing flag) are one line
+    and status 2, like every other user error, instead of the whole usage block before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
 def parser_for(fn: Callable, *, prog: str, exclude: Iterable[str] = (), parser: argparse.ArgumentParser | None = None,
                **how) -> argparse.ArgumentParser:
     """An argument parser for ``fn``'s parameters (``how``: see :func:`add_arguments`); its
     description is the first paragraph of ``fn``'s module docstring unless ``parser`` is given."""
-    ap = parser or argparse.ArgumentParser(prog=prog, description=description(sys.modules[fn.__module__].__doc__))
+    ap = parser or Parser(prog=prog, description=description(sys.modules[fn.__module__].__doc__))
     add_arguments(ap, flag_params(fn, exclude), **how)
     return ap
 

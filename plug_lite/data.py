@@ -43,7 +43,6 @@ Standard library only, except the optional token count (transformers, inside the
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import formats, languages
-from .cli import description, parse, parser_for
+from .cli import Parser, description, parse, parser_for
 from .io import UserError, read_records, refuse_overwrite, run_cli, write_json, write_jsonl
 from .spec import FORMATS, PlugSpec
 
@@ -578,7 +577,7 @@ def main(
 
 
 def cli(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plug-lite data", description="Build PLUG / mono / pivot-only SFT data.")
+    ap = Parser(prog="plug-lite data", description="Build PLUG / mono / pivot-only SFT data.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     build_cmd = sub.add_parser("build", help="build prompt-completion JSONL rows", description=description(__doc__))
     parser_for(main, prog="plug-lite data build", parser=build_cmd, names={"fmt": "--format"},

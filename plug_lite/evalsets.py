@@ -292,9 +292,9 @@ def main(*, name: str, lang: str, limit: int | None = None, out: str | None = No
 
 
 def cli(argv: list[str] | None = None) -> int:
-    import argparse
+    from .cli import Parser
 
-    ap = argparse.ArgumentParser(prog="python -m plug_lite.evalsets", description="Load an evaluation set.")
+    ap = Parser(prog="python -m plug_lite.evalsets", description="Load an evaluation set.")
     ap.add_argument("name", help="sample, x-alpacaeval, x-truthfulqa, x-svamp, a hub name, or a JSON/JSONL/CSV/TSV file")
     ap.add_argument("--lang", required=True)
     ap.add_argument("--limit", type=int)

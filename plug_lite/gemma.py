@@ -472,12 +472,11 @@ def default_model_dir() -> Path:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    import argparse
-
+    from .cli import Parser
     from .io import run_cli
 
-    ap = argparse.ArgumentParser(prog="python -m plug_lite.gemma",
-                                 description="Build (once) and print the folder of the embedded Gemma-3-270M default model.")
+    ap = Parser(prog="python -m plug_lite.gemma",
+                description="Build (once) and print the folder of the embedded Gemma-3-270M default model.")
     ap.add_argument("--gguf", action="store_true", help="print the assembled Q4_K_M GGUF instead")
     ap.add_argument("--license", action="store_true", help="print the licence note and exit")
     args = ap.parse_args(argv)

@@ -364,11 +364,10 @@ def run_tool(name: str, args: list[str], *, what: str, timeout: float | None = N
 
 
 def _cli(argv: list[str] | None = None) -> int:
-    import argparse
-
+    from .cli import Parser
     from .io import run_cli
 
-    ap = argparse.ArgumentParser(prog="python -m plug_lite.toolchain", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="python -m plug_lite.toolchain", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build-tools", help=f"compile {', '.join(TOOLS)} (once)")
     b.add_argument("--version", help="llama-cpp-python version (default: the installed one)")

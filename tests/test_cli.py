@@ -5,6 +5,7 @@ those they had before the settings were grouped."""
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -67,6 +68,27 @@ def test_python_m_plug_lite_lists_the_verbs_and_each_help_comes_from_main():
         assert r.returncode == 0 and flag in r.stdout, (verb, r.stdout + r.stderr)
     r = _run("-m", "plug_lite", "data", "build", "--help")
     assert r.returncode == 0 and "--system, --no-system" in r.stdout
+
+
+#: Per verb, a flag given a value of the wrong type (the unknown flag is tried on every verb).
+_BAD_VALUE = {"train": ["--max-steps", "many"], "chat": ["m.gguf", "--threads", "many"],
+              "serve": ["m.gguf", "--port", "many"], "generate": ["--limit", "many"],
+              "data": ["build", "--target", "zh", "--out", "o", "--max-samples", "many"]}
+
+
+@pytest.mark.parametrize("verb", sorted(cli.VERBS))
+def test_a_bad_flag_is_one_line_and_status_2(verb, capsys):
+    """An unknown flag or a flag's bad value: one line naming it, no 20-line usage block, status 2."""
+    # argparse names a missing required argument before an unknown flag
+    tries = [([verb, "--no-such-flag"], re.compile(r"--no-such-flag|arguments are required: -*\w"))]
+    if verb in _BAD_VALUE:
+        tries.append(([verb, *_BAD_VALUE[verb]], re.compile(r"argument --[a-z-]+: invalid \w+ value: 'many'")))
+    for argv, named in tries:
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "--help lists the options" in err, (argv, err)
+        assert named.search(err), (argv, err)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ check's error when it failed).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 from .. import convert, toolchain
-from ..cli import description, run
+from ..cli import Parser, description, run
 from ..io import UserError, staging_folder
 from ..runs import ExportRecord, ParityReport, RunRecord, resolve_base
 from ..drift import DEFAULT_ROWS
@@ -123,7 +122,7 @@ def main(
 def cli(argv: list[str] | None = None) -> int:
     """``plug-lite export``: :func:`main`'s flags; the help opens with the package's first line."""
     quants = "; ".join(f"{k}: {v}" for k, v in convert.QUANT_TYPES.items())
-    parser = argparse.ArgumentParser(prog="plug-lite export", description=description(sys.modules[__package__].__doc__))
+    parser = Parser(prog="plug-lite export", description=description(sys.modules[__package__].__doc__))
     return run(main, argv, prog="plug-lite export", parser=parser, positional=("run_dir",),
                names={"quants": "--quant", "verify_parity": "--verify", "n_prompts": "--prompts"},
                choices={"outtype": converting.OUTTYPES},

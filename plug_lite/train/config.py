@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_arguments, check_values, dataclass_params, value_type
+from ..cli import Parser, add_arguments, check_values, dataclass_params, value_type
 from ..io import UserError
 from ..spec import FORMATS
 
@@ -102,7 +102,7 @@ SMALLER = {"ampere": "t4", "t4": "t4 with --max-length 1024"}
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags generated from :class:`TrainConfig` (defaults suppressed, so only given flags override)."""
-    p = argparse.ArgumentParser(prog="plug-lite train",
+    p = Parser(prog="plug-lite train",
                                 description="LoRA / QLoRA SFT of PLUG rows with TRL (Unsloth when present).")
     p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file with TrainConfig fields (flags override it)")
     add_arguments(p, dataclass_params(TrainConfig), suppress=True)
