@@ -533,32 +533,11 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     translator, the prompted-PLUG examples and the generator name are recorded in each line's
     ``decoding`` and compared with the last line's; a difference is a one-line error naming the
     setting, unless ``force_resume``. Answers of another format or target language are never added."""
-    spec, system = answer_spec(fmt, target, pivot, system, think, translator is not None, prompted)
-    if translator is not None:
-        fmt = TRANSLATE_TEST
-    if prompted is not None:
-        fmt = PROMPTED
-    generator = generator or backend.default_name
-    decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
-                "greedy": temperature <= 0, "seed": seed, **getattr(backend, "fingerprint", {}),
-                "system": hashlib.sha256(system.encode("utf-8")).hexdigest()[:16] if system else None}
-    if translator is not None:
-        decoding["translator"] = translator.public()
-    if prompted is not None:
-        decoding["prompted"] = prompted.public()
-    done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
-    if done:
-        last = done[-1]
-        for key, want in (("format", fmt), ("target", spec.target)):  # never mixed in one file
-            if last.get(key) != want:
-                raise UserError(f"{out}: holds answers with {key}={last.get(key)!r}, this run has {want!r}: "
-                                "use another --out file")
-        recorded = _compared({"generator": last.get("generator"), **(last.get("decoding") or {})})
-        now = _compared({"generator": generator, **decoding})  # (the system prompt names the pivot language)
-        if temperature <= 0:  # greedy answers do not depend on the seed
-            del now["seed"]
-        refuse_changed(str(out), recorded, now, made="holds answers made", instead="another --out file",
-                       force=force_resume)
+    spec, system, fmt, generator, decoding = _answer_settings(
+        backend, fmt=fmt, target=target, pivot=pivot, system=system, think=think, translator=translator,
+        prompted=prompted, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, generator=generator)
+    done = _continued(out, fmt=fmt, target=spec.target, generator=generator, decoding=decoding,
+                      temperature=temperature, force_resume=force_resume)
     done_ids = {str(d["id"]) for d in done}
     todo = [r for r in records if str(r["id"]) not in done_ids]
     bar = _progress(len(records), len(records) - len(todo), progress)
@@ -600,6 +579,48 @@ def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, 
     summary.update(made=len(written), failed=len(failed), first_error=failed[0] if failed else None,
                    stopped=not_tried > 0, not_tried=not_tried)
     return summary
+
+
+def _answer_settings(backend, *, fmt: str, target: str, pivot: str, system: str | None, think: bool, translator,
+                     prompted: PromptedPlug | None, max_new_tokens: int, temperature: float, seed: int,
+                     generator: str | None) -> tuple[PlugSpec, str | None, str, str, dict]:
+    """(spec, system prompt, format, generator name, ``decoding``) of a run: what each line records
+    and a resume compares."""
+    spec, system = answer_spec(fmt, target, pivot, system, think, translator is not None, prompted)
+    if translator is not None:
+        fmt = TRANSLATE_TEST
+    if prompted is not None:
+        fmt = PROMPTED
+    generator = generator or backend.default_name
+    decoding = {"backend": backend.name, "temperature": temperature, "max_new_tokens": max_new_tokens,
+                "greedy": temperature <= 0, "seed": seed, **getattr(backend, "fingerprint", {}),
+                "system": hashlib.sha256(system.encode("utf-8")).hexdigest()[:16] if system else None}
+    if translator is not None:
+        decoding["translator"] = translator.public()
+    if prompted is not None:
+        decoding["prompted"] = prompted.public()
+    return spec, system, fmt, generator, decoding
+
+
+def _continued(out: str | os.PathLike, *, fmt: str, target: str, generator: str, decoding: dict, temperature: float,
+               force_resume: bool) -> list[dict]:
+    """The answers already in ``out``, when this run may add to them: same format and target
+    language always; the same generator and decoding unless ``force_resume`` (one line naming the
+    setting otherwise)."""
+    done = [upgrade_answer(d) for d in read_jsonl_resumable(out)]
+    if done:
+        last = done[-1]
+        for key, want in (("format", fmt), ("target", target)):  # never mixed in one file
+            if last.get(key) != want:
+                raise UserError(f"{out}: holds answers with {key}={last.get(key)!r}, this run has {want!r}: "
+                                "use another --out file")
+        recorded = _compared({"generator": last.get("generator"), **(last.get("decoding") or {})})
+        now = _compared({"generator": generator, **decoding})  # (the system prompt names the pivot language)
+        if temperature <= 0:  # greedy answers do not depend on the seed
+            del now["seed"]
+        refuse_changed(str(out), recorded, now, made="holds answers made", instead="another --out file",
+                       force=force_resume)
+    return done
 
 
 def _compared(settings: dict) -> dict:
@@ -768,8 +789,13 @@ def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endp
     cache_p = Path(out).with_name(Path(out).stem + ".calls.jsonl")
     answers = BatchAnswers(model_name, llm.CallCache(cache_p))
     try:
-        _, system = answer_spec(fmt, target, pivot, system, think, prompted=prompted)
-        done = {str(d.get("id")) for d in read_jsonl_resumable(out)}
+        # refused before any request is written or sent, as a live run would be
+        spec, system, fmt_now, name, decoding = _answer_settings(
+            answers, fmt=fmt, target=target, pivot=pivot, system=system, think=think, translator=None,
+            prompted=prompted, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, generator=generator)
+        done = {str(d.get("id")) for d in _continued(out, fmt=fmt_now, target=spec.target, generator=name,
+                                                       decoding=decoding, temperature=temperature,
+                                                       force_resume=force_resume)}
         calls = []
         for rec in records:
             if str(rec["id"]) not in done:

@@ -408,6 +408,11 @@ def test_endpoint_answers_by_request_file_vllm_results_and_batch_api(tmp_path, c
     err = capsys.readouterr().err
     assert "1 of 3 answers failed (first error: id k1: prompt too long)" in err
     assert "calls: 0 made, 0 cached, 2 by batch, 1 failed" in err
+    # a rerun with other decoding is refused before any request is written (nor sent)
+    other = [*base[:-1], "32"]
+    assert G.cli(other + ["--backend", "openai", "--out", str(via), "--write-requests", str(tmp_path / "r3.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens" in err and err.count("\n") == 1 and not (tmp_path / "r3.jsonl").exists()
     # the next request file holds only that one; the Batch API answers it
     assert G.cli(base + ["--backend", "openai", "--out", str(via), "--write-requests", str(tmp_path / "r2.jsonl")]) == 0
     assert [json.loads(x)["custom_id"] for x in (tmp_path / "r2.jsonl").read_text().splitlines()] == [lines[1]["custom_id"]]

@@ -85,7 +85,7 @@ def _expect_record_or_one_line(call) -> None:
         assert "\n" not in str(e) and str(e).strip(), repr(str(e))
 
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("PLUG_HYP_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.mark.parametrize("reader", READERS)
