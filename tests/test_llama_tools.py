@@ -3,6 +3,7 @@ looked for, and that each one runs on the tiny model (quantize, perplexity, a re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -85,34 +86,66 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_server_answers_http(llama_tools, tiny_256_f16, tmp_path):
+@contextlib.contextmanager
+def _llama_server(server: Path, gguf: Path, log: Path, *flags: str):
+    """llama.cpp's own server on a free port, healthy; yields its base URL."""
     port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([str(llama_tools["llama-server"]), "-m", str(tiny_256_f16), "--host", "127.0.0.1",
-                             "--port", str(port), "-c", "256", "-t", "2", "--no-webui"], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if json.loads(r.read()).get("status") == "ok":
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.time() < deadline, "llama-server did not become healthy"
-            time.sleep(0.5)
-        body = json.dumps({"messages": [{"role": "user", "content": "你好"}], "max_tokens": 4, "temperature": 0}).encode()
-        req = urllib.request.Request(base + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            reply = json.loads(r.read())
-        assert reply["choices"][0]["message"]["role"] == "assistant"
-        assert reply["usage"]["completion_tokens"] >= 1
-    finally:
-        proc.terminate()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-c", "256",
+                                 "-t", "2", "--no-webui", *flags], stdout=out, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            deadline = time.time() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                        if json.loads(r.read()).get("status") == "ok":
+                            break
+                except OSError:
+                    pass
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.time() < deadline, "llama-server did not become healthy"
+                time.sleep(0.5)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _chat(base: str, body: dict) -> dict:
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def test_server_answers_http(llama_tools, tiny_256_f16, tmp_path):
+    with _llama_server(llama_tools["llama-server"], tiny_256_f16, tmp_path / "server.log") as base:
+        reply = _chat(base, {"messages": [{"role": "user", "content": "你好"}], "max_tokens": 4, "temperature": 0})
+    assert reply["choices"][0]["message"]["role"] == "assistant"
+    assert reply["usage"]["completion_tokens"] >= 1
+
+
+def test_server_leaves_a_think_block_in_content(llama_tools, tiny_256_f16, tmp_path):
+    """What docs/share.md says of llama-server and a ``--think`` model: with the template export
+    writes (the run's system prompt as its default), the ``<think>`` block stays in ``content``
+    whatever ``--reasoning-format`` says (the template shows no reasoning markers to llama.cpp's
+    analyser). The model's output is forced by a GBNF grammar: a random model writes no PLUG."""
+    from plug_lite import formats, gguf_meta, templates
+    from plug_lite.spec import PlugSpec
+
+    spec = PlugSpec("plug", "zh", "en", think=True)
+    template = templates.with_default_system(gguf_meta.read_metadata(tiny_256_f16)["tokenizer.chat_template"],
+                                             spec.system_prompt())
+    gguf = gguf_meta.write_plug_metadata(tiny_256_f16, tmp_path / "think.gguf", spec, template)
+    forced = formats.render_plug("Say hello.", "Hello!", "你好！", target="zh", pivot="en", think=True)
+    assert forced.startswith("<think>") and "</think>" in forced
+    body = {"messages": [{"role": "user", "content": "说你好。"}], "max_tokens": 120, "temperature": 0,
+            "grammar": "root ::= " + json.dumps(forced)}
+    for flags in ((), ("--reasoning-format", "deepseek")):
+        with _llama_server(llama_tools["llama-server"], gguf, tmp_path / "server.log", *flags) as base:
+            msg = _chat(base, body)["choices"][0]["message"]
+        assert msg["content"] == forced and not msg.get("reasoning_content"), (flags, msg)
