@@ -52,6 +52,7 @@ from .cli import run
 from .engine import EngineOptions, LlamaEngine
 from .io import UserError
 from .openai_api import APIError, ChatRequest
+from .prompted import PromptedPlug
 from .spec import PlugSpec
 
 __all__ = ["Job", "Backend", "create_app", "Running", "serving", "main", "cli"]
@@ -110,18 +111,20 @@ class Backend:
 
     def __init__(self, engine: LlamaEngine, *, name: str | None = None, pivot: str = "reasoning",
                  system: str | None = None, client_system: str = "append", max_new_tokens: int = 1024,
-                 temperature: float = 0.0,
+                 temperature: float = 0.0, prompted: PromptedPlug | None = None,
                  on_done: Callable[[Job], None] | None = None) -> None:
         check_settings(pivot, client_system)
         self.engine = engine
-        self.spec: PlugSpec | None = engine.spec()
+        #: prompted PLUG: the instruction and worked examples ask a model with no PLUG training
+        self.prompted = prompted
+        self.spec: PlugSpec | None = prompted.spec if prompted else engine.spec()
         self.name = name or engine.path.stem
         self.pivot, self.system, self.client_system = pivot, system, client_system
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.on_done = on_done or (lambda job: None)
         # think: parse both variants unless the GGUF records which one (as plug-lite chat does)
         recorded = PlugSpec.gguf_values(engine.metadata)
-        self.think = self.spec.think if self.spec and "think" in recorded else None
+        self.think = False if prompted else self.spec.think if self.spec and "think" in recorded else None
         self.created = int(engine.path.stat().st_mtime)
         ident = f"{engine.path.name}:{engine.path.stat().st_size}:{__version__}"
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
@@ -140,7 +143,8 @@ class Backend:
         if self.spec is None:
             return "plain model"
         if self.mode == "plug":
-            return (f"PLUG, {self.spec.target_language.name} via {self.spec.pivot_language.name}; "
+            how = f"prompted PLUG, {len(self.prompted.examples)} worked examples" if self.prompted else "PLUG"
+            return (f"{how}, {self.spec.target_language.name} via {self.spec.pivot_language.name}; "
                     f"pivot -> {self.pivot}")
         return f"{self.spec.format}, {self.spec.target_language.name}: served as a plain model"
 
@@ -149,7 +153,11 @@ class Backend:
         """The :class:`Job` for a checked request: the conversation as the model sees it,
         tokenized; raises :class:`APIError` when it does not fit the context or the chat template
         refuses it."""
-        msgs = conversation.from_client(req.messages, self.spec, override=self.system, rule=self.client_system)
+        own = self.system if self.system is not None or self.prompted is None else self.prompted.system_prompt()
+        msgs = conversation.from_client(req.messages, self.spec, override=own, rule=self.client_system)
+        if self.prompted is not None:  # the worked examples come before the client's turns
+            head = 1 if msgs and msgs[0]["role"] == "system" else 0
+            msgs = msgs[:head] + self.prompted.shots() + msgs[head:]
         try:
             toks, stop = self.engine.tokenize(msgs)
         except Exception as e:  # the chat template raised (e.g. roles that do not alternate)
@@ -620,6 +628,10 @@ def main(
     max_new_tokens: int = 1024,
     temperature: float = 0.0,
     as_json: bool = False,
+    prompted: bool = False,
+    target: str | None = None,
+    shots: int = 2,
+    examples: str | None = None,
 ) -> int:
     """Serve a GGUF over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions).
 
@@ -637,6 +649,12 @@ def main(
         max_new_tokens: tokens per answer when a request gives no max_tokens
         temperature: temperature when a request gives none (0 = greedy, as the model was evaluated)
         as_json: one JSON line per request on stdout (tokens, seconds, time to the first target token)
+        prompted: prompted PLUG: ask an instruct model (no PLUG training) for the PLUG format with an
+            instruction and worked examples before each conversation (needs --target; English pivot);
+            the pivot is split off as for a PLUG model
+        target: prompted PLUG: the target language code
+        shots: prompted PLUG: worked examples in the prompt
+        examples: prompted PLUG: file of worked examples (default: the shipped sample's)
     """
     import uvicorn
 
@@ -644,6 +662,11 @@ def main(
     backend_args = dict(name=name, pivot=pivot, system=system, client_system=client_system,
                         max_new_tokens=max_new_tokens, temperature=temperature)
     check_settings(pivot, client_system)
+    if prompted != bool(target):
+        raise UserError("--prompted needs --target CODE" if prompted else
+                        "--target is for --prompted (a PLUG GGUF's target language is in its metadata)")
+    if prompted:
+        backend_args["prompted"] = PromptedPlug.build(target, "en", shots=shots, examples=examples)
     sock = bind(host, port)  # a taken port is reported before the model loads
     engine = LlamaEngine(model, options)
     log = _logger(as_json)

@@ -240,6 +240,59 @@ def test_client_system_message_is_appended_to_the_plug_prompt(client, local_engi
         [{"role": "system", "content": system}, {"role": "user", "content": q}])[0])
 
 
+def test_prompted_plug_sends_the_instruction_and_worked_examples(tiny_gguf, tmp_path):
+    """serve --prompted on a model with no PLUG training: the model sees what ``generate
+    --prompted`` sends for the same question (PLUG instruction, worked examples, then the client's
+    turns), token for token; a client's system message is appended to the instruction; history
+    keeps only target answers; the banner says what is served."""
+    from plug_lite import openai_api, serve
+    from plug_lite.engine import LlamaEngine
+    from plug_lite.prompted import PromptedPlug
+
+    ask = PromptedPlug.build("zh", "en", shots=2)
+    (q0, pi, pr, a0), (q1, *_) = CONVS[0], CONVS[1]
+    eng = LlamaEngine(tiny_gguf, vocab_only=True)
+    try:
+        backend = serve.Backend(eng, prompted=ask)
+        assert backend.mode == "plug" and backend.spec == ask.spec and backend.think is False
+
+        def prompt(msgs):
+            return backend.prepare(openai_api.parse_chat_request({"model": "m", "messages": msgs})).prompt
+
+        assert prompt([{"role": "user", "content": q0}]) == eng.tokenize(ask.messages(q0))[0]
+        with_sys = ask.messages(q0, system=ask.system_prompt() + "\n\nBe brief.")
+        assert prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": q0}]) == \
+            eng.tokenize(with_sys)[0]
+        history = [{"role": "user", "content": q0}, {"role": "assistant", "content": formats.render_plug(pi, pr, a0, target="zh")},
+                   {"role": "user", "content": q1}]
+        want = ask.messages(q0) + [{"role": "assistant", "content": a0}, {"role": "user", "content": q1}]
+        assert prompt(history) == eng.tokenize(want)[0]
+    finally:
+        eng.close()
+    # the real server: the same prompt length through HTTP, one line for a missing --target
+    s = ServerProcess(tmp_path / "prompted", tiny_gguf, "--prompted", "--target", "zh", "--max-new-tokens", "4")
+    try:
+        assert "prompted PLUG, 2 worked examples, Chinese via English" in s.stderr()
+        c = openai.OpenAI(base_url=s.url, api_key="none", max_retries=0, timeout=300)
+        r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": q0}])
+        assert r.usage.prompt_tokens == len(prompt_len(tiny_gguf, ask.messages(q0))) > 0
+    finally:
+        s.close()
+    r = subprocess.run([sys.executable, "-m", "plug_lite.serve", str(tiny_gguf), "--prompted"], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --prompted needs --target CODE"
+
+
+def prompt_len(gguf: Path, msgs: list[dict]) -> list[int]:
+    from plug_lite.engine import LlamaEngine
+
+    eng = LlamaEngine(gguf, vocab_only=True)
+    try:
+        return eng.tokenize(msgs)[0]
+    finally:
+        eng.close()
+
+
 # --------------------------------------------------------------------------------------------
 # Concurrency, characters across tokens, disconnects
 
