@@ -31,7 +31,7 @@ QUANT_TYPES = {
     "Q4_K_M": "~4.8 bits/weight; the usual laptop choice; can erase a small fine-tune of an already-quantized base",
     "Q5_K_M": "~5.7 bits/weight; a little larger than Q4_K_M, closer to F16",
     "Q6_K": "~6.6 bits/weight; close to F16 quality",
-    "Q8_0": "8.5 bits/weight; practically lossless, twice the size of Q4_K_M",
+    "Q8_0": "8.5 bits/weight; practically lossless; about 1.7x the size of Q4_K_M (less where tensors fall back)",
     "F16": "16 bits/weight; the unquantized reference",
     "Q4_K_S": "~4.6 bits/weight; a little smaller than Q4_K_M",
     "IQ4_XS": "~4.3 bits/weight; needs an importance matrix",
