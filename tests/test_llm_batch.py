@@ -338,3 +338,17 @@ def test_no_batch_api_a_wrong_key_or_no_server_is_one_line(tmp_path):
     cfg = llm.LLMSettings(model="m", base_url=srv.url, api_key=KEY, max_retries=0)  # the server is gone
     with pytest.raises(UserError, match="cannot reach .* for listing batches"):
         run_batch(None, tmp_path, make_calls(cfg, 2), cfg=cfg)
+
+
+def test_a_batches_create_that_times_out_is_not_retried_into_a_second_batch(tmp_path):
+    """The server creates the batch but its answer never comes (a timeout, a dropped connection, a
+    gateway's 5xx). The openai client sends no idempotency key and would POST /batches again: two
+    batches for one shard, both paid. The runner looks for the shard's tag instead and adopts it."""
+    with ScriptedOpenAI(echo, hold_create=True) as srv:
+        cfg = llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY, max_retries=2, timeout=0.5)
+        calls = make_calls(cfg, 3)
+        d, cache, said = run_batch(srv, tmp_path, calls, cfg=cfg)
+        assert len(srv.batches) == 1 and srv.routes["POST /batches"] == 1  # one shard, one batch
+        assert d.by_batch == 3 and not d.failed and any("found by its tag" in x for x in said)
+        assert max(srv.batch_lines.values()) == 1
+    assert cached_texts(cache, calls) == {c.key: expected(c) for c in calls}
