@@ -64,8 +64,9 @@ makes reruns safe:
   key): the runner lists again and adopts the tagged batch before it sends another create;
 * a finished batch's output and error files are ingested into the call cache; an expired or
   cancelled batch is ingested partially and its rest resubmitted as a new shard; a completed
-  batch's failed or missing lines are this run's failures (a rerun submits them again, as
-  attempt N+1 of the same shard when the content is identical);
+  batch's failed or missing lines (also those of a result file the provider no longer has) are
+  this run's failures (a rerun submits them again, as attempt N+1 of the same shard when the
+  content is identical);
 * with ``wait`` the runner polls every ``poll`` seconds, with progress, until every batch has
   ended; without it, it polls once and returns: a later run of the same command collects.
 
@@ -751,9 +752,22 @@ class BatchRunner:
         failed this run)."""
         wanted = {k: calls[k] for k in e.keys if k in calls}
         rep = Ingested()
+        gone: list[str] = []
+
+        def download(fid: str) -> str | None:
+            try:
+                return self.client.files.content(fid).text
+            except self._oa.NotFoundError:  # deleted, or past the batch's output_expires_after
+                return None
+
         for fid in (b.output_file_id, b.error_file_id):
             if fid:
-                text = self._api(f"downloading {fid}", lambda fid=fid: self.client.files.content(fid).text)
+                text = self._api(f"downloading {fid}", lambda fid=fid: download(fid))
+                if text is None:
+                    gone.append(fid)
+                    self.say(f"batch {b.id}: its result file {fid} is gone at the provider (deleted or expired); "
+                             "the calls it held are not answered")
+                    continue
                 self.counts["downloaded"] += 1
                 rep.add(ingest(_text_lines(text, f"{b.id}:{fid}"), self.cache, wanted, source=b.id))
         seen = rep.seen()
@@ -764,9 +778,10 @@ class BatchRunner:
             failed = list(rep.failed)
         else:
             why = _batch_errors(b) if b.status == "failed" else None
+            lost = (f"batch {b.id}: its result file {' and '.join(gone)} is gone (deleted or expired at the provider)"
+                    if gone else f"batch {b.id} returned no line for this call")
             for k in missing:
-                rep.failed[k] = (f"batch {b.id} failed: {why}" if why is not None
-                                 else f"batch {b.id} returned no line for this call")
+                rep.failed[k] = f"batch {b.id} failed: {why}" if why is not None else lost
             for k in rep.not_run:
                 rep.failed[k] = f"batch {b.id} did not run this call ({b.status})"
             again, failed = [], list(rep.failed)

@@ -352,3 +352,25 @@ def test_a_batches_create_that_times_out_is_not_retried_into_a_second_batch(tmp_
         assert d.by_batch == 3 and not d.failed and any("found by its tag" in x for x in said)
         assert max(srv.batch_lines.values()) == 1
     assert cached_texts(cache, calls) == {c.key: expected(c) for c in calls}
+
+
+def test_a_result_file_gone_at_the_provider_fails_those_calls_instead_of_blocking_every_rerun(tmp_path):
+    """A completed batch whose output file the provider no longer has (deleted, or past its
+    output_expires_after): its calls failed (a rerun submits them again), and the run goes on,
+    instead of a 404 that stops this and every later run."""
+    with ScriptedOpenAI(echo) as srv:
+        calls = make_calls(llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY), 4)
+        d, cache, _ = run_batch(srv, tmp_path, calls, wait=False)
+        cache.close()
+        client = openai.OpenAI(base_url=srv.url, api_key=KEY)
+        while (b := client.batches.retrieve(d.pending[0])).status != "completed":
+            pass
+        del srv.files[b.output_file_id]
+        d, cache, said = run_batch(srv, tmp_path, calls)
+        cache.close()
+        assert d.by_batch == 0 and set(d.failed) == {c.key for c in calls} and len(srv.batches) == 1
+        assert f"result file {b.output_file_id} is gone" in d.failed[calls[0].key]
+        assert any(f"{b.output_file_id} is gone" in x for x in said)
+        d, cache, _ = run_batch(srv, tmp_path, calls)  # the rerun submits them again
+        assert d.by_batch == 4 and not d.failed and len(srv.batches) == 2
+    assert cached_texts(cache, calls) == {c.key: expected(c) for c in calls}
