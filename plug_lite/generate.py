@@ -23,8 +23,10 @@ OpenAI-compatible endpoint via the official client: ``--base-url``, key from ``-
 Through an endpoint the answers can also go by a batch engine (``--write-requests``,
 ``--read-results``, ``--batch``: :mod:`plug_lite.llm_batch`): the same request bodies, keyed in a
 call cache ``OUT.calls.jsonl``; the records are then written from the cached answers (``seconds``
-is then the time to write a record, not to make the answer). ``--translate-test`` needs three
-calls in a row per answer and always runs live.
+is then the time to write a record, not to make the answer). A live run through the same
+endpoint takes the answers already in that cache before it asks the endpoint, so switching from
+``--batch`` to live buys none twice. ``--translate-test`` needs three calls in a row per answer
+and always runs live.
 
 ``tokens.pivot`` is the number of generated tokens before the target section began (what the
 pivot costs); the endpoint backend sees no tokens, so there it and ``tokens.target`` are null.
@@ -509,6 +511,36 @@ class BatchAnswers:
         self.cache.close()
 
 
+class BatchAnswersFirst:
+    """A live endpoint backend that first takes the answers a batch engine already gave: those in
+    the call cache ``OUT.calls.jsonl`` under the key of the very body ``live`` sends (an expired
+    batch's part, a batch collected while another still runs). A run switched from ``--batch`` to
+    live buys none of them again; anything else is asked of ``live``."""
+
+    def __init__(self, live: OpenAIBackend, cache: llm.CallCache) -> None:
+        self.live = live
+        self.batch = BatchAnswers(live.model_name, cache)
+
+    def __getattr__(self, name: str):
+        return getattr(self.live, name)
+
+    def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        k = self.batch.key(self.live.body(messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+        engine = self.batch if k in self.batch.cache else self.live
+        return engine.generate(messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+    def close(self) -> None:
+        try:
+            self.live.close()
+        finally:
+            self.batch.close()
+
+
+def calls_cache_path(out: str | os.PathLike) -> Path:
+    """The call cache of the answers a batch engine gave for ``out``: ``OUT.calls.jsonl``."""
+    return Path(out).with_name(Path(out).stem + ".calls.jsonl")
+
+
 def generate(backend, records: list[dict], out: str | os.PathLike, *, fmt: str, target: str, pivot: str = "en",
              system: str | None = None, max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0,
              generator: str | None = None, progress: bool = True, think: bool = False, translator=None,
@@ -754,6 +786,8 @@ def main(
             tt_cfg = replace(translator, max_retries=endpoint.max_retries,
                              max_tokens=max(1024, 2 * max_new_tokens)).resolved()
     be = make_backend(model, backend=backend, endpoint=endpoint, base=base, options=replace(options, seed=seed))
+    if isinstance(be, OpenAIBackend) and calls_cache_path(out).exists():  # a batch run's answers come first
+        be = BatchAnswersFirst(be, llm.CallCache(calls_cache_path(out)))
     to_pivot_and_back = None  # the translate-test baseline's translator
     try:
         fmt = fmt or recorded.get("format") or "plug"
@@ -786,7 +820,7 @@ def _via_batch(records: list[dict], out: str, opts: llm_batch.BatchOptions, endp
     if not model_name:
         raise UserError("a batch engine needs the model's name: pass --model-name NAME (what the engine serves, "
                         "e.g. the --model of vllm run-batch)")
-    cache_p = Path(out).with_name(Path(out).stem + ".calls.jsonl")
+    cache_p = calls_cache_path(out)
     answers = BatchAnswers(model_name, llm.CallCache(cache_p))
     try:
         # refused before any request is written or sent, as a live run would be

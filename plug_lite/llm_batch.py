@@ -59,11 +59,14 @@ makes reruns safe:
   open batch are left out of new shards;
 * before creating any batch the runner lists the account's batches (newest first, back
   :data:`LOOKBACK_DAYS` days) and adopts one that carries the shard's tag, so a kill -9 between
-  ``batches.create`` and the ledger write creates no second batch;
+  ``batches.create`` and the ledger write creates no second batch; a create whose answer is lost
+  (timeout, dropped connection, 5xx) is not retried by the client (it sends no idempotency
+  key): the runner lists again and adopts the tagged batch before it sends another create;
 * a finished batch's output and error files are ingested into the call cache; an expired or
   cancelled batch is ingested partially and its rest resubmitted as a new shard; a completed
-  batch's failed or missing lines are this run's failures (a rerun submits them again, as
-  attempt N+1 of the same shard when the content is identical);
+  batch's failed or missing lines (also those of a result file the provider no longer has) are
+  this run's failures (a rerun submits them again, as attempt N+1 of the same shard when the
+  content is identical);
 * with ``wait`` the runner polls every ``poll`` seconds, with progress, until every batch has
   ended; without it, it polls once and returns: a later run of the same command collects.
 
@@ -698,22 +701,73 @@ class BatchRunner:
             self.counts["uploaded"] += 1
             self.ledger.write({"event": "uploaded", "shard": h, "attempt": attempt, "file_id": file_id,
                                "model": shard.model, "n": len(shard.calls), "bytes": len(shard.data), "keys": shard.keys})
-        meta = {TAG_SHARD: h, TAG_ATTEMPT: str(attempt), TAG_JOB: (self.job or "calls")[:64]}
-        b = self._api("creating a batch", lambda: self.client.batches.create(
-            input_file_id=file_id, endpoint=self.url, completion_window="24h", metadata=meta))
-        self.ledger.write({"event": "created", "shard": h, "attempt": attempt, "batch_id": b.id, "file_id": file_id})
-        self.counts["created"] += 1
-        self.say(f"batch {b.id}: submitted {len(shard.calls)} {shard.model} requests (shard {h[:12]}, attempt {attempt})")
+        b, adopted = self._create(h, attempt, file_id)
+        self.ledger.write({"event": "created", "shard": h, "attempt": attempt, "batch_id": b.id, "file_id": file_id,
+                           **({"adopted": True} if adopted else {})})
+        if adopted:
+            self.counts["adopted"] += 1
+            self.say(f"batch {b.id}: created although its answer was lost; found by its tag (shard {h[:12]}, "
+                     f"attempt {attempt}), not submitted again")
+        else:
+            self.counts["created"] += 1
+            self.say(f"batch {b.id}: submitted {len(shard.calls)} {shard.model} requests (shard {h[:12]}, "
+                     f"attempt {attempt})")
         return self.ledger.entries[(h, attempt)]
+
+    def _create(self, h: str, attempt: int, file_id: str) -> tuple[Any, bool]:
+        """``batches.create`` for shard ``h``: (the batch, whether it was found by its tag). The
+        openai client sends no idempotency key, so its own retry of a create whose answer was lost
+        (a timeout, a dropped connection, a 5xx) would make a second batch of the same shard, paid
+        twice. Here the create is sent once per try; after a failure that may have created the
+        batch the account's batches are listed again and the one with the shard's tag is taken;
+        only when there is none is the create sent again (``max_retries`` times, backing off)."""
+        oa = self._oa
+        meta = {TAG_SHARD: h, TAG_ATTEMPT: str(attempt), TAG_JOB: (self.job or "calls")[:64]}
+        once = self.client.with_options(max_retries=0)
+        tries = max(1, self.cfg.max_retries + 1)
+
+        def create() -> tuple[Any, bool]:
+            n = 0
+            while True:
+                try:
+                    return once.batches.create(input_file_id=file_id, endpoint=self.url, completion_window="24h",
+                                               metadata=meta), False
+                except (oa.APIConnectionError, oa.APIStatusError) as e:
+                    status = getattr(e, "status_code", None)
+                    if status is not None and status not in (408, 409, 429) and status < 500:
+                        raise  # refused: no batch was made
+                    self._remote = None  # list again: the batch may exist
+                    found = self._find_remote().get((h, str(attempt)))
+                    if found is not None:
+                        return found, True
+                    n += 1
+                    if n == tries:
+                        raise
+                    time.sleep(min(8.0, 0.5 * 2 ** (n - 1)))
+
+        return self._api(f"creating a batch ({tries} {'try' if tries == 1 else 'tries'})", create)
 
     def _collect(self, e: _Entry, b: Any, calls: Mapping[str, Call]) -> tuple[Ingested, list[str], list[str]]:
         """Ingest an ended batch. Returns (what ingestion did, keys to resubmit, keys that
         failed this run)."""
         wanted = {k: calls[k] for k in e.keys if k in calls}
         rep = Ingested()
+        gone: list[str] = []
+
+        def download(fid: str) -> str | None:
+            try:
+                return self.client.files.content(fid).text
+            except self._oa.NotFoundError:  # deleted, or past the batch's output_expires_after
+                return None
+
         for fid in (b.output_file_id, b.error_file_id):
             if fid:
-                text = self._api(f"downloading {fid}", lambda fid=fid: self.client.files.content(fid).text)
+                text = self._api(f"downloading {fid}", lambda fid=fid: download(fid))
+                if text is None:
+                    gone.append(fid)
+                    self.say(f"batch {b.id}: its result file {fid} is gone at the provider (deleted or expired); "
+                             "the calls it held are not answered")
+                    continue
                 self.counts["downloaded"] += 1
                 rep.add(ingest(_text_lines(text, f"{b.id}:{fid}"), self.cache, wanted, source=b.id))
         seen = rep.seen()
@@ -724,9 +778,10 @@ class BatchRunner:
             failed = list(rep.failed)
         else:
             why = _batch_errors(b) if b.status == "failed" else None
+            lost = (f"batch {b.id}: its result file {' and '.join(gone)} is gone (deleted or expired at the provider)"
+                    if gone else f"batch {b.id} returned no line for this call")
             for k in missing:
-                rep.failed[k] = (f"batch {b.id} failed: {why}" if why is not None
-                                 else f"batch {b.id} returned no line for this call")
+                rep.failed[k] = f"batch {b.id} failed: {why}" if why is not None else lost
             for k in rep.not_run:
                 rep.failed[k] = f"batch {b.id} did not run this call ({b.status})"
             again, failed = [], list(rep.failed)

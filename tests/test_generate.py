@@ -369,17 +369,23 @@ def test_translate_test_with_the_model_itself(plug_model, tmp_path):
 # --- endpoint answers through batch engines (issue 20) ----------------------------------------------
 
 
-def test_endpoint_answers_by_request_file_vllm_results_and_batch_api(tmp_path, capsys):
-    """The request lines carry exactly the bodies a live run sends; answers from a vLLM-shaped
-    result file and from the Batch API make the same records as the live run."""
+def _batch_setup(tmp_path):
+    """The eval set (k0..k2), a server reply and the generate flags of the batch-engine tests."""
     ev = tmp_path / "eval.jsonl"
     recs = write_eval(ev)
 
     def reply(body):
         return "答案：" + user_text(body)
 
-    base = ["--model-name", "served-plug", "--eval-set", str(ev), "--lang", "zh", "--no-progress", "--format", "mono",
-            "--max-new-tokens", "64"]
+    return recs, reply, ["--model-name", "served-plug", "--eval-set", str(ev), "--lang", "zh", "--no-progress",
+                         "--format", "mono", "--max-new-tokens", "64"]
+
+
+def test_endpoint_answers_by_request_file_vllm_results_and_batch_api(tmp_path, capsys):
+    """The request lines carry exactly the bodies a live run sends; answers from a vLLM-shaped
+    result file and from the Batch API make the same records as the live run."""
+    recs, reply, base = _batch_setup(tmp_path)
+    ev = tmp_path / "eval.jsonl"
     live, via = tmp_path / "live.jsonl", tmp_path / "via.jsonl"
     with ScriptedOpenAI(reply) as srv:
         assert G.cli(base + ["--base-url", srv.url, "--out", str(live)]) == 0
@@ -433,3 +439,22 @@ def test_endpoint_answers_by_request_file_vllm_results_and_batch_api(tmp_path, c
     with pytest.raises(UserError, match="needs the model's name"):
         G.main(eval_set=str(ev), out=str(tmp_path / "x.jsonl"), target="zh",
                batch_opts=G.llm_batch.BatchOptions(write_requests=str(tmp_path / "y.jsonl")))
+
+
+def test_a_live_rerun_takes_the_answers_a_batch_already_gave(tmp_path, capsys):
+    """--batch collected some answers (an expired batch's part) and is still waiting for the
+    rest; the user then finishes live. The answers the batch gave are in OUT.calls.jsonl under the
+    key of the very body the live run sends: they are taken from there, not bought again."""
+    recs, reply, base = _batch_setup(tmp_path)
+    out = tmp_path / "via.jsonl"
+    with ScriptedOpenAI(reply, batch_fates=[{"expire_after": 2}]) as srv:
+        batch = base + ["--base-url", srv.url, "--out", str(out), "--batch"]
+        assert G.cli(batch) == 0  # submitted: validating -> in_progress
+        assert G.cli(batch) == 0  # 2 lines ran, then it expired; the rest went out again, still running
+        assert "still running" in capsys.readouterr().err and not out.exists()
+        assert len(srv.batches) == 2 and sum(srv.batch_lines.values()) == 2
+        assert G.cli(base + ["--base-url", srv.url, "--out", str(out)]) == 0  # live from here
+        assert srv.calls == 1  # only the answer no batch gave
+    got = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert set(got) == {r["id"] for r in recs}
+    assert all(r["answer"].startswith("答案：") for r in got.values())

@@ -338,3 +338,39 @@ def test_no_batch_api_a_wrong_key_or_no_server_is_one_line(tmp_path):
     cfg = llm.LLMSettings(model="m", base_url=srv.url, api_key=KEY, max_retries=0)  # the server is gone
     with pytest.raises(UserError, match="cannot reach .* for listing batches"):
         run_batch(None, tmp_path, make_calls(cfg, 2), cfg=cfg)
+
+
+def test_a_batches_create_that_times_out_is_not_retried_into_a_second_batch(tmp_path):
+    """The server creates the batch but its answer never comes (a timeout, a dropped connection, a
+    gateway's 5xx). The openai client sends no idempotency key and would POST /batches again: two
+    batches for one shard, both paid. The runner looks for the shard's tag instead and adopts it."""
+    with ScriptedOpenAI(echo, hold_create=True) as srv:
+        cfg = llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY, max_retries=2, timeout=0.5)
+        calls = make_calls(cfg, 3)
+        d, cache, said = run_batch(srv, tmp_path, calls, cfg=cfg)
+        assert len(srv.batches) == 1 and srv.routes["POST /batches"] == 1  # one shard, one batch
+        assert d.by_batch == 3 and not d.failed and any("found by its tag" in x for x in said)
+        assert max(srv.batch_lines.values()) == 1
+    assert cached_texts(cache, calls) == {c.key: expected(c) for c in calls}
+
+
+def test_a_result_file_gone_at_the_provider_fails_those_calls_instead_of_blocking_every_rerun(tmp_path):
+    """A completed batch whose output file the provider no longer has (deleted, or past its
+    output_expires_after): its calls failed (a rerun submits them again), and the run goes on,
+    instead of a 404 that stops this and every later run."""
+    with ScriptedOpenAI(echo) as srv:
+        calls = make_calls(llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY), 4)
+        d, cache, _ = run_batch(srv, tmp_path, calls, wait=False)
+        cache.close()
+        client = openai.OpenAI(base_url=srv.url, api_key=KEY)
+        while (b := client.batches.retrieve(d.pending[0])).status != "completed":
+            pass
+        del srv.files[b.output_file_id]
+        d, cache, said = run_batch(srv, tmp_path, calls)
+        cache.close()
+        assert d.by_batch == 0 and set(d.failed) == {c.key for c in calls} and len(srv.batches) == 1
+        assert f"result file {b.output_file_id} is gone" in d.failed[calls[0].key]
+        assert any(f"{b.output_file_id} is gone" in x for x in said)
+        d, cache, _ = run_batch(srv, tmp_path, calls)  # the rerun submits them again
+        assert d.by_batch == 4 and not d.failed and len(srv.batches) == 2
+    assert cached_texts(cache, calls) == {c.key: expected(c) for c in calls}
