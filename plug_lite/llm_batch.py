@@ -364,8 +364,10 @@ def _count(v: Any) -> int:
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e15 else 0
 
 
-def _one_line(text: Any) -> str:
-    return redact(" ".join(str(text).split()))[:300]
+def _one_line(text: Any, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` on one line, at most 300 characters, with ``secrets`` (and the usual environment
+    variables' keys) masked."""
+    return redact(" ".join(str(text).split()), secrets)[:300]
 
 
 def read_result_file(path: str | Path) -> Iterable[tuple[str, Any]]:
@@ -640,10 +642,10 @@ class BatchRunner:
         except oa.NotFoundError as e:
             raise UserError(f"HTTP 404 from {where} for {what}: this endpoint may have no Batch API (vLLM's "
                             "server and llama-server have none: use --write-requests and vllm run-batch) "
-                            f"({_one_line(str(e))[:160]})") from None
+                            f"({_one_line(str(e), [self.cfg.api_key])[:160]})") from None
         except oa.APIStatusError as e:
             raise UserError(f"HTTP {e.status_code} from {where} for {what} ({llm.retries_done(e)}): "
-                            f"{_one_line(str(e))[:200]}") from None
+                            f"{_one_line(str(e), [self.cfg.api_key])[:200]}") from None
         except oa.APIConnectionError as e:
             raise UserError(f"cannot reach {where} for {what} ({llm.retries_done(e)}); the batches already "
                             "submitted are in the ledger: rerun to collect them") from None
@@ -777,7 +779,7 @@ class BatchRunner:
             again = [k for k in wanted if k in rep.not_run or k in missing_set]
             failed = list(rep.failed)
         else:
-            why = _batch_errors(b) if b.status == "failed" else None
+            why = _batch_errors(b, [self.cfg.api_key]) if b.status == "failed" else None
             lost = (f"batch {b.id}: its result file {' and '.join(gone)} is gone (deleted or expired at the provider)"
                     if gone else f"batch {b.id} returned no line for this call")
             for k in missing:
@@ -878,10 +880,10 @@ class BatchRunner:
         return out
 
 
-def _batch_errors(b: Any) -> str:
+def _batch_errors(b: Any, secrets: Iterable[str | None] = ()) -> str:
     errs = getattr(getattr(b, "errors", None), "data", None) or []
     text = "; ".join(f"{getattr(x, 'code', '') or ''} {getattr(x, 'message', '') or ''}".strip() for x in errs[:3])
-    return _one_line(text or "no reason given")
+    return _one_line(text or "no reason given", secrets)
 
 
 def _done_count(b: Any, total: int) -> int:

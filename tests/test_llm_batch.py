@@ -325,6 +325,19 @@ def test_a_failed_batch_caches_nothing_and_names_the_reason(tmp_path):
     assert "invalid_request the input file is not valid JSONL" in d.failed[calls[0].key]
 
 
+def test_a_key_given_on_the_command_line_is_masked_in_batch_reasons(tmp_path, monkeypatch):
+    """A server that repeats the key in a failed batch's reason: the key given as --api-key (not
+    only one from the environment) never reaches the reasons the run prints and keeps."""
+    for var in ("OPENAI_API_KEY", "PLUG_LITE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    with ScriptedOpenAI(echo, batch_fates=[{"fail": f"key {KEY} may not run batches"}]) as srv:
+        calls = make_calls(llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY), 2)
+        d, _, said = run_batch(srv, tmp_path, calls)
+    reasons = list(d.failed.values())
+    assert len(reasons) == 2 and all("key *** may not run batches" in r and KEY not in r for r in reasons)
+    assert KEY not in "".join(said) + "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+
+
 def test_no_batch_api_a_wrong_key_or_no_server_is_one_line(tmp_path):
     with ScriptedOpenAI(echo, batch_api=False) as srv:  # vLLM's and llama.cpp's servers have no /v1/batches
         with pytest.raises(UserError, match=r"HTTP 404 .* for listing batches: this endpoint may have no Batch API "
