@@ -388,6 +388,9 @@ def test_sampling_settings_reach_the_engine(plain_server):
 
     a, b, c = sample(seed=7), sample(seed=7), sample(seed=8)
     assert a == b and a != c  # the random model samples near-uniformly over 151,936 tokens
+    # a request's seed is for that request: later requests without one are not replays of it
+    a, d, e = sample(seed=7), sample(), sample()
+    assert a not in (d, e) and d != e
 
 
 # --------------------------------------------------------------------------------------------
