@@ -178,6 +178,8 @@ def parse_chat_request(body: bytes | str | dict) -> ChatRequest:
             body = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise APIError(400, f"the request body is not valid JSON ({e})") from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise APIError(400, "the request body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise APIError(400, f"the request body must be a JSON object, got {_type_name(body)}")
     known = set(ChatRequest.__dataclass_fields__) | set(_IGNORED) | {

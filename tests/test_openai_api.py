@@ -40,6 +40,7 @@ def test_llama_cpp_reasoning_format_maps_to_pivot(value, pivot):
 BAD = [
     (b"{nope", None, "not valid JSON"),
     (b"[1, 2]", None, "must be a JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),
     ({}, "messages", "'messages' is required"),
     ({"messages": "hi"}, "messages", "must be an array"),
     ({"messages": []}, "messages", "is empty"),

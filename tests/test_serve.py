@@ -435,6 +435,7 @@ BAD = [
     ("unknown field", {"messages": [{"role": "user", "content": "hi"}], "frobnicate": True}, "frobnicate"),
     ("prompt over the context", {"messages": [{"role": "user", "content": "天空 " * 5000}]}, "messages"),
     ("n > 1", {"messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
+    ("JSON nested too deeply", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
 ]
 
 
@@ -447,6 +448,7 @@ def test_bad_requests_get_openai_errors_and_the_server_goes_on(server, name, bod
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["param"] == param and err["message"]
     assert "Traceback" not in r.text and "File \"" not in r.text
+    assert "Traceback" not in server.stderr()  # nor on the server's console
     if name == "prompt over the context":
         assert err["code"] == "context_length_exceeded"
     ok = httpx.post(f"{server.url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
