@@ -436,6 +436,10 @@ BAD = [
     ("prompt over the context", {"messages": [{"role": "user", "content": "天空 " * 5000}]}, "messages"),
     ("n > 1", {"messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
     ("JSON nested too deeply", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
+    # a lone UTF-16 surrogate: valid JSON, but no text; it must not reach an error message unescaped
+    ("unpaired surrogate in a key", b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}', "\\ud800"),
+    ("unpaired surrogate in a part type", b'{"messages": [{"role": "user", "content": [{"type": "\\udfff"}]}]}',
+     "messages[0].content[0].type"),
 ]
 
 
