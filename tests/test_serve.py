@@ -497,6 +497,12 @@ def test_cors_only_when_asked(server, plain_server):
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ALLOWED
     r = httpx.options(f"{plain_server.url}/chat/completions", headers={**pre, "Origin": "http://evil.example"})
     assert r.headers.get("access-control-allow-origin") != "http://evil.example"
+    # the openai JavaScript SDK in a browser page sends its own headers too: the preflight allows them
+    stainless = ",".join(f"x-stainless-{h}" for h in ("arch", "lang", "os", "package-version", "retry-count",
+                                                          "runtime", "runtime-version", "timeout"))
+    r = httpx.options(f"{plain_server.url}/chat/completions",
+                      headers={**pre, "Access-Control-Request-Headers": f"authorization,content-type,{stainless}"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ALLOWED
     r = httpx.get(f"{plain_server.url}/models", headers={"Origin": ALLOWED})
     assert r.headers["access-control-allow-origin"] == ALLOWED
 
