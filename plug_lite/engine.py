@@ -423,7 +423,10 @@ class LlamaEngine:
                     held = ""
                     self.finish_reason = "stop"
                     break
-                keep = max((k for s in stop for k in range(len(s) - 1, 0, -1) if held.endswith(s[:k])), default=0)
+                # the longest end of held that begins a stop string (no longer than held: a stop
+                # string can be megabytes long)
+                keep = max((k for s in stop for k in range(min(len(s) - 1, len(held)), 0, -1)
+                            if held.endswith(s[:k])), default=0)
                 delta, held = held[: len(held) - keep], held[len(held) - keep:]
             if delta:
                 yield delta, n

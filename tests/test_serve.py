@@ -393,6 +393,17 @@ def test_sampling_settings_reach_the_engine(plain_server):
     assert a not in (d, e) and d != e
 
 
+def test_a_long_stop_string_does_not_stall_the_engine(plain_server):
+    """A stop string of four million characters (a 12 MB body, under the limit): each token used
+    to be checked against every prefix of it (most of an hour per token, the one engine stalled
+    for every client); only prefixes no longer than the text held back can match."""
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3, "stop": ["天" * 4_000_000]}
+    r = httpx.post(f"{plain_server.url}/chat/completions", timeout=120, headers={"Content-Type": "application/json"},
+                   content=json.dumps(body, ensure_ascii=False).encode())
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    assert r.json()["choices"][0]["finish_reason"] == "length"
+
+
 # --------------------------------------------------------------------------------------------
 # Plain and mono models
 
