@@ -387,11 +387,22 @@ class LlamaEngine:
         stop string or ``max_tokens``; sets :attr:`finish_reason`. ``sampling``: more keywords of
         ``Llama.generate`` (``top_p``, ``top_k``, ``min_p``, ``presence_penalty``,
         ``frequency_penalty``, ``repeat_penalty``). Each delta is whole characters: a character
-        whose UTF-8 bytes span several tokens comes out once all of them are generated."""
-        import codecs
-
+        whose UTF-8 bytes span several tokens comes out once all of them are generated. ``seed``
+        is for this answer only: the engine's own seed is back in place once it ends."""
+        # llama-cpp-python keeps a seed given to set_seed for every sampler it builds afterwards
+        own = self.llm._seed
         if seed is not None:
             self.llm.set_seed(seed)
+        try:
+            yield from self._stream(prompt_tokens, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                                    sampling=sampling)
+        finally:
+            self.llm.set_seed(own)
+
+    def _stream(self, prompt_tokens: list[int], *, max_tokens: int, temperature: float, stop: list[str],
+                sampling: dict | None) -> Iterator[tuple[str, int]]:
+        import codecs
+
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.finish_reason = "length"
         n = 0
@@ -412,7 +423,10 @@ class LlamaEngine:
                     held = ""
                     self.finish_reason = "stop"
                     break
-                keep = max((k for s in stop for k in range(len(s) - 1, 0, -1) if held.endswith(s[:k])), default=0)
+                # the longest end of held that begins a stop string (no longer than held: a stop
+                # string can be megabytes long)
+                keep = max((k for s in stop for k in range(min(len(s) - 1, len(held)), 0, -1)
+                            if held.endswith(s[:k])), default=0)
                 delta, held = held[: len(held) - keep], held[len(held) - keep:]
             if delta:
                 yield delta, n

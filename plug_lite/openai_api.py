@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -171,15 +172,53 @@ def _message(i: int, m) -> dict:
     return {"role": role, "content": content}
 
 
+# JSON's \uD800-\uDFFF escapes: json.loads makes lone surrogates of those that are not a pair
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_B = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_surrogates(body: dict) -> None:
+    """400 naming a string (or object key) of ``body`` that holds an unpaired UTF-16 surrogate:
+    no text can be made of it (tokenizing it, logging it or echoing it in an error fails)."""
+    todo: list[tuple[str, object]] = [("", body)]
+    while todo:
+        where, v = todo.pop()
+        if isinstance(v, str) and not _encodable(v):
+            raise _bad(where, f"'{where}' holds an unpaired UTF-16 surrogate: not text")
+        if isinstance(v, dict):
+            for k, x in v.items():
+                name = k if _encodable(k) else json.dumps(k)[1:-1]  # written as its JSON escape
+                path = f"{where}.{name}" if where else name
+                if name != k:
+                    raise _bad(path, f"the key '{path}' holds an unpaired UTF-16 surrogate: not text")
+                todo.append((path, x))
+        elif isinstance(v, list):
+            todo.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def parse_chat_request(body: bytes | str | dict) -> ChatRequest:
     """A chat completion request body, checked; raises :class:`APIError` (400) naming the field."""
+    surrogates = False
     if not isinstance(body, dict):
+        surrogates = bool((_SURROGATE_ESCAPE if isinstance(body, str) else _SURROGATE_ESCAPE_B).search(body))
         try:
             body = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise APIError(400, f"the request body is not valid JSON ({e})") from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise APIError(400, "the request body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise APIError(400, f"the request body must be a JSON object, got {_type_name(body)}")
+    if surrogates:
+        _refuse_surrogates(body)
     known = set(ChatRequest.__dataclass_fields__) | set(_IGNORED) | {
         "messages", "max_completion_tokens", "top_p", "presence_penalty", "frequency_penalty", "stream_options", "n",
         "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "logit_bias",

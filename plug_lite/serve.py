@@ -486,9 +486,10 @@ def create_app(backend: Backend, *, api_key: str | None = None, cors: list[str] 
 
     middleware = [Middleware(_Gate, api_key=api_key, log=log)]
     if cors:
-        # outermost, so that a browser's preflight is answered before the key check
+        # outermost, so that a browser's preflight is answered before the key check; any request
+        # header from those origins: the openai JavaScript SDK also sends X-Stainless-* headers
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["GET", "POST"],
-                                        allow_headers=["Authorization", "Content-Type"]))
+                                        allow_headers=["*"]))
     routes = [Route("/v1/models", models, methods=["GET"]),
               Route("/v1/models/{model_id:path}", model, methods=["GET"]),
               Route("/v1/chat/completions", chat_completions, methods=["POST"]),

@@ -40,6 +40,10 @@ def test_llama_cpp_reasoning_format_maps_to_pivot(value, pivot):
 BAD = [
     (b"{nope", None, "not valid JSON"),
     (b"[1, 2]", None, "must be a JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),
+    (b'{"messages": [{"role": "user", "content": "a\\ud83d"}]}', "messages[0].content", "unpaired UTF-16 surrogate"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ude00x"]}', "stop[0]", "unpaired UTF-16 surrogate"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}', "\\ud800", "unpaired UTF-16 surrogate"),
     ({}, "messages", "'messages' is required"),
     ({"messages": "hi"}, "messages", "must be an array"),
     ({"messages": []}, "messages", "is empty"),

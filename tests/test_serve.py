@@ -388,6 +388,20 @@ def test_sampling_settings_reach_the_engine(plain_server):
 
     a, b, c = sample(seed=7), sample(seed=7), sample(seed=8)
     assert a == b and a != c  # the random model samples near-uniformly over 151,936 tokens
+    # a request's seed is for that request: later requests without one are not replays of it
+    a, d, e = sample(seed=7), sample(), sample()
+    assert a not in (d, e) and d != e
+
+
+def test_a_long_stop_string_does_not_stall_the_engine(plain_server):
+    """A stop string of four million characters (a 12 MB body, under the limit): each token used
+    to be checked against every prefix of it (most of an hour per token, the one engine stalled
+    for every client); only prefixes no longer than the text held back can match."""
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3, "stop": ["天" * 4_000_000]}
+    r = httpx.post(f"{plain_server.url}/chat/completions", timeout=120, headers={"Content-Type": "application/json"},
+                   content=json.dumps(body, ensure_ascii=False).encode())
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    assert r.json()["choices"][0]["finish_reason"] == "length"
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,6 +446,11 @@ BAD = [
     ("unknown field", {"messages": [{"role": "user", "content": "hi"}], "frobnicate": True}, "frobnicate"),
     ("prompt over the context", {"messages": [{"role": "user", "content": "天空 " * 5000}]}, "messages"),
     ("n > 1", {"messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
+    ("JSON nested too deeply", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
+    # a lone UTF-16 surrogate: valid JSON, but no text; it must not reach an error message unescaped
+    ("unpaired surrogate in a key", b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}', "\\ud800"),
+    ("unpaired surrogate in a part type", b'{"messages": [{"role": "user", "content": [{"type": "\\udfff"}]}]}',
+     "messages[0].content[0].type"),
 ]
 
 
@@ -444,6 +463,7 @@ def test_bad_requests_get_openai_errors_and_the_server_goes_on(server, name, bod
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["param"] == param and err["message"]
     assert "Traceback" not in r.text and "File \"" not in r.text
+    assert "Traceback" not in server.stderr()  # nor on the server's console
     if name == "prompt over the context":
         assert err["code"] == "context_length_exceeded"
     ok = httpx.post(f"{server.url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
@@ -488,6 +508,12 @@ def test_cors_only_when_asked(server, plain_server):
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ALLOWED
     r = httpx.options(f"{plain_server.url}/chat/completions", headers={**pre, "Origin": "http://evil.example"})
     assert r.headers.get("access-control-allow-origin") != "http://evil.example"
+    # the openai JavaScript SDK in a browser page sends its own headers too: the preflight allows them
+    stainless = ",".join(f"x-stainless-{h}" for h in ("arch", "lang", "os", "package-version", "retry-count",
+                                                          "runtime", "runtime-version", "timeout"))
+    r = httpx.options(f"{plain_server.url}/chat/completions",
+                      headers={**pre, "Access-Control-Request-Headers": f"authorization,content-type,{stainless}"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ALLOWED
     r = httpx.get(f"{plain_server.url}/models", headers={"Origin": ALLOWED})
     assert r.headers["access-control-allow-origin"] == ALLOWED
 
