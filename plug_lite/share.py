@@ -96,6 +96,9 @@ def collect(path: str | os.PathLike) -> Shared:
     if runs.is_finished(p):
         rec = RunRecord.load(p)
         report = runs.read_export_report(p)
+        if report.verify is not None and not report.verify.passed:
+            raise UserError(f"{p / runs.EXPORT_REPORT}: the last export failed its check and kept no file "
+                            f"({report.verify.error}); run `plug-lite export {p}` again")
         files = [f.path for f in report.files.values()]
         labels = {f.path.name: k for k, f in report.files.items()}
         if report.adapter_gguf:

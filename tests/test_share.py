@@ -178,6 +178,28 @@ def test_gguf_folder_of_several_models_is_refused_and_the_base_is_not_the_model(
     assert (tmp_path / "s2" / "Modelfile").read_text().startswith("FROM ./Qwen2-Tiny-40M-PLUG-zh-")
 
 
+def test_a_failed_export_is_not_shared(chain, tmp_path, capsys):
+    """A failed export keeps no file but records its files' final names with the error: files of an
+    earlier export under those names were shared as this one (a card without its checks)."""
+    import dataclasses
+
+    from plug_lite.runs import ExportRecord, ParityReport
+
+    run, _, _ = chain
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("plug_run.json", "export_report.json"):
+        shutil.copy(run / name, copy)
+    report = ExportRecord.load(copy)
+    assert all(f.path.is_file() for f in report.files.values())  # an earlier export's files are there
+    dataclasses.replace(report, verify=ParityReport(error="Q4_K_M: target-language (zh) mean KL 0.002 exceeds "
+                                                          "--max-drift 0 (--strict-drift)")).save()
+    assert share.cli([str(copy), "--out-dir", str(tmp_path / "s"), "--push", "me/x", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "failed its check" in err and "--strict-drift" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
 def test_untranslatable_template_says_so(tmp_path):
     run = RunRecord(PlugSpec("plug", "ko", "en"), chat_template_name=None, eos_token="</s>")
     files = share.ollama_files(run, "m.gguf")
