@@ -95,6 +95,18 @@ def test_strict_drift_without_the_drift_check_is_refused(chain, tmp_path, capsys
     assert not g.exists()
 
 
+def test_missing_imatrix_file_is_refused_before_the_slow_steps(chain, tmp_path, capsys):
+    """--imatrix FILE was looked at only after the merge and the conversion (minutes on a real
+    model), and only when a quant type uses one."""
+    run, _, _ = chain
+    g = tmp_path / "g"
+    assert export.cli([str(run), "--imatrix", str(tmp_path / "nope.gguf"), "--quant", "Q4_K_M", "--out-dir", str(g)]) == 2
+    err = capsys.readouterr().err
+    assert "nope.gguf" in err.splitlines()[-1] and "--imatrix file not found" in err.splitlines()[-1]
+    assert "merge:" not in err and "convert:" not in err
+    assert not g.exists()  # refused before the staging folder was made
+
+
 def test_module_and_verb_give_the_same_command():
     """``python -m plug_lite.export`` (the package's __main__) and ``python -m plug_lite export``."""
     outs = [subprocess.run([sys.executable, "-m", *how, "--help"], capture_output=True, text=True)
