@@ -35,7 +35,8 @@ from .engine import LlamaEngine, default_threads
 from .io import UserError, atomic_path, write_json
 from .runs import IMATRIX_FILE, ImatrixRecord, RunRecord
 
-__all__ = ["DEFAULT_CTX", "run_conversations", "calibration_text", "file_identity", "make", "read_record", "for_run"]
+__all__ = ["DEFAULT_CTX", "run_conversations", "calibration_text", "file_identity", "make", "read_record",
+           "check_file_choice", "for_run"]
 
 #: Tokens per chunk llama-imatrix evaluates (PLUG rows are 150-300 tokens: a chunk holds one or two).
 DEFAULT_CTX = 512
@@ -177,6 +178,24 @@ def _record(made: dict, where: str) -> ImatrixRecord:
                          chunks=made.get("chunks"), ctx=made.get("ctx"), seconds=made.get("seconds"), reused=reused)
 
 
+def check_file_choice(choice: str | os.PathLike) -> Path:
+    """``--imatrix FILE`` as a Path, checked before any slow step: the file is there, and so are
+    the programs it needs (llama-quantize for a ready ``.gguf``/``.dat`` matrix, and llama-imatrix
+    too for a text file to calibrate on)."""
+    path = Path(choice)
+    if not path.is_file():
+        raise UserError(f"{path}: --imatrix file not found (expected auto, none, a text file or a .gguf/.dat matrix)")
+    missing = [t for t in ("llama-imatrix", "llama-quantize") if toolchain.find_tool(t) is None]
+    if path.suffix.lower() in (".gguf", ".dat"):
+        if "llama-quantize" in missing:
+            raise UserError(f"{path}: quantizing with an importance matrix needs llama.cpp's llama-quantize; "
+                            f"{toolchain.tools_status()['hint']}")
+    elif missing:
+        raise UserError(f"{path}: making an importance matrix needs llama.cpp's {' and '.join(missing)}; "
+                        f"{toolchain.tools_status()['hint']}")
+    return path
+
+
 def for_run(rec: RunRecord, ref: str | os.PathLike, choice: str = "auto", *, out: str | os.PathLike | None = None,
             threads: int | None = None) -> ImatrixRecord:
     """The importance matrix for quantizing a run's reference GGUF ``ref``, as ``--imatrix``
@@ -197,15 +216,9 @@ def for_run(rec: RunRecord, ref: str | os.PathLike, choice: str = "auto", *, out
         text, tokens = calibration_text(convs, ref)
         made = make(ref, text, out, source=source, tokens=tokens, rows=len(convs), threads=threads)
         return _record(made, f"from {made['source']}")
-    path = Path(choice)
-    if not path.is_file():
-        raise UserError(f"{path}: --imatrix file not found (expected auto, none, a text file or a .gguf/.dat matrix)")
+    path = check_file_choice(choice)
     if path.suffix.lower() in (".gguf", ".dat"):
-        if "llama-quantize" in missing:
-            raise UserError(f"{path}: quantizing with an importance matrix needs llama.cpp's llama-quantize; {hint}")
         return ImatrixRecord(note=f"given: {path}", file=path, source=f"given ({path})")
-    if missing:
-        raise UserError(f"{path}: making an importance matrix needs llama.cpp's {' and '.join(missing)}; {hint}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

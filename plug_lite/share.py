@@ -96,22 +96,23 @@ def collect(path: str | os.PathLike) -> Shared:
     if runs.is_finished(p):
         rec = RunRecord.load(p)
         report = runs.read_export_report(p)
+        if report.verify is not None and not report.verify.passed:
+            raise UserError(f"{p / runs.EXPORT_REPORT}: the last export failed its check and kept no file "
+                            f"({report.verify.error}); run `plug-lite export {p}` again")
         files = [f.path for f in report.files.values()]
         labels = {f.path.name: k for k, f in report.files.items()}
         if report.adapter_gguf:
             files.append(report.adapter_gguf)
         if report.base_gguf:
             files.append(report.base_gguf)
-            labels[files[-1].name] = "F16, untuned base (for the LoRA)"
+            labels[files[-1].name] = _BASE_LABEL
         files = [f if f.is_absolute() else Path.cwd() / f for f in files]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise UserError(f"{p / runs.EXPORT_REPORT}: listed file {missing[0]} is missing; run `plug-lite export {p}` again")
         default_out = p / "share"
     else:
-        files = sorted(p.glob("*.gguf"))
-        if not files:
-            raise UserError(f"{p}: no plug_run.json and no .gguf files")
+        files, labels = _one_model(p)
         default_out = p
     # The first model file (not the adapter) tells what a folder of GGUF files is, and the chat
     # template when the run recorded none.
@@ -136,6 +137,44 @@ def collect(path: str | os.PathLike) -> Shared:
                   template_family=rec.chat_template_name if rec.chat_template_name in templates.GO else family)
 
 
+_BASE_LABEL = "F16, untuned base (for the LoRA)"
+
+
+def _one_model(folder: Path) -> tuple[list[Path], dict[str, str]]:
+    """(files, labels) of the one model a folder of GGUF files holds: its model files (``plug.*``
+    keys, one architecture and ``general.name``: export writes its reference file's name into every
+    quantized file), its LoRA adapter and, with an adapter, the untuned base beside it. A folder
+    with the files of several models (export's default ``gguf/`` holds every run's) is refused:
+    one card and one upload would mix them. Other GGUF files (an importance matrix, an unrelated
+    model without PLUG keys) are left out, and the command says so."""
+    metas = {f: gguf_meta.read_metadata(f) for f in sorted(folder.glob("*.gguf"))}
+    if not metas:
+        raise UserError(f"{folder}: no plug_run.json and no .gguf files")
+
+    def spec_of(md: dict) -> tuple:
+        return md.get("general.architecture"), tuple(sorted(PlugSpec.gguf_values(md).items()))
+
+    groups: dict[tuple, list[Path]] = {}
+    for f, md in metas.items():
+        if PlugSpec.gguf_values(md) and md.get("general.type", "model") == "model":
+            groups.setdefault((spec_of(md), md.get("general.name")), []).append(f)
+    if not groups:
+        raise UserError(f"{folder}: cannot tell the PLUG format and target language (no plug_run.json, no plug.* keys in the GGUF)")
+    if len(groups) > 1:
+        each = "; ".join(", ".join(f.name for f in fs) for fs in groups.values())
+        raise UserError(f"{folder}: GGUF files of {len(groups)} different models ({each}): share a run folder "
+                        "(plug-lite share RUN_DIR) or put one model's files in a folder of their own")
+    (spec, _), files = next(iter(groups.items()))
+    adapters = [f for f, md in metas.items() if md.get("general.type") == "adapter" and spec_of(md) == spec]
+    bases = [f for f, md in metas.items() if adapters and not PlugSpec.gguf_values(md)
+             and md.get("general.type", "model") == "model" and md.get("general.architecture") == spec[0]]
+    files = [*files, *adapters, *bases]
+    left = [f.name for f in metas if f not in files]
+    if left:
+        print(f"note: left out {', '.join(left)} (not a file of the model {files[0].name} belongs to)", file=sys.stderr)
+    return files, {f.name: _BASE_LABEL for f in bases}
+
+
 _REFERENCE_TYPES = ("F32", "BF16", "F16")
 
 
@@ -144,7 +183,7 @@ def recommended(info: Shared) -> Path | None:
     answers in export's parity check stayed closer to the merged model than to the untuned base;
     files without a check count as kept) and, when export measured drift, whose target-language
     drift is within ``--max-drift``; the reference (F16) when no quantized file qualifies."""
-    models = [f for f in info.files if "LoRA" not in _quant_of(f) and not info.labels.get(f.name, "").startswith("F16, untuned")]
+    models = [f for f in info.files if "LoRA" not in _quant_of(f) and info.labels.get(f.name) != _BASE_LABEL]
     greedy = info.export.verify.greedy if info.export and info.export.verify else {}
     drift = _drift(info)
 

@@ -148,6 +148,58 @@ def test_gguf_folder_without_run_metadata(chain, tmp_path, capsys):
     assert (folder / "template").is_file()  # chatml recognised from the GGUF's template
 
 
+def test_gguf_folder_of_several_models_is_refused_and_the_base_is_not_the_model(chain, tmp_path, capsys):
+    """export's default gguf/ holds every run's files: a folder with a PLUG and a Mono model is
+    refused (one card and one upload would mix them; the Modelfile named the Mono file), and a
+    folder of one export with --with-base reads the PLUG keys from a PLUG file, not the base."""
+    from plug_lite import gguf_meta
+
+    _, out, _ = chain
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(out / "Qwen2-Tiny-40M-PLUG-zh-Q8_0.gguf", mixed)
+    gguf_meta.write_keys(out / "Qwen2-Tiny-40M-PLUG-zh-Q8_0.gguf", mixed / "Qwen2-Tiny-40M-Mono-zh-Q4_K_M.gguf",
+                         {**PlugSpec("mono", "zh").gguf_fields(), "general.name": "Qwen2-Tiny-40M-Mono-zh-F16"})
+    assert share.cli([str(mixed), "--out-dir", str(tmp_path / "s1")]) == 2
+    err = capsys.readouterr().err
+    assert "2 different models" in err and "Mono-zh-Q4_K_M" in err and "PLUG-zh-Q8_0" in err
+    assert not (tmp_path / "s1").exists()
+
+    one = tmp_path / "one"
+    shutil.copytree(out, one)
+    (one / "imatrix.gguf").write_bytes((out / "Qwen2-Tiny-40M-F16.gguf").read_bytes())  # no PLUG keys, no adapter of its own
+    gguf_meta.write_keys(one / "imatrix.gguf", one / "imatrix.gguf", {"general.type": "imatrix"})
+    assert share.cli([str(one), "--out-dir", str(tmp_path / "s2"), "--push", "me/x", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "imatrix.gguf" not in captured.out and "left out imatrix.gguf" in captured.err
+    card = (tmp_path / "s2" / "README.md").read_text(encoding="utf-8")
+    assert "| `Qwen2-Tiny-40M-F16.gguf` | F16, untuned base (for the LoRA) |" in card
+    assert "— PLUG (Chinese) GGUF" in card
+    assert (tmp_path / "s2" / "Modelfile").read_text().startswith("FROM ./Qwen2-Tiny-40M-PLUG-zh-")
+
+
+def test_a_failed_export_is_not_shared(chain, tmp_path, capsys):
+    """A failed export keeps no file but records its files' final names with the error: files of an
+    earlier export under those names were shared as this one (a card without its checks)."""
+    import dataclasses
+
+    from plug_lite.runs import ExportRecord, ParityReport
+
+    run, _, _ = chain
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("plug_run.json", "export_report.json"):
+        shutil.copy(run / name, copy)
+    report = ExportRecord.load(copy)
+    assert all(f.path.is_file() for f in report.files.values())  # an earlier export's files are there
+    dataclasses.replace(report, verify=ParityReport(error="Q4_K_M: target-language (zh) mean KL 0.002 exceeds "
+                                                          "--max-drift 0 (--strict-drift)")).save()
+    assert share.cli([str(copy), "--out-dir", str(tmp_path / "s"), "--push", "me/x", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "failed its check" in err and "--strict-drift" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
 def test_untranslatable_template_says_so(tmp_path):
     run = RunRecord(PlugSpec("plug", "ko", "en"), chat_template_name=None, eos_token="</s>")
     files = share.ollama_files(run, "m.gguf")

@@ -127,7 +127,10 @@ def _with_plug_metadata(dst: Path, plug: dict, write_raw: Callable[[Path], objec
 
 def check_imatrix(quants: list[str], choice: str) -> None:
     """Refuse, before any slow step, quant types that need an importance matrix when none will
-    be there (``--imatrix none``, or ``auto`` without llama.cpp's programs)."""
+    be there (``--imatrix none``, or ``auto`` without llama.cpp's programs), and an ``--imatrix
+    FILE`` that is not there or whose programs are not, when a quant type would use it."""
+    if str(choice).lower() not in ("auto", "none") and any(convert.uses_imatrix(q) for q in quants):
+        imatrix.check_file_choice(choice)
     need = [q for q in quants if convert.needs_imatrix(q)]
     if not need:
         return

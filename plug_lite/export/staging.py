@@ -93,6 +93,9 @@ def main(
     run = rec.folder
     quants, outtype = converting.check_types(quants, outtype)
     converting.check_imatrix(quants, imatrix)
+    if strict_drift and (not verify_parity or drift_rows <= 0):
+        off = "--no-verify" if not verify_parity else "--drift-rows 0"
+        raise UserError(f"--strict-drift needs the drift check, which {off} turns off: drop one of them")
     out = Path(out_dir).resolve()
     base_dir = resolve_base(rec)
     toolchain.script("convert_hf_to_gguf.py")  # fail early (offline, no sdist) before the slow merge

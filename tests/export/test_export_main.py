@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from plug_lite import export
 
 
@@ -79,6 +81,30 @@ def test_failing_parity_check(chain, tmp_path, capsys):
     assert line.startswith("error: parity check failed") and "EOS" in line
     assert list((tmp_path / "g").iterdir()) == []  # nothing kept: not even the staging folder
     assert "error" in json.loads((bad / "export_report.json").read_text())["verify"]
+
+
+@pytest.mark.parametrize("off", [["--no-verify"], ["--drift-rows", "0"]])
+def test_strict_drift_without_the_drift_check_is_refused(chain, tmp_path, capsys, off):
+    """--strict-drift promises that no file over --max-drift is kept; with the drift check turned
+    off the export kept every file (even at --max-drift 0) and said nothing."""
+    run, _, _ = chain
+    g = tmp_path / "g"
+    assert export.cli([str(run), *off, "--strict-drift", "--max-drift", "0", "--quant", "Q8_0", "--out-dir", str(g)]) == 2
+    line = _one_error_line(capsys)
+    assert "--strict-drift" in line and off[0] in line
+    assert not g.exists()
+
+
+def test_missing_imatrix_file_is_refused_before_the_slow_steps(chain, tmp_path, capsys):
+    """--imatrix FILE was looked at only after the merge and the conversion (minutes on a real
+    model), and only when a quant type uses one."""
+    run, _, _ = chain
+    g = tmp_path / "g"
+    assert export.cli([str(run), "--imatrix", str(tmp_path / "nope.gguf"), "--quant", "Q4_K_M", "--out-dir", str(g)]) == 2
+    err = capsys.readouterr().err
+    assert "nope.gguf" in err.splitlines()[-1] and "--imatrix file not found" in err.splitlines()[-1]
+    assert "merge:" not in err and "convert:" not in err
+    assert not g.exists()  # refused before the staging folder was made
 
 
 def test_module_and_verb_give_the_same_command():
