@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .io import UserError, atomic_path, check_disk_space, input_file
-from .spec import PlugSpec
+from .spec import EXPORT_KEY, PlugSpec
 
 __all__ = ["MAGIC", "VALUE_TYPES", "read_metadata", "read_tensors", "read_spec", "check", "check_lora", "read_rows",
            "write_keys", "write_plug_metadata"]
@@ -276,10 +276,13 @@ def write_keys(src: str | os.PathLike, dst: str | os.PathLike, keys: dict[str, s
 
 
 def write_plug_metadata(src: str | os.PathLike, dst: str | os.PathLike, spec: PlugSpec,
-                        chat_template: str | None = None) -> Path:
+                        chat_template: str | None = None, export_id: str | None = None) -> Path:
     """Copy GGUF ``src`` to ``dst`` with the spec's ``plug.*`` keys and, when given,
-    ``tokenizer.chat_template`` set (see :func:`write_keys`)."""
+    ``tokenizer.chat_template`` and the export's id (:data:`~plug_lite.spec.EXPORT_KEY`) set
+    (see :func:`write_keys`)."""
     keys = spec.gguf_fields()
     if chat_template is not None:
         keys["tokenizer.chat_template"] = chat_template
+    if export_id is not None:
+        keys[EXPORT_KEY] = export_id
     return write_keys(src, dst, keys)

@@ -568,7 +568,9 @@ class ExportRecord:
     """What ``plug-lite export`` wrote: ``export_report.json`` in the run folder.
 
     ``files`` maps a quant type (``F16``, ``Q8_0``, ...) to its file; ``verify`` is None when the
-    checks were not run. ``folder`` is the run folder it was loaded from (not written).
+    checks were not run. ``export_id`` is written into every GGUF of the export that carries PLUG
+    keys (:data:`~plug_lite.spec.EXPORT_KEY`; None in reports written before it existed).
+    ``folder`` is the run folder it was loaded from (not written).
     """
 
     files: dict[str, ExportedFile]
@@ -581,10 +583,12 @@ class ExportRecord:
     imatrix: ImatrixRecord | None = None
     timings: dict = field(default_factory=dict)  # step -> seconds
     verify: ParityReport | None = None
+    export_id: str | None = None
     folder: Path | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        """The ``export_report.json`` object: the keys and nesting plug-lite 0.1 writes."""
+        """The ``export_report.json`` object: the keys and nesting plug-lite 0.1 writes (and
+        ``export_id`` when there is one)."""
         d: dict[str, Any] = {
             "run_dir": _text(self.run_dir), "merged_dir": _text(self.merged_dir), "merge": self.merge,
             "files": {k: f.to_dict() for k, f in self.files.items()},
@@ -593,6 +597,8 @@ class ExportRecord:
         }
         if self.verify is not None:
             d["verify"] = self.verify.to_dict()
+        if self.export_id is not None:
+            d["export_id"] = self.export_id
         return d
 
     @classmethod
@@ -603,6 +609,9 @@ class ExportRecord:
         except (KeyError, TypeError, AttributeError, ValueError):
             raise UserError(f"{where}: field 'files' must map a quant type to {{path, bytes, note}}") from None
         verify = d.get("verify")
+        export_id = d.get("export_id")
+        if export_id is not None and not isinstance(export_id, str):
+            raise UserError(f"{where}: field 'export_id' must be a string")
         return cls(
             files=files,
             run_dir=_path(d.get("run_dir")),
@@ -614,6 +623,7 @@ class ExportRecord:
             imatrix=ImatrixRecord.from_value(d.get("imatrix"), where),
             timings=_section(d, "timings", where),
             verify=ParityReport.from_dict(_section(d, "verify", where), where) if verify is not None else None,
+            export_id=export_id,
             folder=Path(folder) if folder is not None else None,
         )
 

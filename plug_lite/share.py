@@ -39,7 +39,7 @@ from .cli import run
 from .io import UserError, atomic_write_text, redact
 from .languages import LanguageError
 from .runs import ExportRecord, RunRecord
-from .spec import PlugSpec
+from .spec import EXPORT_KEY, PlugSpec
 
 __all__ = ["Shared", "recommended", "ollama_files", "model_card", "collect", "upload", "main", "cli"]
 
@@ -110,6 +110,13 @@ def collect(path: str | os.PathLike) -> Shared:
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise UserError(f"{p / runs.EXPORT_REPORT}: listed file {missing[0]} is missing; run `plug-lite export {p}` again")
+        for f in files:  # none replaced by another run's export since (the base's file has no PLUG keys)
+            if not report.export_id or labels.get(f.name) == _BASE_LABEL:
+                continue
+            got = gguf_meta.read_metadata(f).get(EXPORT_KEY)
+            if got != report.export_id:
+                raise UserError(f"{f}: another export replaced it after this run's ({EXPORT_KEY} is {got or 'missing'}, "
+                                f"{runs.EXPORT_REPORT} says {report.export_id}); run `plug-lite export {p}` again")
         default_out = p / "share"
     else:
         files, labels = _one_model(p)

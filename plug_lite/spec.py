@@ -35,6 +35,7 @@ from .languages import Language, LanguageError
 __all__ = [
     "FORMATS",
     "PLUG_KEYS",
+    "EXPORT_KEY",
     "SpecError",
     "PlugSpec",
     "system_prompt",
@@ -47,6 +48,9 @@ FORMATS = ("plug", "mono", "pivot_only")
 
 #: The GGUF metadata keys of a spec (string values, written by ``plug-lite export``).
 PLUG_KEYS = ("plug.format", "plug.target", "plug.pivot", "plug.think")
+#: The GGUF key naming the export that wrote a file (``export_id`` in ``export_report.json``): a
+#: file replaced by another export no longer matches its run's record.
+EXPORT_KEY = "plug.export"
 
 
 class SpecError(UserError, LanguageError):

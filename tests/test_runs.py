@@ -172,6 +172,15 @@ def test_an_export_report_of_0_1_loads_and_writes_back(tmp_path):
     assert rep.save(tmp_path).read_text(encoding="utf-8") == (V01 / runs.EXPORT_REPORT).read_text(encoding="utf-8")
 
 
+def test_export_id_is_kept_and_checked(tmp_path):
+    raw = {**_raw(runs.EXPORT_REPORT), "export_id": "0123abcd0123abcd"}
+    rep = ExportRecord.from_dict(raw)
+    assert rep.export_id == "0123abcd0123abcd" and rep.to_dict() == raw
+    assert "export_id" not in ExportRecord.from_dict(_raw(runs.EXPORT_REPORT)).to_dict()  # 0.1's keys only
+    with pytest.raises(UserError, match="field 'export_id' must be a string"):
+        ExportRecord.from_dict({**raw, "export_id": 7})
+
+
 def test_export_report_variants_the_writer_makes():
     raw = _raw(runs.EXPORT_REPORT)
     # a QLoRA run with a base GGUF and a quantized file that drifted: export.verify adds

@@ -200,6 +200,37 @@ def test_a_failed_export_is_not_shared(chain, tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_a_file_another_export_replaced_is_not_shared(chain, tmp_path, capsys):
+    """Two runs exported under the same names: the second replaced the first's files, so sharing
+    the first would publish the second's weights under the first's card; refused, naming the file."""
+    import dataclasses
+
+    from plug_lite import gguf_meta
+    from plug_lite.runs import ExportRecord
+    from plug_lite.spec import EXPORT_KEY
+
+    run, _, _ = chain
+    copy, files = tmp_path / "run", tmp_path / "gguf"
+    copy.mkdir(), files.mkdir()
+    shutil.copy(run / "plug_run.json", copy)
+    report = ExportRecord.load(run)
+    moved = {k: dataclasses.replace(f, path=files / f.path.name) for k, f in report.files.items()}
+    for old, new in zip(report.files.values(), moved.values()):
+        shutil.copy(old.path, new.path)
+    for f in (report.adapter_gguf, report.base_gguf):
+        shutil.copy(f, files / f.name)
+    dataclasses.replace(report, files=moved, adapter_gguf=files / report.adapter_gguf.name,
+                        base_gguf=files / report.base_gguf.name, folder=copy).save()
+    assert share.cli([str(copy), "--out-dir", str(tmp_path / "ok"), "--push", "me/x", "--dry-run"]) == 0
+    capsys.readouterr()
+    q8 = moved["Q8_0"].path
+    gguf_meta.write_keys(q8, q8, {EXPORT_KEY: "another-run-0000"})  # what a second run's export leaves
+    assert share.cli([str(copy), "--out-dir", str(tmp_path / "s"), "--push", "me/x", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{q8}: another export replaced it" in err and "another-run-0000" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
 def test_untranslatable_template_says_so(tmp_path):
     run = RunRecord(PlugSpec("plug", "ko", "en"), chat_template_name=None, eos_token="</s>")
     files = share.ollama_files(run, "m.gguf")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -40,8 +41,8 @@ from typing import Callable
 
 from .. import convert, gguf_meta, imatrix, templates, toolchain
 from ..io import UserError, keep_umask
-from ..runs import ImatrixRecord, RunRecord, gguf_name
-from ..spec import PLUG_KEYS
+from ..runs import ExportRecord, ImatrixRecord, RunRecord, gguf_name
+from ..spec import EXPORT_KEY, PLUG_KEYS
 
 __all__ = ["OUTTYPES", "Written", "check_types", "check_imatrix", "inference_template", "adapter_refusal", "write_ggufs"]
 
@@ -54,6 +55,9 @@ class Written:
     """The GGUF files of one export, in the staging folder, and how long each took."""
 
     files: dict[str, Path] = field(default_factory=dict)  # quant type -> file; the reference file first
+    #: written into each file with PLUG keys and into the record: a file replaced later by another
+    #: export no longer matches (see :func:`replaced_exports`)
+    export_id: str = field(default_factory=lambda: secrets.token_hex(8))
     adapter: Path | None = None
     base: Path | None = None
     adapter_refused: str | None = None  # why no adapter GGUF was written
@@ -62,6 +66,32 @@ class Written:
 
     def paths(self) -> list[Path]:
         return [p for p in (*self.files.values(), self.adapter, self.base) if p is not None]
+
+
+def replaced_exports(written: Written, out: Path, previous: ExportRecord | None) -> list[str]:
+    """The files already in ``out`` that this export is about to replace although its run did not
+    write them (another run's export under the same name, or a file put there by hand), each as
+    ``"PATH (why)"``. ``previous``: the run's own last export record, if any. The untuned base's
+    file is left out: two runs of one base write the same bytes."""
+    mine = previous.export_id if previous else None
+    listed = {f.path.resolve() for f in previous.files.values()} if previous else set()
+    if previous and previous.adapter_gguf:
+        listed.add(previous.adapter_gguf.resolve())
+    out_list = []
+    for p in [*written.files.values(), written.adapter]:
+        dst = out / p.name if p is not None else None
+        if dst is None or not dst.is_file():
+            continue
+        try:
+            owner = gguf_meta.read_metadata(dst).get(EXPORT_KEY)
+        except UserError:
+            owner = None
+        if owner is not None and owner == mine:
+            continue
+        if owner is None and mine is None and dst.resolve() in listed:  # this run's export from before ids
+            continue
+        out_list.append(f"{dst} ({'export ' + owner if owner else 'no export id'})")
+    return out_list
 
 
 def check_types(quants, outtype: str) -> tuple[list[str], str]:
@@ -162,7 +192,8 @@ def _quantize(ref: Path, dst: Path, q: str, plug: dict, timings: dict, matrix: P
         convert.quantize(ref, dst, q, imatrix=matrix)
     timings[f"quantize_{q}_s"] = round(time.time() - t0, 1)
     md = gguf_meta.read_metadata(dst)
-    if any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != plug["chat_template"]:
+    if (any(md.get(k) is None for k in PLUG_KEYS) or md.get("tokenizer.chat_template") != plug["chat_template"]
+            or md.get(EXPORT_KEY) != plug["export_id"]):
         gguf_meta.write_plug_metadata(dst, dst, **plug)  # the quantizer dropped keys: add them back
     return dst
 
@@ -171,8 +202,8 @@ def write_ggufs(rec: RunRecord, merged: Path, base_dir: Path, stage: Path, *, qu
                 template: str, adapter: bool, with_base: bool, imatrix_choice: str = "auto") -> Written:
     """Steps 1-5 above, into ``stage``; the files are made readable by all (they are meant to be shared)."""
     run = rec.folder
-    plug = dict(spec=rec.spec, chat_template=template)
     w = Written()
+    plug = dict(spec=rec.spec, chat_template=template, export_id=w.export_id)
     ref_key = outtype.upper()
     ref = stage / gguf_name(rec, ref_key)
     t0 = time.time()

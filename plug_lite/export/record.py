@@ -32,6 +32,7 @@ def build_record(run: Path, merged: Path, out: Path, written: Written) -> Export
         base_gguf=out / written.base.name if written.base else None,
         imatrix=written.imatrix,
         timings=written.timings,
+        export_id=written.export_id,
         folder=run,
     )
 

@@ -113,6 +113,13 @@ def main(
             report = _verify(report, rec, merged, written, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                              stop_budget=stop_budget, drift_rows=drift_rows, max_drift=max_drift,
                              strict_drift=strict_drift)
+        try:
+            previous = ExportRecord.load(run)
+        except UserError:
+            previous = None
+        for replaced in converting.replaced_exports(written, out, previous):
+            print(f"export: replacing {replaced}, which another export wrote: the run that made it can no "
+                  "longer share it until it is exported again", file=sys.stderr)
         for p in written.paths():  # step 4
             os.replace(p, out / p.name)
         report.save()  # step 5

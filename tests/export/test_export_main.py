@@ -107,6 +107,48 @@ def test_missing_imatrix_file_is_refused_before_the_slow_steps(chain, tmp_path, 
     assert not g.exists()  # refused before the staging folder was made
 
 
+def test_every_file_carries_its_export_id(chain):
+    from plug_lite import gguf_meta
+    from plug_lite.runs import ExportRecord
+    from plug_lite.spec import EXPORT_KEY
+
+    run, _, _ = chain
+    rep = ExportRecord.load(run)
+    assert rep.export_id and len(rep.export_id) == 16
+    for path in [f.path for f in rep.files.values()] + ([rep.adapter_gguf] if rep.adapter_gguf else []):
+        assert gguf_meta.read_metadata(path)[EXPORT_KEY] == rep.export_id, path
+    assert EXPORT_KEY not in gguf_meta.read_metadata(rep.base_gguf)  # the untuned base: no PLUG keys
+
+
+def test_files_another_export_wrote_are_named_before_they_are_replaced(tiny_gguf, tmp_path):
+    """A second run exported under the same names replaces the first's files: export says so,
+    naming each (and the first run's share then refuses them: tests/test_share.py)."""
+    from plug_lite import gguf_meta
+    from plug_lite.export.converting import Written, replaced_exports
+    from plug_lite.runs import ExportedFile, ExportRecord
+    from plug_lite.spec import EXPORT_KEY
+
+    stage, out = tmp_path / "stage", tmp_path / "gguf"
+    stage.mkdir(), out.mkdir()
+    names = {"F16": "M-PLUG-zh-F16.gguf", "Q8_0": "M-PLUG-zh-Q8_0.gguf", "Q4_K_M": "M-PLUG-zh-Q4_K_M.gguf"}
+    written = Written(files={k: stage / n for k, n in names.items()}, adapter=stage / "M-PLUG-zh-LoRA-F16.gguf",
+                      base=stage / "M-F16.gguf", export_id="new0new0new0new0")
+    for p in written.paths():
+        shutil.copy(tiny_gguf, p)
+    gguf_meta.write_keys(tiny_gguf, out / names["F16"], {EXPORT_KEY: "mine1111mine1111"})  # this run's last export
+    gguf_meta.write_keys(tiny_gguf, out / names["Q8_0"], {EXPORT_KEY: "other222other222"})  # another run's
+    shutil.copy(tiny_gguf, out / names["Q4_K_M"])  # no export id, not in this run's record
+    shutil.copy(tiny_gguf, out / "M-F16.gguf")  # the untuned base: the same bytes whichever run wrote it
+    previous = ExportRecord(files={"F16": ExportedFile(out / names["F16"], 1, "")}, export_id="mine1111mine1111")
+    assert replaced_exports(written, out, previous) == [f"{out / names['Q8_0']} (export other222other222)",
+                                                         f"{out / names['Q4_K_M']} (no export id)"]
+    assert len(replaced_exports(written, out, None)) == 3  # a run never exported: none of them is its own
+    # a report written before export ids: the files it lists are the run's own
+    old = ExportRecord(files={k: ExportedFile(out / n, 1, "") for k, n in names.items()})
+    assert replaced_exports(written, out, old) == [f"{out / names['F16']} (export mine1111mine1111)",
+                                                   f"{out / names['Q8_0']} (export other222other222)"]
+
+
 def test_module_and_verb_give_the_same_command():
     """``python -m plug_lite.export`` (the package's __main__) and ``python -m plug_lite export``."""
     outs = [subprocess.run([sys.executable, "-m", *how, "--help"], capture_output=True, text=True)
