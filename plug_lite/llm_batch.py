@@ -56,7 +56,8 @@ id, fsynced before any polling. The ledger (an append-only JSONL beside the call
 makes reruns safe:
 
 * a shard whose batch is still running is polled, never submitted again; the calls of every
-  open batch are left out of new shards;
+  open batch are left out of new shards; one run at a time holds the ledger (``LEDGER.lock``, an
+  advisory flock the system drops when the process ends), so two runs at once cannot both submit;
 * before creating any batch the runner lists the account's batches (newest first, back
   :data:`LOOKBACK_DAYS` days) and adopts one that carries the shard's tag, so a kill -9 between
   ``batches.create`` and the ledger write creates no second batch; a create whose answer is lost
@@ -513,6 +514,29 @@ class _Ledger:
         for rec in read_jsonl_resumable(path):
             self._apply(rec)
         self._out: JsonlAppender | None = None
+        self._lock = None
+
+    def lock(self) -> None:
+        """Hold ``LEDGER.lock`` until :meth:`close`: a second run of the same job (another terminal,
+        a notebook cell run twice) would submit the same shards again and pay for them twice. An
+        advisory ``flock``: the system releases it when the process ends, even by kill -9."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock
+            return
+        path = self.path.with_name(self.path.name + ".lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise UserError(f"{self.path}: another run is submitting or collecting these batches (its lock "
+                            f"{path.name} is held); wait for it to end or stop it, then rerun") from None
+        self._lock = f
+        self.entries = {}  # read again: a run that held the lock may have written since
+        for rec in read_jsonl_resumable(self.path):
+            self._apply(rec)
 
     def _apply(self, rec: dict) -> None:
         k = (rec.get("shard"), int(rec.get("attempt", 0)))
@@ -551,6 +575,9 @@ class _Ledger:
         if self._out is not None:
             self._out.close()
             self._out = None
+        if self._lock is not None:
+            self._lock.close()  # (closing the file releases the flock)
+            self._lock = None
 
 
 @dataclass
@@ -844,6 +871,7 @@ class BatchRunner:
         failed: dict[str, str] = {}
         total = Ingested()
         try:
+            self.ledger.lock()
             self._recover()
             for _ in range(MAX_ROUNDS):
                 open_entries = [e for e in self.ledger.open() if any(k in by_key for k in e.keys)]

@@ -288,6 +288,23 @@ def test_expired_batch_partial_results_then_the_rest_resubmitted(tmp_path):
     assert any("expired; 4 answers cached, 0 failed, 6 to resubmit" in x for x in said)
 
 
+def test_a_second_run_on_the_same_ledger_is_refused_while_the_first_holds_it(tmp_path):
+    """Two runs of one job at once (a second terminal, a notebook cell run twice) would submit the
+    same shards twice and pay twice: the second is one line while the first holds the ledger."""
+    import fcntl
+
+    with ScriptedOpenAI(echo) as srv:
+        calls = make_calls(llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY), 3)
+        ledger = llm_batch.ledger_path(tmp_path / "cache.jsonl")
+        with open(ledger.with_name(ledger.name + ".lock"), "a") as held:  # the first run, mid-way
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(UserError, match=r"another run is submitting or collecting these batches"):
+                run_batch(srv, tmp_path, calls)
+        assert srv.routes["POST /batches"] == 0 and srv.routes["POST /files"] == 0
+        d, cache, _ = run_batch(srv, tmp_path, calls)  # once it has ended, the run goes through
+    assert d.by_batch == 3 and all(c.key in cache for c in calls) and srv.routes["POST /batches"] == 1
+
+
 def test_without_wait_a_rerun_collects_and_a_cancelled_batch_is_resubmitted(tmp_path):
     with ScriptedOpenAI(echo, batch_lines_per_poll=3) as srv:
         calls = make_calls(llm.LLMSettings(model="batch-model", base_url=srv.url, api_key=KEY), 9)
