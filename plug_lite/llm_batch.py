@@ -510,11 +510,14 @@ class _Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.entries: dict[tuple[str, int], _Entry] = {}
-        for rec in read_jsonl_resumable(path):
-            self._apply(rec)
+        self._read()
         self._out: JsonlAppender | None = None
         self._lock = None
+
+    def _read(self) -> None:
+        self.entries: dict[tuple[str, int], _Entry] = {}
+        for rec in read_jsonl_resumable(self.path):
+            self._apply(rec)
 
     def lock(self) -> None:
         """Hold ``LEDGER.lock`` until :meth:`close`: a second run of the same job (another terminal,
@@ -534,9 +537,7 @@ class _Ledger:
             raise UserError(f"{self.path}: another run is submitting or collecting these batches (its lock "
                             f"{path.name} is held); wait for it to end or stop it, then rerun") from None
         self._lock = f
-        self.entries = {}  # read again: a run that held the lock may have written since
-        for rec in read_jsonl_resumable(self.path):
-            self._apply(rec)
+        self._read()  # again: a run that held the lock may have written since
 
     def _apply(self, rec: dict) -> None:
         k = (rec.get("shard"), int(rec.get("attempt", 0)))

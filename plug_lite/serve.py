@@ -124,7 +124,10 @@ class Backend:
         self.on_done = on_done or (lambda job: None)
         # think: parse both variants unless the GGUF records which one (as plug-lite chat does)
         recorded = PlugSpec.gguf_values(engine.metadata)
-        self.think = False if prompted else self.spec.think if self.spec and "think" in recorded else None
+        if prompted:
+            self.think = False
+        else:
+            self.think = self.spec.think if self.spec and "think" in recorded else None
         self.created = int(engine.path.stat().st_mtime)
         ident = f"{engine.path.name}:{engine.path.stat().st_size}:{__version__}"
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
@@ -153,7 +156,7 @@ class Backend:
         """The :class:`Job` for a checked request: the conversation as the model sees it,
         tokenized; raises :class:`APIError` when it does not fit the context or the chat template
         refuses it."""
-        own = self.system if self.system is not None or self.prompted is None else self.prompted.system_prompt()
+        own = self.prompted.system_prompt() if self.prompted and self.system is None else self.system
         msgs = conversation.from_client(req.messages, self.spec, override=own, rule=self.client_system)
         if self.prompted is not None:  # the worked examples come before the client's turns
             head = 1 if msgs and msgs[0]["role"] == "system" else 0

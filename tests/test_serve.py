@@ -259,7 +259,8 @@ def test_prompted_plug_sends_the_instruction_and_worked_examples(tiny_gguf, tmp_
         def prompt(msgs):
             return backend.prepare(openai_api.parse_chat_request({"model": "m", "messages": msgs})).prompt
 
-        assert prompt([{"role": "user", "content": q0}]) == eng.tokenize(ask.messages(q0))[0]
+        want_q0 = eng.tokenize(ask.messages(q0))[0]
+        assert prompt([{"role": "user", "content": q0}]) == want_q0
         with_sys = ask.messages(q0, system=ask.system_prompt() + "\n\nBe brief.")
         assert prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": q0}]) == \
             eng.tokenize(with_sys)[0]
@@ -275,22 +276,12 @@ def test_prompted_plug_sends_the_instruction_and_worked_examples(tiny_gguf, tmp_
         assert "prompted PLUG, 2 worked examples, Chinese via English" in s.stderr()
         c = openai.OpenAI(base_url=s.url, api_key="none", max_retries=0, timeout=300)
         r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": q0}])
-        assert r.usage.prompt_tokens == len(prompt_len(tiny_gguf, ask.messages(q0))) > 0
+        assert r.usage.prompt_tokens == len(want_q0) > 0
     finally:
         s.close()
     r = subprocess.run([sys.executable, "-m", "plug_lite.serve", str(tiny_gguf), "--prompted"], capture_output=True,
                        text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "error: --prompted needs --target CODE"
-
-
-def prompt_len(gguf: Path, msgs: list[dict]) -> list[int]:
-    from plug_lite.engine import LlamaEngine
-
-    eng = LlamaEngine(gguf, vocab_only=True)
-    try:
-        return eng.tokenize(msgs)[0]
-    finally:
-        eng.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -74,13 +74,13 @@ def replaced_exports(written: Written, out: Path, previous: ExportRecord | None)
     ``"PATH (why)"``. ``previous``: the run's own last export record, if any. The untuned base's
     file is left out: two runs of one base write the same bytes."""
     mine = previous.export_id if previous else None
-    listed = {f.path.resolve() for f in previous.files.values()} if previous else set()
-    if previous and previous.adapter_gguf:
-        listed.add(previous.adapter_gguf.resolve())
+    listed = set()  # a report written before export ids: the files it lists are the run's own
+    if previous and mine is None:
+        listed = {f.resolve() for f in [*(x.path for x in previous.files.values()), previous.adapter_gguf] if f}
     out_list = []
-    for p in [*written.files.values(), written.adapter]:
-        dst = out / p.name if p is not None else None
-        if dst is None or not dst.is_file():
+    for p in [p for p in (*written.files.values(), written.adapter) if p is not None]:
+        dst = out / p.name
+        if not dst.is_file():
             continue
         try:
             owner = gguf_meta.read_metadata(dst).get(EXPORT_KEY)
@@ -88,7 +88,7 @@ def replaced_exports(written: Written, out: Path, previous: ExportRecord | None)
             owner = None
         if owner is not None and owner == mine:
             continue
-        if owner is None and mine is None and dst.resolve() in listed:  # this run's export from before ids
+        if owner is None and dst.resolve() in listed:
             continue
         out_list.append(f"{dst} ({'export ' + owner if owner else 'no export id'})")
     return out_list
